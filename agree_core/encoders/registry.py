@@ -1,0 +1,49 @@
+"""Encoders by name: ``"text-layer"``, or ``"NAME:PATH_OR_ID"`` for a specific checkpoint."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from agree_core.encoders.base import MultiVectorEncoder
+
+__all__ = ["register_encoder", "load_encoder", "available_encoders", "DEFAULT_ENCODER"]
+
+DEFAULT_ENCODER = "text-layer"
+
+# name -> factory(checkpoint: str | None, **options) -> encoder
+_FACTORIES: dict[str, Callable[..., MultiVectorEncoder]] = {}
+
+
+def register_encoder(name: str) -> Callable[[Callable[..., MultiVectorEncoder]], Callable[..., MultiVectorEncoder]]:
+    def wrap(factory: Callable[..., MultiVectorEncoder]) -> Callable[..., MultiVectorEncoder]:
+        _FACTORIES[name] = factory
+        return factory
+
+    return wrap
+
+
+def available_encoders() -> list[str]:
+    _register_builtins()
+    return sorted(_FACTORIES)
+
+
+def load_encoder(spec: str = DEFAULT_ENCODER, **options: Any) -> MultiVectorEncoder:
+    """Build the encoder named by ``spec`` (``"NAME"`` or ``"NAME:PATH_OR_ID"``).
+
+    Options are passed to the encoder (device, dtype, batch sizes...).
+
+    >>> load_encoder("no-such-encoder")
+    Traceback (most recent call last):
+    ...
+    ValueError: unknown encoder 'no-such-encoder'; available: text-layer
+    """
+    _register_builtins()
+    name, _, checkpoint = spec.partition(":")
+    if name not in _FACTORIES:
+        raise ValueError(f"unknown encoder {name!r}; available: {', '.join(available_encoders())}")
+    return _FACTORIES[name](checkpoint or None, **options)
+
+
+def _register_builtins() -> None:
+    # Imported here, not at module import: building the registry loads no model.
+    from agree_core.encoders import text_layer  # noqa: F401

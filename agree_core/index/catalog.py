@@ -1,0 +1,108 @@
+"""The document catalog: one SQLite row per indexed file, the index's source of truth.
+
+A document moves ``indexing -> ready``; deletion and replacement go through ``deleting``.
+The vector shard is written between those steps, so after a crash the catalog says what
+to finish: ``indexing`` documents resume, ``deleting`` ones are purged, and search only
+sees ``ready`` documents.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+CATALOG_FILE = "catalog.sqlite"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS documents (
+    doc_id   TEXT PRIMARY KEY,
+    source   TEXT NOT NULL,
+    sha256   TEXT NOT NULL,
+    pages    INTEGER NOT NULL,
+    state    TEXT NOT NULL CHECK (state IN ('indexing', 'ready', 'deleting')),
+    meta     TEXT NOT NULL DEFAULT '{}',
+    added_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS documents_source ON documents (source);
+"""
+
+
+@dataclass(frozen=True)
+class Document:
+    doc_id: str
+    source: str
+    sha256: str
+    pages: int
+    state: str
+    meta: dict[str, Any]
+    added_at: float
+
+
+class Catalog:
+    def __init__(self, directory: Path):
+        self._db = sqlite3.connect(directory / CATALOG_FILE, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def documents(self, state: str | None = None, source: str | None = None) -> list[Document]:
+        sql, args = "SELECT * FROM documents", []
+        where = []
+        if state:
+            where.append("state = ?")
+            args.append(state)
+        if source:
+            where.append("source = ?")
+            args.append(source)
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        return [_row(r) for r in self._db.execute(sql + " ORDER BY source, added_at", args)]
+
+    def get(self, doc_id: str) -> Document | None:
+        r = self._db.execute("SELECT * FROM documents WHERE doc_id = ?", (doc_id,)).fetchone()
+        return _row(r) if r else None
+
+    def begin(self, doc_id: str, source: str, sha256: str, pages: int, meta: dict[str, Any]) -> None:
+        """Record a document as being indexed; earlier versions of its source go to ``deleting``."""
+        with self._tx():
+            self._db.execute(
+                "UPDATE documents SET state = 'deleting' WHERE source = ? AND doc_id != ?",
+                (source, doc_id),
+            )
+            self._db.execute(
+                "INSERT INTO documents VALUES (?, ?, ?, ?, 'indexing', ?, ?) "
+                "ON CONFLICT (doc_id) DO UPDATE SET state = 'indexing', meta = excluded.meta",
+                (doc_id, source, sha256, pages, json.dumps(meta, sort_keys=True), time.time()),
+            )
+
+    def set_state(self, doc_id: str, state: str) -> None:
+        self._db.execute("UPDATE documents SET state = ? WHERE doc_id = ?", (state, doc_id))
+
+    def remove(self, doc_id: str) -> None:
+        self._db.execute("DELETE FROM documents WHERE doc_id = ?", (doc_id,))
+
+    def _tx(self) -> "_Transaction":
+        return _Transaction(self._db)
+
+
+class _Transaction:
+    def __init__(self, db: sqlite3.Connection):
+        self.db = db
+
+    def __enter__(self) -> None:
+        self.db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+
+
+def _row(r: tuple) -> Document:
+    doc_id, source, sha256, pages, state, meta, added_at = r
+    return Document(doc_id, source, sha256, pages, state, json.loads(meta), added_at)

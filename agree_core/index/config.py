@@ -1,0 +1,86 @@
+"""The index config: what built an index, saved beside it and checked on every open."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+FORMAT_VERSION = 1
+CONFIG_FILE = "agree-index.json"
+
+__all__ = ["IndexConfig", "IndexError_", "IndexBusyError", "IndexConfigError", "FORMAT_VERSION"]
+
+
+class IndexError_(Exception):
+    """Base class of the index's errors (named so it does not shadow the builtin IndexError)."""
+
+
+class IndexConfigError(IndexError_):
+    """The index on disk does not match what the caller asked for, or is not an index."""
+
+
+class IndexBusyError(IndexError_):
+    """Another process holds the index."""
+
+
+@dataclass
+class IndexConfig:
+    encoder: str  # registry spec, e.g. "text-layer" or "colqwen2.5:/runs/x"
+    encoder_config: dict[str, Any]
+    dim: int
+    vector_datatype: str = "float16"  # storage of the token vectors: float32, float16, uint8
+    pooled_vectors: int = 32  # per page, for the first search stage (0: exact search only)
+    image_format: str = "jpeg"
+    image_quality: int = 85
+    dpi: int = 100
+    format_version: int = FORMAT_VERSION
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def save(self, directory: Path) -> None:
+        tmp = directory / (CONFIG_FILE + ".tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=2, sort_keys=True) + "\n")
+        os.replace(tmp, directory / CONFIG_FILE)
+
+    @classmethod
+    def load(cls, directory: Path) -> "IndexConfig":
+        path = directory / CONFIG_FILE
+        if not path.is_file():
+            raise IndexConfigError(
+                f"{directory} is not an agree index ({CONFIG_FILE} is missing); "
+                "create one with `agree index PDF... --index DIR`"
+            )
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise IndexConfigError(f"{path} is not valid JSON ({e}); the index is damaged") from e
+        version = data.get("format_version")
+        if version != FORMAT_VERSION:
+            raise IndexConfigError(
+                f"{directory} has index format version {version}; this agree reads version "
+                f"{FORMAT_VERSION}: rebuild the index with this version (`agree index ...`)"
+            )
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def check_encoder(self, encoder_name: str, encoder_config: dict[str, Any], dim: int) -> None:
+        """Raise when vectors from this encoder would not be comparable with the index's."""
+        if encoder_name != self.encoder:
+            raise IndexConfigError(
+                f"the index was built with encoder {self.encoder!r}, not {encoder_name!r}: "
+                f"search it with --encoder {self.encoder} (or omit --encoder), or build a new "
+                "index for the other encoder"
+            )
+        diff = sorted(k for k in set(self.encoder_config) | set(encoder_config)
+                      if self.encoder_config.get(k) != encoder_config.get(k))
+        if diff or dim != self.dim:
+            details = ", ".join(f"{k}: index has {self.encoder_config.get(k)!r}, encoder has "
+                                f"{encoder_config.get(k)!r}" for k in diff)
+            if dim != self.dim:
+                details = ", ".join(filter(None, [details, f"dim: index has {self.dim}, encoder has {dim}"]))
+            raise IndexConfigError(
+                f"encoder {encoder_name!r} is configured differently from the one that built the "
+                f"index ({details}); use the index's settings or rebuild the index"
+            )

@@ -1,0 +1,426 @@
+"""PageIndex: PDFs in, pages ranked by MaxSim out, persistent with add and delete.
+
+Layout of an index directory::
+
+    agree-index.json   the IndexConfig (encoder, its config, dim, storage), checked on open
+    catalog.sqlite     one row per document and its state (indexing, ready, deleting)
+    shard/             the embedded Qdrant Edge shard: page vectors and payloads
+    images/<doc>/      the page images
+
+Crash safety: a document is recorded as ``indexing`` before its first page is written and
+turns ``ready`` after its last page is flushed. Pages are written in batches through the
+engine's write-ahead log, so a killed process loses only the batch in flight; reopening
+purges half-deleted documents, search never sees unfinished ones, and adding the same file
+again resumes at the first missing page.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from agree_core.encoders import DEFAULT_ENCODER, MultiVectorEncoder, PageEmbedding, load_encoder
+from agree_core.index.catalog import Catalog
+from agree_core.index.config import IndexConfig, IndexConfigError
+from agree_core.index.images import ImageStore
+from agree_core.index.lock import DirectoryLock
+from agree_core.index.shard import PageRecord, VectorShard, build_filter
+from agree_core.pages import Page, PdfError, PdfInfo, file_sha256, find_pdfs, inspect_pdf, iter_pages
+from agree_core.pooling import pool_vectors
+
+log = logging.getLogger(__name__)
+
+DOC_ID_NAMESPACE = uuid.UUID("0b9f5a55-2a4e-4a3c-8f0e-5c1f2d7e9b31")
+EXACT_SEARCH_MAX_PAGES = 2_000  # below this, every search is exact MaxSim over all vectors
+DEFAULT_CANDIDATES = 400  # pages the pooled first stage passes to exact rescoring
+
+
+def doc_id_for(source: Path, sha256: str) -> str:
+    return str(uuid.uuid5(DOC_ID_NAMESPACE, f"{source}\x00{sha256}"))
+
+
+@dataclass
+class Hit:
+    source: str
+    page: int
+    score: float
+    image: str
+    page_id: str
+    doc_id: str
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"source": self.source, "page": self.page, "score": self.score, "image": self.image}
+
+
+@dataclass
+class AddReport:
+    added: list[str] = field(default_factory=list)  # sources indexed (or resumed) now
+    unchanged: list[str] = field(default_factory=list)  # already indexed with the same content
+    skipped: list[PdfError] = field(default_factory=list)  # files that could not be indexed
+    pages: int = 0  # pages encoded now
+
+    @property
+    def ok(self) -> bool:
+        return not self.skipped
+
+
+@dataclass
+class _Plan:
+    source: Path
+    sha256: str
+    doc_id: str
+    info: PdfInfo
+    pages: list[int]
+
+
+class PageIndex:
+    """A persistent index of PDF pages.
+
+    Use :meth:`open` (creates the index on first use); close it, or use it as a context
+    manager: one process at a time can hold an index directory.
+    """
+
+    def __init__(self, directory: Path, config: IndexConfig, encoder: MultiVectorEncoder | None,
+                 lock: DirectoryLock, encoder_options: dict[str, Any] | None = None):
+        self.directory = directory
+        self.config = config
+        self._encoder = encoder
+        self._encoder_options = encoder_options or {}
+        self._lock = lock
+        self.catalog = Catalog(directory)
+        self.images = ImageStore(directory, config.image_format, config.image_quality)
+        self.shard = VectorShard(directory, config.dim, config.vector_datatype,
+                                 pooled=config.pooled_vectors > 0)
+        self._recover()
+
+    # -- opening ----------------------------------------------------------------------------
+    @classmethod
+    def open(
+        cls,
+        directory: str | Path,
+        encoder: str | MultiVectorEncoder | None = None,
+        *,
+        create: bool = True,
+        wait: float = 0.0,
+        encoder_options: dict[str, Any] | None = None,
+        **settings: Any,
+    ) -> "PageIndex":
+        """Open the index at ``directory``, creating it when ``create`` and it does not exist.
+
+        Args:
+            encoder: a registry spec (``"text-layer"``) or an encoder object; default: the
+                index's own encoder, or ``text-layer`` for a new index.
+            wait: seconds to wait while another process holds the index.
+            encoder_options: runtime options for a spec (device, dtype, batch sizes).
+            settings: IndexConfig fields for a new index (vector_datatype, pooled_vectors,
+                image_format, image_quality, dpi).
+
+        Raises:
+            IndexConfigError: not an index, another format version, or an encoder that does
+                not match the one that built it.
+            IndexBusyError: another process holds the index.
+        """
+        directory = Path(directory).absolute()
+        exists = (directory / "agree-index.json").is_file()
+        if not exists:
+            if not create:
+                IndexConfig.load(directory)  # raises the "not an agree index" error
+            if directory.exists() and not directory.is_dir():
+                raise IndexConfigError(f"{directory} exists and is not a directory")
+            if directory.is_dir() and any(p.name != ".lock" for p in directory.iterdir()):
+                raise IndexConfigError(f"{directory} is not empty and holds no agree index; "
+                                       "choose an empty or new directory")
+            directory.mkdir(parents=True, exist_ok=True)
+        lock = DirectoryLock(directory)
+        lock.acquire(wait)
+        try:
+            if exists:
+                config = IndexConfig.load(directory)
+                unknown = set(settings) - {"dpi"}
+                if unknown:
+                    log.debug("ignoring %s for an existing index", sorted(unknown))
+                enc = _resolve_encoder(encoder, config.encoder, config.encoder_config, encoder_options)
+                if enc is not None:
+                    config.check_encoder(enc.name, enc.config, enc.dim)
+            else:
+                enc = _resolve_encoder(encoder or DEFAULT_ENCODER, None, None, encoder_options)
+                config = IndexConfig(encoder=enc.name, encoder_config=enc.config, dim=enc.dim,
+                                     **settings)
+                config.save(directory)
+            return cls(directory, config, enc, lock, encoder_options)
+        except BaseException:
+            lock.release()
+            raise
+
+    @property
+    def encoder(self) -> MultiVectorEncoder:
+        if self._encoder is None:
+            self._encoder = load_encoder(self.config.encoder, **self.config.encoder_config,
+                                         **self._encoder_options)
+        return self._encoder
+
+    def close(self) -> None:
+        if self._lock is None:
+            return
+        self.shard.close()
+        self.catalog.close()
+        self._lock.release()
+        self._lock = None
+
+    def __enter__(self) -> "PageIndex":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # -- writing ----------------------------------------------------------------------------
+    def add(
+        self,
+        paths: Sequence[str | Path],
+        *,
+        metadata: dict[str, Any] | None = None,
+        batch_size: int = 16,
+        progress: bool = True,
+    ) -> AddReport:
+        """Index PDF files and folders (recursive). Idempotent: unchanged files are skipped,
+        a changed file replaces its pages, an interrupted file resumes.
+
+        Files that cannot be indexed are reported in ``AddReport.skipped`` with the reason;
+        they never stop the others.
+        """
+        from tqdm import tqdm
+
+        report = AddReport()
+        files, missing = find_pdfs(list(paths))
+        report.skipped.extend(missing)
+        plans = []
+        for f in tqdm(files, desc="checking files", unit="file", disable=not progress or len(files) < 20):
+            try:
+                plan = self._plan(f, metadata or {})
+            except PdfError as e:
+                report.skipped.append(e)
+                continue
+            if plan is None:
+                report.unchanged.append(str(f))
+            else:
+                plans.append(plan)
+        bar = tqdm(total=sum(len(p.pages) for p in plans), desc="indexing", unit="page",
+                   disable=not progress, dynamic_ncols=True)
+        try:
+            for plan, pages, error in self._produce(plans, batch_size):
+                if error is not None:
+                    self._abandon(plan.doc_id)
+                    report.skipped.append(error)
+                    log.error("skipped %s", error)
+                    continue
+                if pages:
+                    self._write(plan, pages)
+                    report.pages += len(pages)
+                    bar.update(len(pages))
+                else:  # every page of this document is written
+                    self.shard.flush()
+                    self.catalog.set_state(plan.doc_id, "ready")
+                    report.added.append(str(plan.source))
+        finally:
+            bar.close()
+        for e in report.skipped:
+            log.warning("skipped %s", e)
+        return report
+
+    def delete(self, source: str | Path) -> int:
+        """Remove a document by its path; returns the number of pages removed (0 if absent)."""
+        source = str(Path(source).absolute())
+        removed = 0
+        for doc in self.catalog.documents(source=source):
+            self.catalog.set_state(doc.doc_id, "deleting")
+            removed += self.shard.count(build_filter({"doc_id": doc.doc_id}))
+            self._purge(doc.doc_id)
+        return removed
+
+    # -- reading ----------------------------------------------------------------------------
+    def search(self, query: str, k: int = 10, filters: dict[str, Any] | None = None,
+               candidates: int | None = None) -> list[Hit]:
+        return self.search_batch([query], k, filters, candidates)[0]
+
+    def search_batch(self, queries: Sequence[str], k: int = 10, filters: dict[str, Any] | None = None,
+                     candidates: int | None = None) -> list[list[Hit]]:
+        """Top ``k`` pages for each query.
+
+        Args:
+            filters: ``{"source": PATH or [PATHS], "page": N or {"gte": a, "lte": b},
+                "<meta key>": value}``; see :func:`~agree_core.index.shard.build_filter`.
+            candidates: pages kept by the pooled first stage before exact MaxSim rescoring;
+                default exact search up to 2,000 pages and 400 candidates above.
+        """
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        flt = self._filter(filters)
+        if candidates is None and self.shard.count() > EXACT_SEARCH_MAX_PAGES:
+            candidates = DEFAULT_CANDIDATES
+        vectors = self.encoder.encode_queries(list(queries))
+        results = []
+        for q in vectors:
+            scored = self.shard.search(q.float().numpy(), k, flt, candidates)
+            results.append([self._hit(s.id, s.score, s.payload) for s in scored])
+        return results
+
+    def page_embedding(self, page_id: str) -> tuple[PageEmbedding, dict[str, Any]]:
+        """A stored page's vectors, grid and cells, and its payload."""
+        got = self.shard.retrieve([page_id], vectors=True)
+        if page_id not in got:
+            raise KeyError(f"page {page_id} is not in the index")
+        payload, vectors = got[page_id]
+        emb = PageEmbedding(torch.from_numpy(vectors), tuple(payload["grid"]),
+                            torch.tensor(payload["cells"], dtype=torch.long), payload.get("text"))
+        return emb, payload
+
+    def page_text(self, page_id: str) -> str:
+        got = self.shard.retrieve([page_id])
+        return got[page_id][0].get("text", "") if page_id in got else ""
+
+    def info(self) -> dict[str, Any]:
+        docs = self.catalog.documents()
+        ready = [d for d in docs if d.state == "ready"]
+        return {
+            "encoder": self.config.encoder,
+            "pages": sum(d.pages for d in ready),
+            "documents": [{"source": d.source, "pages": d.pages} for d in ready],
+            "incomplete": [{"source": d.source, "pages": d.pages, "state": d.state}
+                           for d in docs if d.state != "ready"],
+            "dim": self.config.dim,
+            "vector_datatype": self.config.vector_datatype,
+            "directory": str(self.directory),
+        }
+
+    # -- internals --------------------------------------------------------------------------
+    def _recover(self) -> None:
+        for doc in self.catalog.documents(state="deleting"):
+            log.info("finishing the interrupted removal of %s", doc.source)
+            self._purge(doc.doc_id)
+
+    def _purge(self, doc_id: str) -> None:
+        self.shard.delete_document(doc_id)
+        self.shard.flush()
+        self.images.delete_document(doc_id)
+        self.catalog.remove(doc_id)
+
+    def _abandon(self, doc_id: str) -> None:
+        self.catalog.set_state(doc_id, "deleting")
+        self._purge(doc_id)
+
+    def _filter(self, filters: dict[str, Any] | None) -> Any:
+        filters = dict(filters or {})
+        if "source" in filters:  # sources are stored as absolute paths
+            src = filters["source"]
+            filters["source"] = ([str(Path(s).absolute()) for s in src]
+                                 if isinstance(src, (list, tuple)) else str(Path(src).absolute()))
+        unfinished = [d.doc_id for d in self.catalog.documents() if d.state != "ready"]
+        return build_filter(filters, exclude_docs=unfinished)
+
+    def _hit(self, page_id: str, score: float, payload: dict[str, Any]) -> Hit:
+        return Hit(payload["source"], int(payload["page"]), score,
+                   str(self.directory / payload["image"]), page_id, payload["doc_id"],
+                   payload.get("meta", {}))
+
+    def _plan(self, source: Path, metadata: dict[str, Any]) -> _Plan | None:
+        info = inspect_pdf(source)
+        sha = file_sha256(source)
+        doc_id = doc_id_for(source, sha)
+        doc = self.catalog.get(doc_id)
+        if doc is not None and doc.state == "ready" and doc.meta == metadata:
+            return None
+        done = self.shard.page_numbers(doc_id) if doc is not None else set()
+        if doc is not None and doc.meta != metadata and doc.state == "ready":
+            done = set()  # new metadata: rewrite every page's payload
+        self.catalog.begin(doc_id, str(source), sha, info.pages, metadata)
+        for old in self.catalog.documents(state="deleting", source=str(source)):
+            self._purge(old.doc_id)  # the previous version of a changed file
+        return _Plan(source, sha, doc_id, info, [p for p in range(1, info.pages + 1) if p not in done])
+
+    def _produce(self, plans: list[_Plan], batch_size: int
+                 ) -> Iterator[tuple[_Plan, list[Page], PdfError | None]]:
+        """Batches of rendered pages per plan (``[]`` closes a plan), made in a background
+        thread so that rendering, text extraction and image writing overlap with encoding."""
+        q: queue.Queue = queue.Queue(maxsize=4)
+        stop = threading.Event()
+
+        def work() -> None:
+            try:
+                for plan in plans:
+                    try:
+                        batch: list[Page] = []
+                        for page in iter_pages(plan.source, dpi=self.config.dpi, pages=plan.pages,
+                                               sha256=plan.sha256, info=plan.info):
+                            self.images.save(plan.doc_id, page.page_no, page.image)
+                            batch.append(page)
+                            if len(batch) == batch_size:
+                                q.put((plan, batch, None))
+                                batch = []
+                            if stop.is_set():
+                                return
+                        if batch:
+                            q.put((plan, batch, None))
+                        q.put((plan, [], None))
+                    except PdfError as e:
+                        q.put((plan, [], e))
+                    except Exception as e:  # noqa: BLE001 - one bad file must not stop the rest
+                        log.debug("unexpected error on %s", plan.source, exc_info=True)
+                        q.put((plan, [], PdfError(plan.source, "failed", f"failed: {e!r}")))
+            finally:
+                q.put(None)
+
+        thread = threading.Thread(target=work, name="agree-pages", daemon=True)
+        thread.start()
+        try:
+            while (item := q.get()) is not None:
+                yield item
+        finally:
+            stop.set()
+            while thread.is_alive():  # unblock a producer waiting on a full queue
+                try:
+                    q.get(timeout=0.1)
+                except queue.Empty:
+                    pass
+            thread.join()
+
+    def _write(self, plan: _Plan, pages: list[Page]) -> None:
+        embeddings = self.encoder.encode_pages(pages)
+        doc = self.catalog.get(plan.doc_id)
+        records = []
+        for page, emb in zip(pages, embeddings):
+            vectors = emb.vectors.float()
+            pooled = (pool_vectors(vectors, self.config.pooled_vectors).numpy()
+                      if self.config.pooled_vectors > 0 else None)
+            payload = {
+                "doc_id": plan.doc_id, "source": str(plan.source), "sha256": plan.sha256,
+                "page": page.page_no, "image": str(self.images.path(plan.doc_id, page.page_no)
+                                                   .relative_to(self.directory)),
+                "grid": list(emb.grid), "cells": emb.cells.tolist(),
+                "text": emb.text if emb.text is not None else page.text,
+                "width_pt": page.width_pt, "height_pt": page.height_pt,
+                "meta": doc.meta if doc else {},
+            }
+            records.append(PageRecord(page.id, vectors.numpy().astype(np.float32), pooled, payload))
+        self.shard.upsert(records)
+
+
+def _resolve_encoder(spec: str | MultiVectorEncoder | None, index_spec: str | None,
+                     index_config: dict[str, Any] | None,
+                     options: dict[str, Any] | None) -> MultiVectorEncoder | None:
+    """An encoder object from a spec; ``None`` defers loading an index's own encoder."""
+    if spec is None:
+        return None
+    if not isinstance(spec, str):
+        return spec
+    if index_spec is not None and spec == index_spec:
+        return load_encoder(spec, **(index_config or {}), **(options or {}))
+    return load_encoder(spec, **(options or {}))
