@@ -35,6 +35,7 @@ from agree_core.index.lock import DirectoryLock
 from agree_core.index.shard import PageRecord, VectorShard, build_filter
 from agree_core.pages import Page, PdfError, PdfInfo, file_sha256, find_pdfs, inspect_pdf, iter_pages
 from agree_core.pooling import pool_vectors
+from agree_core.scoring import similarity_map
 
 log = logging.getLogger(__name__)
 
@@ -282,6 +283,16 @@ class PageIndex:
         emb = PageEmbedding(torch.from_numpy(vectors), tuple(payload["grid"]),
                             torch.tensor(payload["cells"], dtype=torch.long), payload.get("text"))
         return emb, payload
+
+    def similarity_maps(self, query: str, hits: Sequence[Hit], mode: str = "maxsim") -> list[torch.Tensor]:
+        """Per-cell relevance of each hit's page for ``query`` (see
+        :func:`agree_core.scoring.similarity_map`): why the page matched."""
+        q = self.encoder.encode_queries([query])[0]
+        maps = []
+        for hit in hits:
+            emb, _ = self.page_embedding(hit.page_id)
+            maps.append(similarity_map(q, emb.vectors, emb.cells, emb.grid, mode))
+        return maps
 
     def page_text(self, page_id: str) -> str:
         got = self.shard.retrieve([page_id])

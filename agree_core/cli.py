@@ -1,0 +1,269 @@
+"""The ``agree`` command: index PDFs, search them, show why pages matched.
+
+Exit codes (stable, for scripts):
+    0  success
+    1  an error (the message says what and how to fix it)
+    2  bad command-line usage
+    3  ``agree index``: some files were skipped (each named on stderr with its reason)
+    4  the index is busy: another process holds it (see ``--wait``)
+    5  not an agree index, or an encoder that does not match the index
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_SKIPPED, EXIT_BUSY, EXIT_CONFIG = 0, 1, 2, 3, 4, 5
+
+log = logging.getLogger("agree")
+
+
+def _index_arg(p: argparse.ArgumentParser, required: bool = True) -> None:
+    p.add_argument("--index", required=required, metavar="DIR",
+                   help="the index directory (created by `agree index` on first use)")
+    p.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+                   help="wait up to SECONDS while another process holds the index "
+                        "(default 0: fail at once with exit code 4)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="agree",
+        description="Visual-document retrieval with late interaction (MaxSim): index PDFs as "
+                    "pages, search them, and see why a page matched.",
+        epilog="Exit codes: 0 ok, 1 error, 2 usage, 3 some files skipped, 4 index busy, "
+               "5 not an index or encoder mismatch.",
+    )
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("index", help="add PDF files or folders to an index (idempotent)",
+                       description="Add PDFs to an index. Folders are searched recursively for "
+                                   "*.pdf. Unchanged files are skipped, changed files replace "
+                                   "their pages, an interrupted run resumes. Files that cannot "
+                                   "be read are named on stderr and the others go on (exit 3).")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="PDF files and folders")
+    _index_arg(p)
+    p.add_argument("--encoder", default=None, metavar="NAME",
+                   help="encoder for a new index: text-layer (default) or NAME:CHECKPOINT; an "
+                        "existing index keeps its own encoder and rejects a different one")
+    p.add_argument("--dpi", type=int, default=100, help="resolution of stored page images (default 100)")
+    p.add_argument("--batch-size", type=int, default=16, help="pages encoded together (default 16)")
+    p.add_argument("--meta", action="append", default=[], metavar="KEY=VALUE",
+                   help="metadata for these documents, usable as a search filter (repeatable)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1... (default: cuda if available)")
+
+    p = sub.add_parser("search", help="rank pages for a query, or for many queries",
+                       description="Rank the index's pages for QUERY, or for each query in "
+                                   "--queries FILE (one per line, or JSONL with qid and query).")
+    p.add_argument("query", nargs="?", help="the question")
+    _index_arg(p)
+    p.add_argument("-k", "--top-k", type=int, default=5, dest="k", help="pages per query (default 5)")
+    p.add_argument("--queries", metavar="FILE", help="many queries in one process")
+    p.add_argument("--json", action="store_true",
+                   help='one JSON object per query: {"qid", "query", "hits": [{"source", "page", '
+                        '"score", "image"}]}')
+    p.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE",
+                   help="only pages whose KEY (source, page or a --meta key) equals VALUE (repeatable)")
+    p.add_argument("--candidates", type=int, default=None,
+                   help="pages the pooled first stage keeps for exact rescoring "
+                        "(default: exact search up to 2,000 pages, 400 above)")
+
+    p = sub.add_parser("show", help="write a PNG of the top pages with heatmaps of why they matched")
+    p.add_argument("query", help="the question")
+    _index_arg(p)
+    p.add_argument("-k", "--top-k", type=int, default=3, dest="k", help="pages to draw (default 3)")
+    p.add_argument("--out", default="agree-show.png", help="output PNG (default agree-show.png)")
+    p.add_argument("--mode", choices=["maxsim", "mean"], default="maxsim",
+                   help="maxsim: the regions each query token matched (sums to the score); "
+                        "mean: mean similarity to the whole query (AGREE's patch relevance)")
+
+    p = sub.add_parser("info", help="what an index holds")
+    _index_arg(p)
+    p.add_argument("--json", action="store_true",
+                   help='one JSON object: {"encoder", "pages", "documents": [{"source", "pages"}]}')
+
+    p = sub.add_parser("delete", help="remove documents from an index by path")
+    p.add_argument("sources", nargs="+", metavar="PDF", help="paths of indexed PDFs")
+    _index_arg(p)
+
+    p = sub.add_parser("demo", help="the end-to-end demo: sample PDFs, index, questions, heatmaps")
+    p.add_argument("--pdfs", default=None, metavar="DIR",
+                   help="your own PDFs instead of the built-in samples")
+    p.add_argument("--out", default="demo_output", help="output folder (default demo_output)")
+    p.add_argument("--question", action="append", default=[], help="a question to ask (repeatable)")
+    p.add_argument("--questions", metavar="FILE",
+                   help="questions, one per line (default: the samples' own questions, or "
+                        "phrases taken from your PDFs' pages)")
+    return parser
+
+
+def _pairs(items: Sequence[str], flag: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(_usage(f"{flag} expects KEY=VALUE, got {item!r}"))
+        out[key] = int(value) if value.lstrip("-").isdigit() else value
+    return out
+
+
+def _usage(message: str) -> int:
+    log.error("%s", message)
+    return EXIT_USAGE
+
+
+def _read_queries(path: str) -> list[tuple[Any, str]]:
+    queries = []
+    for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        if line.lstrip().startswith("{"):
+            try:
+                obj = json.loads(line)
+                queries.append((obj.get("qid", n), str(obj["query"])))
+            except (json.JSONDecodeError, KeyError) as e:
+                raise ValueError(f"{path}:{n}: expected a JSON object with a \"query\" field ({e})") from e
+        else:
+            queries.append((n, line.strip()))
+    if not queries:
+        raise ValueError(f"{path} holds no queries")
+    return queries
+
+
+def cmd_index(args: argparse.Namespace) -> int:
+    from agree_core.index import PageIndex
+
+    options = {"device": args.device} if args.device else {}
+    with PageIndex.open(args.index, args.encoder, wait=args.wait, encoder_options=options,
+                        dpi=args.dpi) as index:
+        report = index.add(args.paths, metadata=_pairs(args.meta, "--meta"),
+                           batch_size=args.batch_size, progress=not args.quiet)
+    log.info("indexed %d pages from %d files; %d unchanged; %d skipped", report.pages,
+             len(report.added), len(report.unchanged), len(report.skipped))
+    for e in report.skipped:
+        sys.stderr.write(f"skipped: {e.path}: {e.reason}\n")
+    return EXIT_OK if report.ok else EXIT_SKIPPED
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from agree_core.index import PageIndex
+
+    if (args.query is None) == (args.queries is None):
+        return _usage("give either a QUERY or --queries FILE")
+    if args.k < 1:
+        return _usage(f"-k must be >= 1, got {args.k}")
+    queries = _read_queries(args.queries) if args.queries else [(1, args.query)]
+    with PageIndex.open(args.index, create=False, wait=args.wait) as index:
+        results = index.search_batch([q for _, q in queries], args.k,
+                                     _pairs(args.filter, "--filter"), args.candidates)
+    for (qid, query), hits in zip(queries, results):
+        if args.json:
+            sys.stdout.write(json.dumps({"qid": qid, "query": query,
+                                         "hits": [h.to_json() for h in hits]}) + "\n")
+        else:
+            sys.stdout.write(f"{query}\n")
+            for rank, h in enumerate(hits, start=1):
+                sys.stdout.write(f"  {rank:2d}. {h.score:8.3f}  {h.source}  page {h.page}\n")
+    return EXIT_OK
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from PIL import Image
+
+    from agree_core.heatmaps import contact_sheet, overlay_heatmap
+    from agree_core.index import PageIndex
+
+    with PageIndex.open(args.index, create=False, wait=args.wait) as index:
+        hits = index.search(args.query, args.k)
+        if not hits:
+            log.error("the index holds no pages")
+            return EXIT_ERROR
+        maps = index.similarity_maps(args.query, hits, args.mode)
+    panels = [(overlay_heatmap(Image.open(h.image), m),
+               f"#{i} {Path(h.source).name} p.{h.page}\nscore {h.score:.2f}")
+              for i, (h, m) in enumerate(zip(hits, maps), start=1)]
+    contact_sheet(panels).save(args.out)
+    log.info("wrote %s", args.out)
+    sys.stdout.write(str(Path(args.out).absolute()) + "\n")
+    return EXIT_OK
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from agree_core.index import PageIndex
+
+    with PageIndex.open(args.index, create=False, wait=args.wait) as index:
+        info = index.info()
+    if args.json:
+        sys.stdout.write(json.dumps(info) + "\n")
+        return EXIT_OK
+    sys.stdout.write(f"{info['directory']}: {info['pages']} pages in {len(info['documents'])} "
+                     f"documents, encoder {info['encoder']}\n")
+    for d in info["documents"]:
+        sys.stdout.write(f"  {d['pages']:6d}  {d['source']}\n")
+    for d in info["incomplete"]:
+        sys.stdout.write(f"  {'(' + d['state'] + ')':>12}  {d['source']} (run `agree index` again "
+                         "to finish it)\n")
+    return EXIT_OK
+
+
+def cmd_delete(args: argparse.Namespace) -> int:
+    from agree_core.index import PageIndex
+
+    missing = 0
+    with PageIndex.open(args.index, create=False, wait=args.wait) as index:
+        for source in args.sources:
+            removed = index.delete(source)
+            if removed:
+                log.info("removed %s (%d pages)", source, removed)
+            else:
+                log.error("%s is not in the index", source)
+                missing += 1
+    return EXIT_ERROR if missing else EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from agree_core.demo import run_demo
+
+    questions = list(args.question)
+    if args.questions:
+        questions += [q for _, q in _read_queries(args.questions)]
+    return run_demo(args.pdfs, Path(args.out), questions, quiet=args.quiet)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    level = logging.WARNING if args.quiet else logging.DEBUG if args.verbose else logging.INFO
+    logging.basicConfig(level=level, format="agree: %(message)s", stream=sys.stderr)
+    if not args.verbose:
+        for noisy in ("httpx", "transformers", "RapidOCR"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+    from agree_core.index import IndexBusyError, IndexConfigError
+
+    commands = {"index": cmd_index, "search": cmd_search, "show": cmd_show, "info": cmd_info,
+                "delete": cmd_delete, "demo": cmd_demo}
+    try:
+        return commands[args.command](args)
+    except IndexBusyError as e:
+        log.error("%s", e)
+        return EXIT_BUSY
+    except IndexConfigError as e:
+        log.error("%s", e)
+        return EXIT_CONFIG
+    except (ValueError, RuntimeError, ImportError, OSError) as e:
+        log.error("%s", e)
+        log.debug("details", exc_info=True)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        log.error("interrupted; what was written is kept and a rerun resumes")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
