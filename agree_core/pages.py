@@ -130,6 +130,8 @@ def inspect_pdf(path: str | Path) -> PdfInfo:
     )
     err = proc.stderr.strip()
     if proc.returncode != 0:
+        if "page count 0" in err or "last page (0)" in err:
+            raise PdfError(path, "empty", "the PDF has no pages")
         if "password" in err.lower():
             raise PdfError(path, "encrypted", "encrypted: the PDF needs a password to open; "
                            "decrypt it first (e.g. `qpdf --decrypt --password=... in out`)")

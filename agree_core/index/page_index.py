@@ -149,6 +149,8 @@ class PageIndex:
                 unknown = set(settings) - {"dpi"}
                 if unknown:
                     log.debug("ignoring %s for an existing index", sorted(unknown))
+                if isinstance(encoder, str) and encoder != config.encoder:
+                    config.check_encoder(encoder, {}, config.dim)  # raises, before loading a model
                 enc = _resolve_encoder(encoder, config.encoder, config.encoder_config, encoder_options)
                 if enc is not None:
                     config.check_encoder(enc.name, enc.config, enc.dim)

@@ -1,0 +1,82 @@
+"""Shared fixtures: PDFs made on the spot, one encoder per test session. No network."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+def make_pdf(path: Path, pages: list[str], *, size: tuple[float, float] = (612, 792)) -> Path:
+    """A PDF with a text layer: one string per page (lines split on newlines)."""
+    from reportlab.pdfgen import canvas
+
+    c = canvas.Canvas(str(path), pagesize=size)
+    for text in pages:
+        y = size[1] - 72
+        for line in text.splitlines():
+            c.setFont("Helvetica", 11)
+            c.drawString(72, y, line)
+            y -= 16
+        c.showPage()
+    c.save()
+    return path
+
+
+def lorem_pages(n: int, topic: str = "page", words: int = 120) -> list[str]:
+    """``n`` pages of distinct text (page i mentions its own marker word)."""
+    vocab = ("river bridge lantern orchard granite falcon meadow harbor compass velvet "
+             "summit canyon ember glacier willow copper prairie thunder marble").split()
+    pages = []
+    for i in range(n):
+        body = " ".join(vocab[(i * 7 + j * 3) % len(vocab)] for j in range(words))
+        lines = [f"{topic} {i + 1} marker{i + 1}"] + [body[k : k + 90] for k in range(0, len(body), 90)]
+        pages.append("\n".join(lines))
+    return pages
+
+
+@pytest.fixture
+def pdf_factory(tmp_path):
+    def factory(name: str, pages: list[str], **kwargs) -> Path:
+        return make_pdf(tmp_path / name, pages, **kwargs)
+
+    return factory
+
+
+@pytest.fixture(scope="session")
+def encoder():
+    from agree_core.encoders import load_encoder
+
+    return load_encoder("text-layer")
+
+
+@pytest.fixture(scope="session")
+def samples(tmp_path_factory):
+    from agree_core.samples import build_samples
+
+    return build_samples(tmp_path_factory.mktemp("samples"))
+
+
+@pytest.fixture(scope="session")
+def sample_index(tmp_path_factory, samples, encoder):
+    """An index of the three sample PDFs, built once; tests copy it before changing it."""
+    from agree_core.index import PageIndex
+
+    directory = tmp_path_factory.mktemp("sample_index") / "index"
+    with PageIndex.open(directory, encoder) as index:
+        report = index.add([samples[0].parent], progress=False)
+    assert report.ok, report.skipped
+    return directory
+
+
+def run_cli(*args: str, timeout: float = 300, **kwargs):
+    """Run ``agree`` in a fresh process (the real entry point)."""
+    import subprocess
+
+    return subprocess.run([sys.executable, "-m", "agree_core.cli", *args], capture_output=True,
+                          text=True, timeout=timeout, **kwargs)

@@ -1,0 +1,105 @@
+import pytest
+import torch
+
+from agree_core.encoders import MultiVectorEncoder, available_encoders, load_encoder, page_grid
+from agree_core.encoders.text_layer import TextLayerEncoder, _is_skippable
+from agree_core.pages import iter_pages
+from agree_core.scoring import maxsim
+from conftest import lorem_pages
+
+
+def test_registry():
+    assert "text-layer" in available_encoders()
+    with pytest.raises(ValueError, match="unknown encoder 'colbertz'; available: text-layer"):
+        load_encoder("colbertz")
+
+
+def test_contract_and_shapes(encoder, pdf_factory):
+    assert isinstance(encoder, MultiVectorEncoder)
+    pdf = pdf_factory("a.pdf", ["Revenue grew in the third quarter\nBattery storage at Millbrook", ""])
+    pages = list(iter_pages(pdf, dpi=30))
+    text_page, blank = encoder.encode_pages(pages)
+    assert text_page.vectors.shape[1] == encoder.dim == 384
+    assert text_page.grid == page_grid(612, 792)
+    rows, cols = text_page.grid
+    assert ((text_page.cells >= 0) & (text_page.cells < rows * cols)).all()
+    torch.testing.assert_close(text_page.vectors.norm(dim=1), torch.ones(len(text_page.vectors)))
+    # one vector per word-piece, stopwords ("in", "the", "at") left out
+    pieces = encoder._tokenizer.tokenize(pages[0].text)
+    kept = [t for t in pieces if not _is_skippable(t)]
+    assert "the" in pieces and "the" not in kept
+    assert text_page.vectors.shape[0] == len(kept)
+    assert text_page.text.startswith("Revenue grew")
+    # a blank page gets one zero vector off the grid, and scores 0
+    assert blank.vectors.shape == (1, 384) and blank.cells.tolist() == [-1]
+    assert float(blank.vectors.abs().sum()) == 0
+
+
+def test_vectors_sit_where_their_words_are(encoder, pdf_factory):
+    top = "falcon " * 5
+    bottom = "\n" * 40 + "glacier " * 5
+    pdf = pdf_factory("a.pdf", [top + bottom])
+    (emb,) = encoder.encode_pages(list(iter_pages(pdf, render=False)))
+    rows, cols = emb.grid
+    q = encoder.encode_queries(["glacier"])[0]
+    best = int((emb.vectors @ q.T).max(dim=1).values.argmax())
+    assert int(emb.cells[best]) // cols > rows // 2  # the glacier words are on the lower half
+
+
+def test_long_pages_use_overlapping_windows(pdf_factory):
+    enc = TextLayerEncoder(window=64, stride=40, dtype="float32")
+    pages = list(iter_pages(pdf_factory("long.pdf", lorem_pages(1, words=300)), render=False))
+    (emb,) = enc.encode_pages(pages)
+    assert emb.vectors.shape[0] > 200  # far more tokens than one window
+    assert (emb.vectors.norm(dim=1) > 0.99).all()  # every token got its vector from some window
+
+
+def test_page_vectors_do_not_depend_on_batch(pdf_factory):
+    enc = TextLayerEncoder(dtype="float32")
+    pdf = pdf_factory("a.pdf", lorem_pages(5, words=60) + lorem_pages(1, words=400))
+    pages = list(iter_pages(pdf, render=False))
+    together = enc.encode_pages(pages)
+    alone = [enc.encode_pages([p])[0] for p in pages]
+    for a, b in zip(together, alone):
+        torch.testing.assert_close(a.vectors, b.vectors, atol=1e-5, rtol=1e-4)
+
+
+def test_bf16_keeps_the_ranking_of_float32(pdf_factory):
+    pdf = pdf_factory("a.pdf", ["solar panels on the roof", "quarterly revenue table",
+                                "visitor parking rules"])
+    pages = list(iter_pages(pdf, render=False))
+    queries = ["where do visitors park", "revenue per quarter", "roof solar power"]
+    ranks = []
+    for dtype in ("float32", "bfloat16"):
+        enc = TextLayerEncoder(dtype=dtype)
+        docs = [e.vectors for e in enc.encode_pages(pages)]
+        ranks.append(maxsim(enc.encode_queries(queries), docs, compute_dtype=torch.float32).argmax(dim=1))
+    assert ranks[0].tolist() == ranks[1].tolist() == [2, 1, 0]
+
+
+def test_queries(encoder):
+    qs = encoder.encode_queries(["What is the revenue?", "the of and"])
+    assert qs[0].shape == (1, 384)  # only "revenue" survives stopword and punctuation removal
+    assert qs[1].shape[0] == 3  # a query of only stopwords keeps them
+    with pytest.raises(ValueError, match="queries must be non-empty strings"):
+        encoder.encode_queries(["  "])
+
+
+def test_options_are_validated():
+    with pytest.raises(ValueError, match="window must be between 16 and 512"):
+        TextLayerEncoder(window=1024)
+    with pytest.raises(ValueError, match="dtype must be 'auto', 'float32' or 'bfloat16', got 'float16'"):
+        TextLayerEncoder(dtype="float16")
+    with pytest.raises(ValueError, match="ocr must be"):
+        TextLayerEncoder(ocr="maybe")
+    with pytest.raises(TypeError):
+        TextLayerEncoder(no_such_option=1)
+
+
+def test_scanned_page_is_read_by_ocr(encoder, samples):
+    scan = [p for p in samples if p.name == "scan.pdf"][0]
+    pages = list(iter_pages(scan, dpi=50))
+    assert pages[0].words == []  # no text layer
+    (emb,) = encoder.encode_pages(pages)
+    assert "visitors" in emb.text.lower()
+    assert emb.vectors.shape[0] > 10 and (emb.cells >= 0).all()
