@@ -91,7 +91,7 @@ def maxsim(
     query_mask: torch.Tensor | None = None,
     document_mask: torch.Tensor | None = None,
     *,
-    chunk_size: int = 64,
+    chunk_size: int = 32,
     compute_dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
     """MaxSim of every query against every document.
@@ -99,10 +99,12 @@ def maxsim(
     Args:
         queries: list of ``(n_q_tokens_i, dim)`` tensors, or padded ``(n_q, Lq, dim)``.
         documents: list of ``(n_d_tokens_j, dim)`` tensors, or padded ``(n_d, Ld, dim)``.
+            Fastest as a contiguous padded tensor already in ``compute_dtype``: chunks of it
+            are then multiplied in place, without any conversion or copy.
         query_mask: ``(n_q, Lq)`` bool, True on real tokens (padded input only).
         document_mask: ``(n_d, Ld)`` bool, True on real vectors (padded input only).
         chunk_size: documents scored per matrix multiply; bounds the temporary
-            ``(chunk, Ld, n_q * Lq)`` similarity block.
+            ``(n_q * Lq, chunk * Ld)`` similarity block.
         compute_dtype: dtype of the products; default :func:`default_compute_dtype`
             (bf16 on CPUs with native bf16). Pass ``torch.float32`` for exact scores.
 
@@ -120,14 +122,22 @@ def maxsim(
     device = q.device
     dtype = compute_dtype or default_compute_dtype(device)
     n_q, lq, dim = q.shape
-    q_flat = q.to(dtype).reshape(n_q * lq, dim).T.contiguous()  # (dim, n_q * Lq)
-    q_keep = q_mask.reshape(1, n_q, lq)
+    # Query rows on the left: (n_q*Lq, dim) @ (dim, chunk*Ld). The wide output keeps the
+    # matmul efficient for a handful of query tokens, and the max over a document's vectors
+    # is then a reduction over contiguous memory.
+    q_rows = q.to(dtype).reshape(n_q * lq, dim).contiguous()  # (n_q*Lq, dim)
+    q_pad = ~q_mask.to(device).reshape(n_q * lq, 1)
+    if not bool(q_pad.any()):
+        q_pad = None
 
     if isinstance(documents, torch.Tensor):
+        padded_docs = document_mask is not None
         d_all, d_mask_all = pad(documents, document_mask)
         n_d = d_all.shape[0]
+        if padded_docs and bool(d_mask_all.all()):
+            padded_docs = False  # a mask without padding: skip the masking work
         chunks = (
-            (d_all[i : i + chunk_size], d_mask_all[i : i + chunk_size])
+            (d_all[i : i + chunk_size], d_mask_all[i : i + chunk_size] if padded_docs else None)
             for i in range(0, n_d, chunk_size)
         )
     else:
@@ -136,22 +146,40 @@ def maxsim(
         docs = list(documents)
         n_d = len(docs)
         chunks = (pad(docs[i : i + chunk_size]) for i in range(0, n_d, chunk_size))
+    out = torch.zeros(n_q, n_d, dtype=torch.float32, device=device)
     if n_d == 0:
-        return torch.zeros(n_q, 0, dtype=torch.float32, device=device)
+        return out
 
-    out = []
+    start = 0
+    buf = None  # reused similarity block, (n_q*Lq, chunk*Ld)
     for d, d_mask in chunks:
         if d.shape[-1] != dim:
             raise ValueError(f"query dim {dim} != document dim {d.shape[-1]}")
         c, ld, _ = d.shape
-        sims = d.to(device=device, dtype=dtype).reshape(c * ld, dim) @ q_flat  # (c*Ld, n_q*Lq)
-        sims = sims.view(c, ld, n_q, lq)
-        sims = sims.masked_fill(~d_mask.to(device).view(c, ld, 1, 1), float("-inf"))
-        best = sims.amax(dim=1).float()  # (c, n_q, Lq)
-        best = best.masked_fill(~q_keep, 0.0)
-        best = best.masked_fill(~d_mask.to(device).any(dim=1).view(c, 1, 1), 0.0)
-        out.append(best.sum(dim=-1))  # (c, n_q)
-    return torch.cat(out).T.contiguous()  # (n_q, n_d)
+        lo, start = start, start + c  # this chunk fills columns [lo, start) of out
+        if ld == 0:
+            continue  # documents without vectors score 0
+        d_rows = d.to(device=device, dtype=dtype).reshape(c * ld, dim)  # a view when possible
+        if torch.is_grad_enabled() and (q_rows.requires_grad or d_rows.requires_grad):
+            sims = q_rows @ d_rows.T
+        else:
+            if buf is None or buf.numel() < n_q * lq * c * ld:
+                buf = torch.empty(n_q * lq * c * ld, dtype=dtype, device=device)
+            sims = torch.mm(q_rows, d_rows.T, out=buf[: n_q * lq * c * ld].view(n_q * lq, c * ld))
+        sims = sims.view(n_q * lq, c, ld)
+        empty = None
+        if d_mask is not None:
+            d_mask = d_mask.to(device)
+            if not bool(d_mask.all()):
+                sims.masked_fill_(~d_mask.view(1, c, ld), float("-inf"))  # our own block: in place
+                empty = ~d_mask.any(dim=1)  # (c,)
+        best = sims.amax(dim=-1).float()  # (n_q*Lq, c), max over each document's vectors
+        if empty is not None:
+            best = best.masked_fill(empty.view(1, c), 0.0)
+        if q_pad is not None:
+            best = best.masked_fill(q_pad, 0.0)
+        out[:, lo:start] = best.view(n_q, lq, c).sum(dim=1)
+    return out
 
 
 def patch_relevance(query: torch.Tensor, document: torch.Tensor) -> torch.Tensor:
