@@ -28,14 +28,24 @@ def make_pdf(path: Path, pages: list[str], *, size: tuple[float, float] = (612, 
     return path
 
 
+MARKERS = ("aardvark badger camel dolphin elephant flamingo giraffe hedgehog iguana jaguar "
+           "kangaroo lemur mongoose narwhal ocelot penguin quokka raccoon salamander tortoise "
+           "urchin vulture walrus yak zebra albatross bison cheetah dingo ermine").split()
+
+
+def marker(page_no: int) -> str:
+    """The word that only page ``page_no`` (1-based) of :func:`lorem_pages` contains."""
+    return MARKERS[page_no - 1]
+
+
 def lorem_pages(n: int, topic: str = "page", words: int = 120) -> list[str]:
-    """``n`` pages of distinct text (page i mentions its own marker word)."""
+    """``n`` pages of filler text; page i also names its own animal, :func:`marker` (i)."""
     vocab = ("river bridge lantern orchard granite falcon meadow harbor compass velvet "
              "summit canyon ember glacier willow copper prairie thunder marble").split()
     pages = []
     for i in range(n):
         body = " ".join(vocab[(i * 7 + j * 3) % len(vocab)] for j in range(words))
-        lines = [f"{topic} {i + 1} marker{i + 1}"] + [body[k : k + 90] for k in range(0, len(body), 90)]
+        lines = [f"{topic} {i + 1} {marker(i + 1)}"] + [body[k : k + 90] for k in range(0, len(body), 90)]
         pages.append("\n".join(lines))
     return pages
 

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from agree_core.index import PageIndex
-from conftest import lorem_pages, make_pdf, run_cli
+from conftest import lorem_pages, make_pdf, marker, run_cli
 
 N_FILES, N_PAGES = 8, 12
 
@@ -69,7 +69,7 @@ def test_kill_9_during_indexing_loses_nothing_and_a_rerun_completes(tmp_path, fo
         assert ready_pages >= 2 * N_PAGES and ready_pages % N_PAGES == 0
         assert committed >= ready_pages  # pages of the unfinished document are kept too
         assert committed < N_FILES * N_PAGES
-        hits = index.search("doc0 marker3", k=3)
+        hits = index.search(f"doc0 {marker(3)}", k=3)
         assert (os.path.basename(hits[0].source), hits[0].page) == ("doc0.pdf", 3)
 
     rerun = run_cli("index", str(folder), "--index", str(directory))
@@ -81,9 +81,9 @@ def test_kill_9_during_indexing_loses_nothing_and_a_rerun_completes(tmp_path, fo
         info = index.info()
         assert info["pages"] == N_FILES * N_PAGES and info["incomplete"] == []
         assert index.shard.count() == N_FILES * N_PAGES
-        hits = index.search("doc7 marker12", k=1)
+        hits = index.search(f"doc7 {marker(12)}", k=1)
         assert (os.path.basename(hits[0].source), hits[0].page) == ("doc7.pdf", 12)
-        assert all(os.path.exists(h.image) for h in index.search("marker", k=20))
+        assert all(os.path.exists(h.image) for h in index.search("animal", k=20))
 
 
 def test_search_while_indexing_is_busy_then_waits(tmp_path, folder):
@@ -91,10 +91,10 @@ def test_search_while_indexing_is_busy_then_waits(tmp_path, folder):
     proc = start_indexing(folder, directory)
     try:
         wait_for(lambda: "indexing" in states(directory), proc)
-        busy = run_cli("search", "--index", str(directory), "marker1")
+        busy = run_cli("search", "--index", str(directory), marker(1))
         assert busy.returncode == 4
         assert f"is busy: process {proc.pid}" in busy.stderr and "--wait" in busy.stderr
-        waited = run_cli("search", "--index", str(directory), "doc5 marker2", "--json", "--wait", "300")
+        waited = run_cli("search", "--index", str(directory), f"doc5 {marker(2)}", "--json", "--wait", "300")
         assert waited.returncode == 0, waited.stderr
         assert proc.poll() is not None  # it could only open the index once indexing was done
     finally:

@@ -9,7 +9,7 @@ import pytest
 from agree_core.encoders.text_layer import TextLayerEncoder
 from agree_core.index import IndexBusyError, IndexConfigError, PageIndex
 from agree_core.index import page_index as page_index_mod
-from conftest import lorem_pages, make_pdf
+from conftest import lorem_pages, make_pdf, marker
 
 
 @pytest.fixture
@@ -165,8 +165,8 @@ def test_interrupted_add_resumes_where_it_stopped(tmp_path, encoder, monkeypatch
     with PageIndex.open(directory, encoder) as index:
         info = index.info()
         assert info["pages"] == 0 and info["incomplete"][0]["state"] == "indexing"
-        assert index.search("marker1", k=5) == []  # unfinished documents are not searchable
+        assert index.search(marker(1), k=5) == []  # unfinished documents are not searchable
         report = index.add([pdf], batch_size=4, progress=False)
         assert report.pages == 6  # pages 1-4 were kept; 5-10 are encoded now
         assert index.info()["pages"] == 10 and index.shard.count() == 10
-        assert index.search("marker7", k=1)[0].page == 7
+        assert index.search(marker(7), k=1)[0].page == 7
