@@ -143,7 +143,7 @@ def cmd_index(args: argparse.Namespace) -> int:
     options = {"device": args.device} if args.device else {}
     with PageIndex.open(args.index, args.encoder, wait=args.wait, encoder_options=options,
                         dpi=args.dpi) as index:
-        report = index.add(args.paths, metadata=_pairs(args.meta, "--meta"),
+        report = index.add(args.paths, metadata=_pairs(args.meta, "--meta") if args.meta else None,
                            batch_size=args.batch_size, progress=not args.quiet)
     log.info("indexed %d pages from %d files; %d unchanged; %d skipped", report.pages,
              len(report.added), len(report.unchanged), len(report.skipped))

@@ -13,6 +13,10 @@ scoring 0 would beat real negative similarities); padded query slots contribute 
 
 from __future__ import annotations
 
+import ctypes
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence, Union
 
 import torch
@@ -85,13 +89,21 @@ def pad(
     return padded, mask.to(padded.device)
 
 
+# Target size of one similarity block (query rows x chunk vectors), in elements: 2 MB in bf16,
+# about one core's L2, so the max over a block reads it back from cache. Measured on a
+# 2-core AVX512-BF16 CPU: chunks from 16 to 256 pages of 1,030 vectors cost the same.
+_BLOCK_ELEMENTS = 1 << 20
+# Below this many multiply-adds, starting worker threads costs more than it saves.
+_PARALLEL_MIN_FLOPS = 100_000_000
+
+
 def maxsim(
     queries: TensorOrList,
     documents: TensorOrList,
     query_mask: torch.Tensor | None = None,
     document_mask: torch.Tensor | None = None,
     *,
-    chunk_size: int = 32,
+    chunk_size: int | None = None,
     compute_dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
     """MaxSim of every query against every document.
@@ -99,87 +111,183 @@ def maxsim(
     Args:
         queries: list of ``(n_q_tokens_i, dim)`` tensors, or padded ``(n_q, Lq, dim)``.
         documents: list of ``(n_d_tokens_j, dim)`` tensors, or padded ``(n_d, Ld, dim)``.
-            Fastest as a contiguous padded tensor already in ``compute_dtype``: chunks of it
-            are then multiplied in place, without any conversion or copy.
+            Fastest as one contiguous padded tensor already in ``compute_dtype`` (what an
+            index keeps): chunks of it are then multiplied as views, without conversion or copy.
         query_mask: ``(n_q, Lq)`` bool, True on real tokens (padded input only).
         document_mask: ``(n_d, Ld)`` bool, True on real vectors (padded input only).
         chunk_size: documents scored per matrix multiply; bounds the temporary
-            ``(n_q * Lq, chunk * Ld)`` similarity block.
+            ``(n_q * Lq, chunk * Ld)`` similarity block (one per worker thread). Default:
+            as many as fill a block of about a million similarities.
         compute_dtype: dtype of the products; default :func:`default_compute_dtype`
             (bf16 on CPUs with native bf16). Pass ``torch.float32`` for exact scores.
 
     Returns:
         ``(n_q, n_d)`` float32 scores. A document with no vectors scores 0.
 
+    On CPU, large jobs are split by chunk over ``torch.get_num_threads()`` worker threads, each
+    running its products single-threaded and taking the next chunk when done, instead of
+    every product being split over all cores: one slow or preempted core then delays only its
+    own chunk, not every multiply.
+
     >>> q = [torch.tensor([[1.0, 0.0], [0.0, 1.0]])]                # 2 query tokens
     >>> d = [torch.tensor([[1.0, 0.0]]), torch.tensor([[0.6, 0.8], [-1.0, 0.0]])]
     >>> maxsim(q, d, compute_dtype=torch.float32)                    # 1+0, 0.6+0.8
     tensor([[1.0000, 1.4000]])
     """
-    if chunk_size < 1:
+    if chunk_size is not None and chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     q, q_mask = pad(queries, query_mask)  # (n_q, Lq, dim), (n_q, Lq)
     device = q.device
     dtype = compute_dtype or default_compute_dtype(device)
     n_q, lq, dim = q.shape
-    # Query rows on the left: (n_q*Lq, dim) @ (dim, chunk*Ld). The wide output keeps the
-    # matmul efficient for a handful of query tokens, and the max over a document's vectors
-    # is then a reduction over contiguous memory.
-    q_rows = q.to(dtype).reshape(n_q * lq, dim).contiguous()  # (n_q*Lq, dim)
-    q_pad = ~q_mask.to(device).reshape(n_q * lq, 1)
+    rows = n_q * lq
+    # Query rows on the left: (n_q*Lq, dim) @ (dim, chunk*Ld). The wide product stays
+    # efficient for a few query tokens, and each document's max is a contiguous reduction.
+    q_rows = q.to(dtype).reshape(rows, dim).contiguous()  # (n_q*Lq, dim)
+    q_pad = ~q_mask.to(device).reshape(rows, 1)
     if not bool(q_pad.any()):
         q_pad = None
 
     if isinstance(documents, torch.Tensor):
-        padded_docs = document_mask is not None
         d_all, d_mask_all = pad(documents, document_mask)
-        n_d = d_all.shape[0]
-        if padded_docs and bool(d_mask_all.all()):
-            padded_docs = False  # a mask without padding: skip the masking work
-        chunks = (
-            (d_all[i : i + chunk_size], d_mask_all[i : i + chunk_size] if padded_docs else None)
-            for i in range(0, n_d, chunk_size)
-        )
+        n_d, ld_max = d_all.shape[:2]
+        if d_all.shape[-1] != dim:
+            raise ValueError(f"query dim {dim} != document dim {d_all.shape[-1]}")
+        masked = document_mask is not None and not bool(d_mask_all.all())
+        docs = None
     else:
         if document_mask is not None:
             raise ValueError("document_mask is only accepted with a padded 3-D tensor")
         docs = list(documents)
         n_d = len(docs)
-        chunks = (pad(docs[i : i + chunk_size]) for i in range(0, n_d, chunk_size))
+        ld_max = max((t.shape[0] for t in docs), default=0)
     out = torch.zeros(n_q, n_d, dtype=torch.float32, device=device)
-    if n_d == 0:
-        return out
+    if n_d == 0 or ld_max == 0:
+        return out  # no document vectors: every score is 0
+    if chunk_size is None:
+        chunk_size = max(1, _BLOCK_ELEMENTS // (rows * ld_max))
+    grad = torch.is_grad_enabled() and (
+        q.requires_grad or (d_all.requires_grad if docs is None else any(t.requires_grad for t in docs))
+    )
 
-    start = 0
-    buf = None  # reused similarity block, (n_q*Lq, chunk*Ld)
-    for d, d_mask in chunks:
-        if d.shape[-1] != dim:
-            raise ValueError(f"query dim {dim} != document dim {d.shape[-1]}")
-        c, ld, _ = d.shape
-        lo, start = start, start + c  # this chunk fills columns [lo, start) of out
-        if ld == 0:
-            continue  # documents without vectors score 0
-        d_rows = d.to(device=device, dtype=dtype).reshape(c * ld, dim)  # a view when possible
-        if torch.is_grad_enabled() and (q_rows.requires_grad or d_rows.requires_grad):
-            sims = q_rows @ d_rows.T
+    def score_chunk(lo: int, state: dict) -> None:
+        """Columns [lo, lo + chunk_size) of ``out``."""
+        if docs is None:
+            d = d_all[lo : lo + chunk_size]
+            d_mask = d_mask_all[lo : lo + chunk_size] if masked else None
         else:
-            if buf is None or buf.numel() < n_q * lq * c * ld:
-                buf = torch.empty(n_q * lq * c * ld, dtype=dtype, device=device)
-            sims = torch.mm(q_rows, d_rows.T, out=buf[: n_q * lq * c * ld].view(n_q * lq, c * ld))
-        sims = sims.view(n_q * lq, c, ld)
+            d, d_mask = pad(docs[lo : lo + chunk_size])
+            if d.shape[-1] != dim:
+                raise ValueError(f"query dim {dim} != document dim {d.shape[-1]}")
+        c, ld, _ = d.shape
+        if ld == 0:
+            return  # documents without vectors score 0
+        d_rows = d.to(device=device, dtype=dtype).reshape(c * ld, dim)  # a view when possible
+        if grad:
+            sims = q_rows @ d_rows.T
+        else:  # reuse one block per thread rather than allocate one per chunk
+            need = rows * c * ld
+            if state.get("buf") is None or state["buf"].numel() < need:
+                state["buf"] = torch.empty(need, dtype=dtype, device=device)
+            sims = torch.mm(q_rows, d_rows.T, out=state["buf"][:need].view(rows, c * ld))
+        sims = sims.view(rows, c, ld)  # (n_q*Lq, c, Ld)
         empty = None
         if d_mask is not None:
             d_mask = d_mask.to(device)
             if not bool(d_mask.all()):
-                sims.masked_fill_(~d_mask.view(1, c, ld), float("-inf"))  # our own block: in place
+                sims.masked_fill_(~d_mask.view(1, c, ld), float("-inf"))  # our block: in place
                 empty = ~d_mask.any(dim=1)  # (c,)
-        best = sims.amax(dim=-1).float()  # (n_q*Lq, c), max over each document's vectors
+        best = sims.amax(dim=-1).float()  # (n_q*Lq, c): max over each document's vectors
         if empty is not None:
             best = best.masked_fill(empty.view(1, c), 0.0)
         if q_pad is not None:
             best = best.masked_fill(q_pad, 0.0)
-        out[:, lo:start] = best.view(n_q, lq, c).sum(dim=1)
+        out[:, lo : lo + c] = best.view(n_q, lq, c).sum(dim=1)
+
+    starts = range(0, n_d, chunk_size)
+    workers = min(torch.get_num_threads(), len(starts))
+    flops = 2 * rows * ld_max * n_d * dim
+    if (
+        workers > 1
+        and device.type == "cpu"
+        and not grad
+        and flops >= _PARALLEL_MIN_FLOPS
+        and _single_threaded_ops() is not None
+    ):
+        _run_in_workers(score_chunk, starts, workers)
+    else:
+        state: dict = {}
+        for lo in starts:
+            score_chunk(lo, state)
     return out
+
+
+def _run_in_workers(score_chunk, starts: range, workers: int) -> None:
+    """Call ``score_chunk(lo, state)`` for every ``lo`` from ``workers`` threads, each running
+    torch ops single-threaded and taking the next chunk as it finishes one."""
+    set_omp_threads = _single_threaded_ops()
+    todo = iter(starts)
+    lock = threading.Lock()
+    inference = torch.is_inference_mode_enabled()  # thread-local: carry the caller's over
+
+    def work() -> None:
+        torch.get_num_threads()  # let torch initialise this thread's OpenMP settings first
+        set_omp_threads(1)  # this thread only: OpenMP's thread count is per thread
+        state: dict = {}
+        with torch.inference_mode(inference), torch.no_grad():
+            while True:
+                with lock:
+                    lo = next(todo, None)
+                if lo is None:
+                    return
+                score_chunk(lo, state)
+
+    with ThreadPoolExecutor(workers, thread_name_prefix="maxsim") as pool:
+        for f in [pool.submit(work) for _ in range(workers)]:
+            f.result()  # re-raises a worker's error
+
+
+_OMP_SETTER: list = []  # [omp_set_num_threads or None], filled on first use
+
+
+def _single_threaded_ops():
+    """``omp_set_num_threads`` of the OpenMP runtime torch runs on, if a thread that calls it
+    then really gets single-threaded torch ops while the caller's thread count is untouched;
+    else None (no OpenMP, another runtime, another platform): then ``maxsim`` stays in the
+    calling thread and lets each op use torch's threads."""
+    if _OMP_SETTER:
+        return _OMP_SETTER[0]
+    setter = None
+    try:
+        if torch.__config__.parallel_info().find("parallel backend: OpenMP") >= 0:
+            lib_dir = os.path.join(os.path.dirname(torch.__file__), "lib")
+            for name in sorted(os.listdir(lib_dir)):
+                if name.startswith(("libgomp", "libiomp5", "libomp")) and ".so" in name:
+                    try:  # only a runtime already loaded by torch, never a second one
+                        fn = ctypes.CDLL(os.path.join(lib_dir, name), mode=os.RTLD_NOLOAD).omp_set_num_threads
+                    except (OSError, AttributeError):
+                        continue
+                    fn.argtypes, fn.restype = [ctypes.c_int], None
+                    setter = fn
+                    break
+    except Exception:  # noqa: BLE001 - any surprise: no worker threads
+        setter = None
+    if setter is not None:
+        before = torch.get_num_threads()
+        seen: list[int] = []
+
+        def probe() -> None:
+            torch.get_num_threads()
+            setter(1)
+            seen.append(torch.get_num_threads())
+
+        t = threading.Thread(target=probe)
+        t.start()
+        t.join()
+        if seen != [1] or torch.get_num_threads() != before:
+            setter = None
+    _OMP_SETTER.append(setter)
+    return setter
 
 
 def patch_relevance(query: torch.Tensor, document: torch.Tensor) -> torch.Tensor:

@@ -99,6 +99,13 @@ def test_filters(tmp_path, docs, encoder):
         both = index.search("north", k=10, filters={"team": ["energy", "facilities"]})
         assert len(both) == 3
         assert index.search("north", k=10, filters={"year": 2024}) == []
+        # new metadata for an indexed file is applied in place, without re-encoding
+        moved = index.add([docs / "solar.pdf"], metadata={"team": "ops"}, progress=False)
+        assert moved.pages == 0 and moved.unchanged == [str(docs / "solar.pdf")]
+        assert {h.page for h in index.search("north", k=10, filters={"team": "ops"})} == {1, 2}
+        assert index.search("north", k=10, filters={"year": 2025}) == []  # replaced, not merged
+        index.add([docs / "solar.pdf"], progress=False)  # no metadata given: kept
+        assert len(index.search("north", k=10, filters={"team": "ops"})) == 2
         with pytest.raises(ValueError, match="range keys are gte, gt, lte, lt"):
             index.search("north", filters={"page": {"from": 1}})
         with pytest.raises(ValueError, match="k must be >= 1, got 0"):

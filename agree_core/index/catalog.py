@@ -85,6 +85,10 @@ class Catalog:
     def set_state(self, doc_id: str, state: str) -> None:
         self._db.execute("UPDATE documents SET state = ? WHERE doc_id = ?", (state, doc_id))
 
+    def set_meta(self, doc_id: str, meta: dict[str, Any]) -> None:
+        self._db.execute("UPDATE documents SET meta = ? WHERE doc_id = ?",
+                         (json.dumps(meta, sort_keys=True), doc_id))
+
     def remove(self, doc_id: str) -> None:
         self._db.execute("DELETE FROM documents WHERE doc_id = ?", (doc_id,))
 

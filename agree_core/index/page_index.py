@@ -197,6 +197,10 @@ class PageIndex:
         """Index PDF files and folders (recursive). Idempotent: unchanged files are skipped,
         a changed file replaces its pages, an interrupted file resumes.
 
+        ``metadata`` (JSON values) is stored with every page of these documents and can be
+        used in search filters; given for an indexed file, it replaces that file's metadata
+        without re-encoding; ``None`` keeps what each file has.
+
         Files that cannot be indexed are reported in ``AddReport.skipped`` with the reason;
         they never stop the others.
         """
@@ -208,7 +212,7 @@ class PageIndex:
         plans = []
         for f in tqdm(files, desc="checking files", unit="file", disable=not progress or len(files) < 20):
             try:
-                plan = self._plan(f, metadata or {})
+                plan = self._plan(f, metadata)
             except PdfError as e:
                 report.skipped.append(e)
                 continue
@@ -344,17 +348,25 @@ class PageIndex:
                    str(self.directory / payload["image"]), page_id, payload["doc_id"],
                    payload.get("meta", {}))
 
-    def _plan(self, source: Path, metadata: dict[str, Any]) -> _Plan | None:
+    def _plan(self, source: Path, metadata: dict[str, Any] | None) -> _Plan | None:
+        """What to do with one file: ``None`` when it is indexed already (metadata, if
+        given and different, is updated in place), else the pages still to write."""
         info = inspect_pdf(source)
         sha = file_sha256(source)
         doc_id = doc_id_for(source, sha)
         doc = self.catalog.get(doc_id)
-        if doc is not None and doc.state == "ready" and doc.meta == metadata:
+        if doc is not None and metadata is None:
+            metadata = doc.meta  # no metadata given: keep what the document has
+        metadata = metadata or {}
+        if doc is not None and doc.state == "ready":
+            if doc.meta != metadata:
+                self.shard.set_meta(doc_id, metadata)
+                self.catalog.set_meta(doc_id, metadata)
             return None
         done = self.shard.page_numbers(doc_id) if doc is not None else set()
-        if doc is not None and doc.meta != metadata and doc.state == "ready":
-            done = set()  # new metadata: rewrite every page's payload
         self.catalog.begin(doc_id, str(source), sha, info.pages, metadata)
+        if done and doc is not None and doc.meta != metadata:
+            self.shard.set_meta(doc_id, metadata)
         for old in self.catalog.documents(state="deleting", source=str(source)):
             self._purge(old.doc_id)  # the previous version of a changed file
         return _Plan(source, sha, doc_id, info, [p for p in range(1, info.pages + 1) if p not in done])

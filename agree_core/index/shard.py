@@ -93,6 +93,12 @@ class VectorShard:
         self._shard.update(qe.UpdateOperation.delete_points_by_filter(
             qe.Filter(must=[qe.FieldCondition("doc_id", match=qe.MatchValue(doc_id))])))
 
+    def set_meta(self, doc_id: str, meta: dict[str, Any]) -> None:
+        qe = _qe()
+        flt = qe.Filter(must=[qe.FieldCondition("doc_id", match=qe.MatchValue(doc_id))])
+        self._shard.update(qe.UpdateOperation.delete_payload_by_filter(flt, ["meta"]))
+        self._shard.update(qe.UpdateOperation.set_payload_by_filter(flt, {"meta": meta}))
+
     def page_numbers(self, doc_id: str) -> set[int]:
         """Pages of a document already in the shard (to resume an interrupted add)."""
         qe = _qe()

