@@ -59,6 +59,7 @@ class Page:
     words: list[Word] = field(default_factory=list)
     image: Image.Image | None = None  # rendered at ``dpi``
     dpi: int = 0
+    from_pdf: bool = True  # False for a page made from an image (no PDF to render again)
 
     @property
     def id(self) -> str:
@@ -69,8 +70,23 @@ class Page:
         return " ".join(w.text for w in self.words)
 
     def render(self, dpi: int) -> Image.Image:
-        """The page rendered anew at ``dpi`` (e.g. for OCR at a higher resolution)."""
+        """The page rendered anew at ``dpi`` (e.g. for OCR at a higher resolution); a page
+        made from an image returns that image."""
+        if not self.from_pdf:
+            if self.image is None:
+                raise ValueError(f"page {self.page_no} of {self.source} has no image")
+            return self.image
         return _render(self.source, self.page_no, self.page_no, _safe_dpi(dpi, self))[0]
+
+    @classmethod
+    def from_image(cls, image: Image.Image, source: str | Path = "", page_no: int = 1,
+                   dpi: int = 100) -> "Page":
+        """A page that exists only as an image (a screenshot, a scan, a node's image)."""
+        if image.width < 1 or image.height < 1:
+            raise ValueError(f"the page image is empty ({image.width} x {image.height} pixels)")
+        image = image.convert("RGB")
+        return cls(Path(source), "", page_no, image.width * 72 / dpi, image.height * 72 / dpi,
+                   [], image, dpi, from_pdf=False)
 
 
 @dataclass(frozen=True)

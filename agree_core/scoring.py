@@ -89,9 +89,10 @@ def pad(
     return padded, mask.to(padded.device)
 
 
-# Target size of one similarity block (query rows x chunk vectors), in elements: 2 MB in bf16,
-# about one core's L2, so the max over a block reads it back from cache. Measured on a
-# 2-core AVX512-BF16 CPU: chunks from 16 to 256 pages of 1,030 vectors cost the same.
+# Similarities per block (chunk vectors x query rows); each worker thread keeps one block in
+# the compute dtype and one in float32 (2 MB + 4 MB). Measured on a 2-core AVX512-BF16 CPU
+# with 32 query tokens and 1,030-vector pages: chunks of 6 to 45 pages cost within noise of
+# each other, the larger ones slightly less.
 _BLOCK_ELEMENTS = 1 << 20
 # Below this many multiply-adds, starting worker threads costs more than it saves.
 _PARALLEL_MIN_FLOPS = 100_000_000
@@ -116,7 +117,7 @@ def maxsim(
         query_mask: ``(n_q, Lq)`` bool, True on real tokens (padded input only).
         document_mask: ``(n_d, Ld)`` bool, True on real vectors (padded input only).
         chunk_size: documents scored per matrix multiply; bounds the temporary
-            ``(n_q * Lq, chunk * Ld)`` similarity block (one per worker thread). Default:
+            ``(chunk * Ld, n_q * Lq)`` similarity block (one per worker thread). Default:
             as many as fill a block of about a million similarities.
         compute_dtype: dtype of the products; default :func:`default_compute_dtype`
             (bf16 on CPUs with native bf16). Pass ``torch.float32`` for exact scores.
@@ -141,10 +142,11 @@ def maxsim(
     dtype = compute_dtype or default_compute_dtype(device)
     n_q, lq, dim = q.shape
     rows = n_q * lq
-    # Query rows on the left: (n_q*Lq, dim) @ (dim, chunk*Ld). The wide product stays
-    # efficient for a few query tokens, and each document's max is a contiguous reduction.
-    q_rows = q.to(dtype).reshape(rows, dim).contiguous()  # (n_q*Lq, dim)
-    q_pad = ~q_mask.to(device).reshape(rows, 1)
+    # Products as (chunk*Ld, dim) @ (dim, n_q*Lq): the document rows stream through the
+    # multiply as they lie in memory and the few query columns stay packed, which measured
+    # 1.7x faster on CPU than the transposed orientation.
+    q_cols = q.to(dtype).reshape(rows, dim).T.contiguous()  # (dim, n_q*Lq)
+    q_pad = ~q_mask.to(device).reshape(1, rows)
     if not bool(q_pad.any()):
         q_pad = None
 
@@ -184,25 +186,25 @@ def maxsim(
             return  # documents without vectors score 0
         d_rows = d.to(device=device, dtype=dtype).reshape(c * ld, dim)  # a view when possible
         if grad:
-            sims = q_rows @ d_rows.T
-        else:  # reuse one block per thread rather than allocate one per chunk
-            need = rows * c * ld
-            if state.get("buf") is None or state["buf"].numel() < need:
-                state["buf"] = torch.empty(need, dtype=dtype, device=device)
-            sims = torch.mm(q_rows, d_rows.T, out=state["buf"][:need].view(rows, c * ld))
-        sims = sims.view(rows, c, ld)  # (n_q*Lq, c, Ld)
+            sims = (d_rows @ q_cols).float()
+        else:  # reuse the blocks of this thread rather than allocate them for every chunk
+            shape = (c * ld, rows)
+            sims = torch.mm(d_rows, q_cols, out=_block(state, "sims", shape, dtype, device))
+            if dtype != torch.float32:  # CPU reductions run much faster on float32 than on
+                sims = _block(state, "f32", shape, torch.float32, device).copy_(sims)  # bf16
+        sims = sims.view(c, ld, rows)
         empty = None
         if d_mask is not None:
             d_mask = d_mask.to(device)
             if not bool(d_mask.all()):
-                sims.masked_fill_(~d_mask.view(1, c, ld), float("-inf"))  # our block: in place
+                sims.masked_fill_(~d_mask.view(c, ld, 1), float("-inf"))  # our own block: in place
                 empty = ~d_mask.any(dim=1)  # (c,)
-        best = sims.amax(dim=-1).float()  # (n_q*Lq, c): max over each document's vectors
+        best = sims.amax(dim=1)  # (c, n_q*Lq): max over each document's vectors
         if empty is not None:
-            best = best.masked_fill(empty.view(1, c), 0.0)
+            best = best.masked_fill(empty.view(c, 1), 0.0)
         if q_pad is not None:
             best = best.masked_fill(q_pad, 0.0)
-        out[:, lo : lo + c] = best.view(n_q, lq, c).sum(dim=1)
+        out[:, lo : lo + c] = best.view(c, n_q, lq).sum(dim=-1).T
 
     starts = range(0, n_d, chunk_size)
     workers = min(torch.get_num_threads(), len(starts))
@@ -220,6 +222,15 @@ def maxsim(
         for lo in starts:
             score_chunk(lo, state)
     return out
+
+
+def _block(state: dict, name: str, shape: tuple[int, int], dtype: torch.dtype, device) -> torch.Tensor:
+    """A contiguous scratch tensor of ``shape``, kept in ``state`` and grown as needed."""
+    numel = shape[0] * shape[1]
+    buf = state.get(name)
+    if buf is None or buf.numel() < numel:
+        buf = state[name] = torch.empty(numel, dtype=dtype, device=device)
+    return buf[:numel].view(shape)
 
 
 def _run_in_workers(score_chunk, starts: range, workers: int) -> None:

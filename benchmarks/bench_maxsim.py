@@ -7,17 +7,20 @@ them: one contiguous padded bf16 tensor ``(pages, vectors, dim)`` with no mask (
 the same number of vectors) and default settings. maxsim-cpu gets float32 numpy arrays (its
 API), the einsum reference float32 torch tensors holding the same data.
 
-Every timed method runs once per round, round-robin, after one warm-up call each, so a noisy
-neighbour on the machine slows all of them alike; the table reports the median round (and the
-best one).
+Every timed method, and the n x n x n bf16 matmul that sets the limit, runs once per round,
+round-robin, after one warm-up call each, so a noisy neighbour on the machine slows all of them
+alike; the table reports the median round (and the best one), and the notes how busy other
+processes kept the CPUs meanwhile.
 
     .venv/bin/python benchmarks/bench_maxsim.py
-    .venv/bin/python benchmarks/bench_maxsim.py --repeats 11 --chunk-sizes 8 16 32 64
+    .venv/bin/python benchmarks/bench_maxsim.py --repeats 15 --chunk-sizes 8 16 64
+    .venv/bin/python benchmarks/bench_maxsim.py --threads 1
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import statistics
 import time
@@ -59,12 +62,13 @@ def time_rounds(fns: dict, repeats: int, warmup: int) -> dict[str, list[float]]:
     return times
 
 
-def bf16_matmul_gflops(n: int, repeats: int) -> float:
+def bf16_matmul(n: int):
+    """A call doing one n x n x n bf16 matrix multiply (2 n^3 FLOP) with torch's threads."""
     g = torch.Generator().manual_seed(1)
     a = torch.randn(n, n, generator=g).to(torch.bfloat16)
     b = torch.randn(n, n, generator=g).to(torch.bfloat16)
-    t = time_rounds({"mm": lambda: a @ b}, repeats, warmup=2)["mm"]
-    return 2 * n**3 / statistics.median(t) / 1e9
+    out = torch.empty(n, n, dtype=torch.bfloat16)
+    return lambda: torch.mm(a, b, out=out)
 
 
 def read_bandwidth_gbs(x: torch.Tensor, repeats: int) -> float:
@@ -114,20 +118,27 @@ def main() -> None:
     for c in args.chunk_sizes:
         fns[f"ours, chunk_size={c}"] = lambda c=c: maxsim(q_in, docs_c, chunk_size=c)
 
-    # Correctness: ours (bf16) vs the float32 reference, and maxsim-cpu too.
+    # Correctness: ours (default bf16) vs the float32 reference; ours in float32 must match it exactly.
     ref = einsum_reference(query, docs32)
+    t0 = time.perf_counter()
     ours = maxsim(q_in, docs_c)[0]
+    t_first = time.perf_counter() - t0  # first call in the process, cold
+    ours32 = maxsim(q_in, docs32, compute_dtype=torch.float32)[0]
     theirs = torch.from_numpy(np.asarray(maxsim_cpu.maxsim_scores(q_np, docs_np), dtype=np.float32))
     diff = (ours - ref).abs().max().item()
     k = min(args.topk, n)
-    top_ref, top_ours = ref.topk(k).indices, ours.topk(k).indices
-    same_order = bool((top_ref == top_ours).all())
-    same_set = set(top_ref.tolist()) == set(top_ours.tolist())
+    top_ref = ref.topk(k).indices.tolist()
+    check = topk_agreement(ref, ours, k, tol=2 * diff)
+    exact_ok = ours32.topk(k).indices.tolist() == top_ref and (ours32 - ref).abs().max().item() < 1e-3
 
-    # Limits, measured in the same run.
-    gflops = bf16_matmul_gflops(args.matmul_size, repeats=5)
+    # Limits, measured in the same run: the matmul inside the timed rounds, under the same load.
     bandwidth = read_bandwidth_gbs(docs32, repeats=5)
-    times = time_rounds(fns, args.repeats, args.warmup)
+    limit_name = f"bf16 matmul {args.matmul_size}^3"
+    fns[limit_name] = bf16_matmul(args.matmul_size)
+    with OtherLoad() as other:
+        times = time_rounds(fns, args.repeats, args.warmup)
+    t_mm = times.pop(limit_name)
+    gflops = 2 * args.matmul_size**3 / statistics.median(t_mm) / 1e9
 
     flops = 2 * lq * dim * n * L
     bytes_read = docs_c.numel() * docs_c.element_size()
@@ -146,8 +157,9 @@ def main() -> None:
         m = med[name]
         print(f"| {name} | {m * 1e3:.1f} | {min(t) * 1e3:.1f} | {n / m:,.0f} | {flops / m / 1e9:.0f} "
               f"| {t_compute / m:.0%} |")
-    print(f"| limit: bf16 matmul at {gflops:.0f} GFLOP/s ({args.matmul_size}^3) | {t_compute * 1e3:.1f} | "
-          f"| {n / t_compute:,.0f} | {gflops:.0f} | 100% |")
+    best_limit = flops / (2 * args.matmul_size**3 / min(t_mm))
+    print(f"| limit: this workload at the bf16 matmul rate ({args.matmul_size}^3: {gflops:.0f} GFLOP/s) | "
+          f"{t_compute * 1e3:.1f} | {best_limit * 1e3:.1f} | {n / t_compute:,.0f} | {gflops:.0f} | 100% |")
     print()
     print(f"- workload: {flops / 1e9:.2f} GFLOP (2 x {lq} x {dim} x {n} x {L}); "
           f"reads {bytes_read / 1e6:.0f} MB of {str(dtype).removeprefix('torch.')} pages")
@@ -155,16 +167,66 @@ def main() -> None:
           f"fp32) -> {t_memory * 1e3:.1f} ms to stream the pages once; compute bound {t_compute * 1e3:.1f} ms "
           f"-> the workload is {'compute' if t_compute >= t_memory else 'memory'}-bound "
           f"({flops / bytes_read:.0f} FLOP/byte)")
+    print(f"- ours, first call in the process (cold): {t_first * 1e3:.1f} ms")
     print(f"- ours vs maxsim-cpu: {t_cpu / t_ours:.2f}x faster (target >= 3x: "
           f"{'met' if t_cpu / t_ours >= 3 else 'MISSED'}); ours at {t_compute / t_ours:.0%} of the bf16 "
-          f"matmul limit (target >= 40%: {'met' if t_compute / t_ours >= 0.40 else 'MISSED'})")
-    print(f"- correctness: ours vs fp32 einsum max |diff| = {diff:.2e} (scores ~{ref.abs().mean():.2f}); "
-          f"maxsim-cpu vs einsum max |diff| = {(theirs - ref).abs().max().item():.2e}; "
-          f"top-{k} {'identical (same order)' if same_order else 'same set' if same_set else 'DIFFERENT'}")
-    if not same_set:
-        raise SystemExit(f"top-{k} of ours differs from the fp32 reference: "
-                         f"{top_ours.tolist()} vs {top_ref.tolist()}")
+          f"matmul limit (target >= 40%: {'met' if t_compute / t_ours >= 0.40 else 'MISSED'}); best rounds: "
+          f"{min(times['maxsim-cpu (fp32 numpy)']) / min(times[ours_name]):.2f}x, "
+          f"{best_limit / min(times[ours_name]):.0%} of the best matmul round")
+    print(f"- correctness: ours (bf16) vs fp32 einsum: max |diff| = {diff:.2e} on scores ~{ref.abs().mean():.2f} "
+          f"(maxsim-cpu: {(theirs - ref).abs().max().item():.2e}); top-{k}: {check['text']}; "
+          f"ours with compute_dtype=float32: top-{k} {'identical' if exact_ok else 'DIFFERENT'}")
+    print(f"- other processes kept {other.share:.0%} of the machine's {os.cpu_count()} CPUs busy during the timed "
+          f"rounds{' (contended: expect slower, noisier numbers; compare the best column)' if other.share > 0.1 else ''}")
+    if not check["ok"] or not exact_ok:
+        raise SystemExit(f"top-{k} of ours disagrees with the fp32 reference: {check['text']}")
 
+
+def topk_agreement(ref: torch.Tensor, got: torch.Tensor, k: int, tol: float) -> dict:
+    """Do the top-k of ``got`` and ``ref`` agree? Identical, or differing only by near-ties at
+    the cut: every page in one top-k and not the other has a reference score within ``tol``
+    (twice the max score error) of the k-th best reference score."""
+    top_ref, top_got = ref.topk(k).indices.tolist(), got.topk(k).indices.tolist()
+    if top_ref == top_got:
+        return {"ok": True, "text": "identical, same order"}
+    kth = ref.topk(k).values[-1].item()
+    swapped = sorted(set(top_ref) ^ set(top_got))
+    gap = max((abs(ref[i].item() - kth) for i in swapped), default=0.0)
+    shared = len(set(top_ref) & set(top_got))
+    if not swapped:
+        return {"ok": True, "text": "same pages, order differs only among near-equal scores"}
+    ok = gap <= tol
+    return {"ok": ok, "text": f"{shared}/{k} shared; the rest {'are near-ties' if ok else 'DIFFER'} at the cut "
+                              f"(reference scores within {gap:.4f} of the {k}th, bf16 tolerance {tol:.4f})"}
+
+
+class OtherLoad:
+    """Share of all CPUs that other processes kept busy while the block ran (from /proc/stat
+    minus this process's own CPU time); 0 where /proc is unavailable."""
+
+    def __enter__(self):
+        self.t0, self.own0, self.busy0 = time.perf_counter(), _own_cpu_seconds(), _busy_seconds()
+        return self
+
+    def __exit__(self, *exc):
+        wall = time.perf_counter() - self.t0
+        other = (_busy_seconds() - self.busy0) - (_own_cpu_seconds() - self.own0)
+        self.share = max(0.0, other / (wall * (os.cpu_count() or 1))) if wall > 0 else 0.0
+
+
+def _own_cpu_seconds() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+def _busy_seconds() -> float:
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+    except OSError:
+        return 0.0
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 if __name__ == "__main__":
     main()

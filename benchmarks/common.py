@@ -91,7 +91,9 @@ def evaluate(rankings: dict[str, list[tuple[str, int]]], questions: list[dict]) 
 def table(rows: list[dict], columns: list[str]) -> str:
     """A markdown table."""
     def fmt(v):
-        return f"{v:.3f}" if isinstance(v, float) else str(v)
+        if isinstance(v, float):
+            return f"{v:.1f}" if abs(v) >= 10 else f"{v:.3f}"
+        return str(v)
 
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(fmt(r.get(c, "")) for c in columns) + " |" for r in rows]

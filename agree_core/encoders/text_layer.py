@@ -151,7 +151,8 @@ class TextLayerEncoder:
         elif path.startswith((".", "/", "~")) and not Path(path).expanduser().is_dir():
             raise ValueError(f"text-layer checkpoint {path} does not exist: give a directory "
                              "with a BERT-style model (config.json, weights, tokenizer)")
-        self._tokenizer = AutoTokenizer.from_pretrained(path)
+        # pages are tokenised whole and split into windows here: no length warning wanted
+        self._tokenizer = AutoTokenizer.from_pretrained(path, model_max_length=1 << 30)
         model = AutoModel.from_pretrained(path)
         model.eval().to(self.device)
         if self._compute_dtype() == torch.bfloat16:

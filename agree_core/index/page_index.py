@@ -34,6 +34,7 @@ from agree_core.index.images import ImageStore
 from agree_core.index.lock import DirectoryLock
 from agree_core.index.shard import PageRecord, VectorShard, build_filter
 from agree_core.pages import Page, PdfError, PdfInfo, file_sha256, find_pdfs, inspect_pdf, iter_pages
+from agree_core.pages import page_id as make_page_id
 from agree_core.pooling import pool_vectors
 from agree_core.scoring import similarity_map
 
@@ -299,6 +300,19 @@ class PageIndex:
             emb, _ = self.page_embedding(hit.page_id)
             maps.append(similarity_map(q, emb.vectors, emb.cells, emb.grid, mode))
         return maps
+
+    def find_page(self, source: str | Path, page: int) -> str | None:
+        """The id of page ``page`` of ``source`` when that file is indexed, else ``None``."""
+        src = str(Path(source).absolute())
+        for doc in self.catalog.documents(state="ready", source=src):
+            if 1 <= page <= doc.pages:
+                return make_page_id(src, doc.sha256, page)
+        return None
+
+    def page_vectors(self, page_ids: Sequence[str]) -> dict[str, torch.Tensor]:
+        """Stored vectors ``(n, dim)`` of the pages found, by page id."""
+        got = self.shard.retrieve(list(page_ids), vectors=True)
+        return {pid: torch.from_numpy(v) for pid, (_, v) in got.items()}
 
     def page_text(self, page_id: str) -> str:
         got = self.shard.retrieve([page_id])

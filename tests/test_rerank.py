@@ -1,0 +1,67 @@
+import shutil
+
+import pytest
+import torch
+from PIL import Image
+
+from agree_core.index import PageIndex
+from agree_core.pages import Page, iter_pages
+from agree_core.rerank import PageRef, PageScorer
+from agree_core.scoring import maxsim
+
+
+@pytest.fixture
+def index(tmp_path, sample_index):
+    shutil.copytree(sample_index, tmp_path / "ix")
+    with PageIndex.open(tmp_path / "ix") as ix:
+        yield ix
+
+
+def test_indexed_pages_score_like_search(index, samples, monkeypatch):
+    report = str(samples[0])
+    hits = index.search("revenue in the third quarter", k=3)
+    scorer = PageScorer(index)
+    encoded = []
+    real = index.encoder.encode_pages
+    monkeypatch.setattr(index.encoder, "encode_pages", lambda pages: encoded.extend(pages) or real(pages))
+    scores = scorer.scores("revenue in the third quarter", [PageRef(h.source, h.page) for h in hits])
+    assert encoded == []  # stored vectors, nothing re-encoded
+    assert scores == pytest.approx([h.score for h in hits], abs=0.02)
+    assert hits[0].source == report
+
+
+def test_pages_outside_the_index_are_encoded_in_batches(index, tmp_path, samples, monkeypatch):
+    other = tmp_path / "copy.pdf"
+    shutil.copy(samples[1], other)  # same content, another path: not in the index
+    batches = []
+    real = index.encoder.encode_pages
+    monkeypatch.setattr(index.encoder, "encode_pages", lambda pages: batches.append(len(pages)) or real(pages))
+    scorer = PageScorer(index, batch_size=2)
+    refs = [PageRef(str(other), p) for p in (1, 2, 3, 4)] + [PageRef(str(samples[1]), 4)]
+    scores = scorer.scores("egress charges and vendor lock-in", refs)
+    assert batches == [2, 2]
+    assert scores[3] == pytest.approx(scores[4], abs=0.05)  # the copy of slide 4 scores like slide 4
+    assert max(range(4), key=lambda i: scores[i]) == 3
+
+
+def test_images_and_unusable_candidates(tmp_path, encoder, samples):
+    scorer = PageScorer(encoder=encoder)
+    (page,) = list(iter_pages(samples[1], dpi=60, pages=[3]))
+    image_path = tmp_path / "slide.png"
+    page.image.save(image_path)
+    scores = scorer.scores("timeline of the phases", [PageRef(image=image_path), PageRef(key="n1"),
+                                                       PageRef(source="/nowhere.pdf", page=1)])
+    assert scores[0] > 0.5 and scores[1] is None and scores[2] is None
+    emb = encoder.encode_pages([Page.from_image(Image.open(image_path))])[0]
+    q = encoder.encode_queries(["timeline of the phases"])
+    assert scores[0] == pytest.approx(float(maxsim(q, [emb.vectors])[0, 0]), abs=1e-3)
+
+
+def test_arguments_are_validated(index, encoder):
+    with pytest.raises(ValueError, match="give an index or an encoder, not both"):
+        PageScorer(index, encoder)
+    with pytest.raises(ValueError, match="batch_size must be >= 1, got 0"):
+        PageScorer(batch_size=0)
+    with pytest.raises(ValueError, match="the page image is empty"):
+        Page.from_image(Image.new("RGB", (0, 10)))
+    assert torch.is_tensor(PageScorer(encoder=encoder).page_vectors([PageRef(image=Image.new("RGB", (50, 50), "white"))])[0])
