@@ -71,7 +71,8 @@ class PageScorer:
         """One score per candidate, ``None`` for a candidate that names no readable page
         (no image, and no existing PDF + page); the reason is logged."""
         vectors = self.page_vectors(candidates)
-        q = self.encoder.encode_queries([query])
+        # with an index, the query is weighted exactly as the index's own search weights it
+        q = self.index.encode_queries([query]) if self.index is not None else self.encoder.encode_queries([query])
         found = [i for i, v in enumerate(vectors) if v is not None]
         out: list[float | None] = [None] * len(candidates)
         if found:

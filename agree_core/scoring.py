@@ -23,7 +23,7 @@ import torch
 
 TensorOrList = Union[torch.Tensor, Sequence[torch.Tensor]]
 
-__all__ = ["maxsim", "similarity_map", "patch_relevance", "default_compute_dtype", "pad"]
+__all__ = ["maxsim", "similarity_map", "patch_relevance", "default_compute_dtype", "pad", "idf_weights"]
 
 
 def default_compute_dtype(device: torch.device | str = "cpu") -> torch.dtype:
@@ -185,13 +185,15 @@ def maxsim(
         if ld == 0:
             return  # documents without vectors score 0
         d_rows = d.to(device=device, dtype=dtype).reshape(c * ld, dim)  # a view when possible
+        half = dtype in (torch.bfloat16, torch.float16)  # reduce in float32: much faster on CPU
         if grad:
-            sims = (d_rows @ q_cols).float()
+            sims = d_rows @ q_cols
+            sims = sims.float() if half else sims
         else:  # reuse the blocks of this thread rather than allocate them for every chunk
             shape = (c * ld, rows)
             sims = torch.mm(d_rows, q_cols, out=_block(state, "sims", shape, dtype, device))
-            if dtype != torch.float32:  # CPU reductions run much faster on float32 than on
-                sims = _block(state, "f32", shape, torch.float32, device).copy_(sims)  # bf16
+            if half:
+                sims = _block(state, "f32", shape, torch.float32, device).copy_(sims)
         sims = sims.view(c, ld, rows)
         empty = None
         if d_mask is not None:
@@ -366,3 +368,20 @@ def similarity_map(
     else:
         raise ValueError(f"mode must be 'maxsim' or 'mean', got {mode!r}")
     return flat.view(rows, cols)
+
+
+def idf_weights(terms: Sequence[int], document_frequency: dict[int, int], n_documents: int) -> torch.Tensor:
+    """Weights of query tokens by the inverse document frequency of their terms (BM25's IDF),
+    scaled to mean 1 so that weighted scores stay on the unweighted scale.
+
+    Multiplying query vectors by these weights makes MaxSim count a rare term's match more
+    than a common one's: ``max_j <w q_i, d_j> = w max_j <q_i, d_j>`` for ``w > 0``.
+
+    >>> idf_weights([7, 9], {7: 1, 9: 99}, 100)   # term 7 is rare, term 9 is everywhere
+    tensor([1.9929, 0.0071])
+    """
+    if not len(terms):
+        return torch.ones(0)
+    df = torch.tensor([document_frequency.get(int(t), 0) for t in terms], dtype=torch.float64)
+    idf = torch.log((n_documents - df + 0.5) / (df + 0.5) + 1.0)  # > 0 always
+    return (idf / idf.mean()).float()

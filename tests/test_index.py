@@ -177,3 +177,27 @@ def test_interrupted_add_resumes_where_it_stopped(tmp_path, encoder, monkeypatch
         assert report.pages == 6  # pages 1-4 were kept; 5-10 are encoded now
         assert index.info()["pages"] == 10 and index.shard.count() == 10
         assert index.search(marker(7), k=1)[0].page == 7
+
+
+def test_query_tokens_are_weighted_by_idf_of_the_indexed_pages(tmp_path, encoder):
+    make_pdf(tmp_path / "common.pdf", ["quarterly report on revenue"] * 6)
+    make_pdf(tmp_path / "rare.pdf", ["the zeppelin hangar"])
+    (report,) = encoder.encode_query_terms(["report"])[0]
+    with PageIndex.open(tmp_path / "ix", encoder) as index:
+        index.add([tmp_path / "common.pdf", tmp_path / "rare.pdf"], progress=False)
+        n_pages, df = index.catalog.term_stats()
+        assert n_pages == 7 and df[report] == 6
+        terms = encoder.encode_query_terms(["report zeppelin"])[0]
+        weights = index.encode_queries(["report zeppelin"])[0].norm(dim=1)
+        assert terms[0] == report and weights[0] < 0.5 < 1.0 < weights[1:].min()
+        hits = index.search("report zeppelin", k=2)
+        assert hits[0].source.endswith("rare.pdf")
+        index.delete(tmp_path / "rare.pdf")
+        n_pages, df = index.catalog.term_stats()
+        assert n_pages == 6 and not set(terms[1:]) & set(df)
+    with PageIndex.open(tmp_path / "plain", encoder, term_weighting="none") as index:
+        index.add([tmp_path / "common.pdf"], progress=False)
+        torch_equal = index.encode_queries(["report zeppelin"])[0].equal(encoder.encode_queries(["report zeppelin"])[0])
+        assert torch_equal
+    with pytest.raises(ValueError, match="term_weighting must be 'idf' or 'none', got 'bm25'"):
+        PageIndex.open(tmp_path / "bad", encoder, term_weighting="bm25")

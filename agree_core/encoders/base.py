@@ -23,12 +23,15 @@ class PageEmbedding:
         cells: ``(n,)`` int64 flat cell (``row * cols + col``) of each vector, ``-1`` for
             vectors that belong to no cell (prompt or special tokens of visual encoders).
         text: the text the encoder read (text layer or OCR), if any.
+        terms: ``(n,)`` vocabulary id behind each vector, for encoders with a vocabulary
+            (the index keeps term statistics from them to weight query tokens by IDF).
     """
 
     vectors: torch.Tensor
     grid: tuple[int, int]
     cells: torch.Tensor
     text: str | None = None
+    terms: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         rows, cols = self.grid
@@ -48,6 +51,10 @@ class MultiVectorEncoder(Protocol):
     ``name`` is the registry spec that rebuilds the encoder (``load_encoder(name)``);
     ``config`` is a JSON-serialisable record of everything that changes its vectors, saved
     in every index it builds and checked when the index is reopened.
+
+    Encoders with a vocabulary may also fill ``PageEmbedding.terms`` and implement
+    ``encode_query_terms(queries) -> list[list[int]]`` (the vocabulary id behind each vector
+    ``encode_queries`` returns); an index then weights query tokens by their IDF.
     """
 
     name: str

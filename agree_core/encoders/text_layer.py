@@ -117,24 +117,33 @@ class TextLayerEncoder:
                 continue
             word_cells = torch.tensor([cell_of(w.box, grid) for w in words], dtype=torch.long)
             cells = word_cells[torch.as_tensor(word_idx)[keep]]
-            out.append(PageEmbedding(vecs[keep], grid, cells, _text(words)))
+            terms = torch.as_tensor(ids)[keep]
+            out.append(PageEmbedding(vecs[keep], grid, cells, _text(words), terms))
         return out
 
     def encode_queries(self, queries: Sequence[str]) -> list[torch.Tensor]:
+        ids = self._query_ids(queries)
+        vectors = self._encode_token_lists(ids)
+        return [vecs[self._query_keep(q_ids)] for q_ids, vecs in zip(ids, vectors)]
+
+    def encode_query_terms(self, queries: Sequence[str]) -> list[list[int]]:
+        """The vocabulary id behind each vector :meth:`encode_queries` returns (no model run)."""
+        return [torch.as_tensor(q_ids)[self._query_keep(q_ids)].tolist()
+                for q_ids in self._query_ids(queries)]
+
+    # -- internals --------------------------------------------------------------------------
+    def _query_ids(self, queries: Sequence[str]) -> list[list[int]]:
         self._load()
         for q in queries:
             if not isinstance(q, str) or not q.strip():
                 raise ValueError(f"queries must be non-empty strings, got {q!r}")
-        ids = [self._tokenizer(q, add_special_tokens=False, truncation=True,
-                               max_length=self.cfg.window - 2)["input_ids"] for q in queries]
-        vectors = self._encode_token_lists(ids)
-        out = []
-        for q_ids, vecs in zip(ids, vectors):
-            keep = self._keep_mask(q_ids)
-            out.append(vecs[keep] if keep.any() else vecs)  # a query of only stopwords keeps them
-        return out
+        return [self._tokenizer(q, add_special_tokens=False, truncation=True,
+                                max_length=self.cfg.window - 2)["input_ids"] for q in queries]
 
-    # -- internals --------------------------------------------------------------------------
+    def _query_keep(self, ids: list[int]) -> torch.Tensor:
+        keep = self._keep_mask(ids)
+        return keep if keep.any() else torch.ones_like(keep)  # a query of only stopwords keeps them
+
     def _load(self) -> None:
         if self._model is not None:
             return

@@ -28,6 +28,13 @@ CREATE TABLE IF NOT EXISTS documents (
     added_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS documents_source ON documents (source);
+-- how many pages of each document contain each term (encoders with a vocabulary only)
+CREATE TABLE IF NOT EXISTS doc_terms (
+    doc_id TEXT NOT NULL,
+    term   INTEGER NOT NULL,
+    pages  INTEGER NOT NULL,
+    PRIMARY KEY (doc_id, term)
+);
 """
 
 
@@ -89,8 +96,28 @@ class Catalog:
         self._db.execute("UPDATE documents SET meta = ? WHERE doc_id = ?",
                          (json.dumps(meta, sort_keys=True), doc_id))
 
+    def set_ready(self, doc_id: str, term_pages: dict[int, int]) -> None:
+        """Mark a document ready together with its term counts, in one transaction: term
+        statistics always describe exactly the ready documents."""
+        with self._tx():
+            self._db.execute("DELETE FROM doc_terms WHERE doc_id = ?", (doc_id,))
+            self._db.executemany("INSERT INTO doc_terms VALUES (?, ?, ?)",
+                                 [(doc_id, int(t), int(n)) for t, n in term_pages.items()])
+            self._db.execute("UPDATE documents SET state = 'ready' WHERE doc_id = ?", (doc_id,))
+
+    def term_stats(self) -> tuple[int, dict[int, int]]:
+        """(pages of ready documents, pages containing each term) over ready documents."""
+        (n,) = self._db.execute(
+            "SELECT COALESCE(SUM(pages), 0) FROM documents WHERE state = 'ready'").fetchone()
+        rows = self._db.execute(
+            "SELECT term, SUM(t.pages) FROM doc_terms t JOIN documents d USING (doc_id) "
+            "WHERE d.state = 'ready' GROUP BY term")
+        return int(n), {int(t): int(c) for t, c in rows}
+
     def remove(self, doc_id: str) -> None:
-        self._db.execute("DELETE FROM documents WHERE doc_id = ?", (doc_id,))
+        with self._tx():
+            self._db.execute("DELETE FROM doc_terms WHERE doc_id = ?", (doc_id,))
+            self._db.execute("DELETE FROM documents WHERE doc_id = ?", (doc_id,))
 
     def _tx(self) -> "_Transaction":
         return _Transaction(self._db)

@@ -33,11 +33,20 @@ class IndexConfig:
     dim: int
     vector_datatype: str = "float16"  # storage of the token vectors: float32, float16, uint8
     pooled_vectors: int = 32  # per page, for the first search stage (0: exact search only)
+    term_weighting: str = "idf"  # "idf": weight query tokens by IDF (encoders with a vocabulary); "none"
     image_format: str = "jpeg"
     image_quality: int = 85
     dpi: int = 100
     format_version: int = FORMAT_VERSION
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.term_weighting not in ("idf", "none"):
+            raise ValueError(f"term_weighting must be 'idf' or 'none', got {self.term_weighting!r}")
+        if self.vector_datatype not in ("float32", "float16"):
+            raise ValueError(f"vector_datatype must be 'float32' or 'float16', got {self.vector_datatype!r}")
+        if self.pooled_vectors < 0:
+            raise ValueError(f"pooled_vectors must be >= 0, got {self.pooled_vectors}")
 
     def save(self, directory: Path) -> None:
         tmp = directory / (CONFIG_FILE + ".tmp")
