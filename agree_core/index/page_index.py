@@ -22,7 +22,7 @@ import threading
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -36,7 +36,10 @@ from agree_core.index.shard import PageRecord, VectorShard, build_filter
 from agree_core.pages import Page, PdfError, PdfInfo, file_sha256, find_pdfs, inspect_pdf, iter_pages
 from agree_core.pages import page_id as make_page_id
 from agree_core.pooling import pool_vectors
-from agree_core.scoring import similarity_map
+from agree_core.scoring import idf_weights, similarity_map
+
+if TYPE_CHECKING:
+    from agree_core.index.records import PageRecords
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +105,7 @@ class PageIndex:
         self.images = ImageStore(directory, config.image_format, config.image_quality)
         self.shard = VectorShard(directory, config.dim, config.vector_datatype,
                                  pooled=config.pooled_vectors > 0)
+        self._term_stats: tuple[int, dict[int, int]] | None = None  # cached catalog.term_stats()
         self._recover()
 
     # -- opening ----------------------------------------------------------------------------
@@ -172,6 +176,16 @@ class PageIndex:
                                          **self._encoder_options)
         return self._encoder
 
+    @property
+    def records(self) -> "PageRecords":
+        """Pages written by callers (a framework's documents), next to the PDF pages: see
+        :mod:`agree_core.index.records`."""
+        from agree_core.index.records import PageRecords
+
+        if self.__dict__.get("_records") is None:
+            self._records = PageRecords(self)
+        return self._records
+
     def close(self) -> None:
         if self._lock is None:
             return
@@ -235,8 +249,7 @@ class PageIndex:
                     report.pages += len(pages)
                     bar.update(len(pages))
                 else:  # every page of this document is written
-                    self.shard.flush()
-                    self.catalog.set_state(plan.doc_id, "ready")
+                    self._set_ready(plan.doc_id)
                     report.added.append(str(plan.source))
         finally:
             bar.close()
@@ -274,7 +287,7 @@ class PageIndex:
         flt = self._filter(filters)
         if candidates is None and self.shard.count() > EXACT_SEARCH_MAX_PAGES:
             candidates = DEFAULT_CANDIDATES
-        vectors = self.encoder.encode_queries(list(queries))
+        vectors = self.encode_queries(queries)
         results = []
         for q in vectors:
             scored = self.shard.search(q.float().numpy(), k, flt, candidates)
@@ -294,7 +307,7 @@ class PageIndex:
     def similarity_maps(self, query: str, hits: Sequence[Hit], mode: str = "maxsim") -> list[torch.Tensor]:
         """Per-cell relevance of each hit's page for ``query`` (see
         :func:`agree_core.scoring.similarity_map`): why the page matched."""
-        q = self.encoder.encode_queries([query])[0]
+        q = self.encode_queries([query])[0]
         maps = []
         for hit in hits:
             emb, _ = self.page_embedding(hit.page_id)
@@ -338,11 +351,38 @@ class PageIndex:
             log.info("finishing the interrupted removal of %s", doc.source)
             self._purge(doc.doc_id)
 
+    def encode_queries(self, queries: Sequence[str]) -> list[torch.Tensor]:
+        """Query vectors as this index scores them: with ``term_weighting="idf"`` and an
+        encoder that has a vocabulary, each token's vector is scaled by its term's IDF over
+        the indexed pages (:func:`agree_core.scoring.idf_weights`)."""
+        queries = list(queries)
+        vectors = self.encoder.encode_queries(queries)
+        terms_of = getattr(self.encoder, "encode_query_terms", None)
+        if self.config.term_weighting != "idf" or terms_of is None:
+            return vectors
+        if self._term_stats is None:
+            self._term_stats = self.catalog.term_stats()
+        n_pages, df = self._term_stats
+        if not df:
+            return vectors
+        return [v * idf_weights(t, df, n_pages)[:, None] for v, t in zip(vectors, terms_of(queries))]
+
+    def _set_ready(self, doc_id: str) -> None:
+        """Flush the document's pages, then record it ready with its term counts."""
+        self.shard.flush()
+        term_pages: dict[int, int] = {}
+        for terms in self.shard.page_terms(doc_id):
+            for t in set(terms):
+                term_pages[t] = term_pages.get(t, 0) + 1
+        self.catalog.set_ready(doc_id, term_pages)
+        self._term_stats = None
+
     def _purge(self, doc_id: str) -> None:
         self.shard.delete_document(doc_id)
         self.shard.flush()
         self.images.delete_document(doc_id)
         self.catalog.remove(doc_id)
+        self._term_stats = None
 
     def _abandon(self, doc_id: str) -> None:
         self.catalog.set_state(doc_id, "deleting")
@@ -444,6 +484,7 @@ class PageIndex:
                 "page": page.page_no, "image": str(self.images.path(plan.doc_id, page.page_no)
                                                    .relative_to(self.directory)),
                 "grid": list(emb.grid), "cells": emb.cells.tolist(),
+                "terms": emb.terms.tolist() if emb.terms is not None else None,
                 "text": emb.text if emb.text is not None else page.text,
                 "width_pt": page.width_pt, "height_pt": page.height_pt,
                 "meta": doc.meta if doc else {},

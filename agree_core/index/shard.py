@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 
@@ -99,6 +99,20 @@ class VectorShard:
         self._shard.update(qe.UpdateOperation.delete_payload_by_filter(flt, ["meta"]))
         self._shard.update(qe.UpdateOperation.set_payload_by_filter(flt, {"meta": meta}))
 
+    def page_terms(self, doc_id: str) -> Iterator[list[int]]:
+        """The ``terms`` payload of each page of a document (empty for encoders without)."""
+        qe = _qe()
+        flt = qe.Filter(must=[qe.FieldCondition("doc_id", match=qe.MatchValue(doc_id))])
+        offset = None
+        while True:
+            records, offset = self._shard.scroll(qe.ScrollRequest(
+                offset=offset, limit=256, filter=flt,
+                with_payload=qe.PayloadSelector.Include(["terms"]), with_vector=False))
+            for r in records:
+                yield [int(t) for t in (r.payload or {}).get("terms") or ()]
+            if offset is None:
+                return
+
     def page_numbers(self, doc_id: str) -> set[int]:
         """Pages of a document already in the shard (to resume an interrupted add)."""
         qe = _qe()
@@ -119,7 +133,7 @@ class VectorShard:
         picks that many pages first and the full vectors rescore them."""
         qe = _qe()
         exact = qe.SearchParams(exact=True)
-        select = qe.PayloadSelector.Exclude(["cells", "text"])
+        select = qe.PayloadSelector.Exclude(["cells", "text", "terms"])
         if candidates and self.pooled:
             request = qe.QueryRequest(
                 limit=limit, query=qe.Query.Nearest(query, using=TOKENS), params=exact,
@@ -141,6 +155,45 @@ class VectorShard:
             v = np.asarray(r.vector[TOKENS], dtype=np.float32) if vectors else None
             out[str(r.id)] = (r.payload or {}, v)
         return out
+
+
+    # -- for pages written by callers (records.py) ------------------------------------------
+    def scroll(self, flt: Any = None, *, vectors: bool = False, payload: bool | list[str] = True,
+               batch: int = 512) -> Iterator[tuple[str, dict, np.ndarray | None]]:
+        """Every point matching ``flt``: ``(id, payload, tokens or None)``, in id order."""
+        qe = _qe()
+        select = qe.PayloadSelector.Include(payload) if isinstance(payload, list) else payload
+        offset = None
+        while True:
+            records, offset = self._shard.scroll(qe.ScrollRequest(
+                offset=offset, limit=batch, filter=flt, with_payload=select,
+                with_vector=[TOKENS] if vectors else False))
+            for r in records:
+                v = np.asarray(r.vector[TOKENS], dtype=np.float32) if vectors else None
+                yield str(r.id), r.payload or {}, v
+            if offset is None:
+                return
+
+    def delete_points(self, ids: Iterable[str]) -> None:
+        ids = list(ids)
+        if ids:
+            self._shard.update(_qe().UpdateOperation.delete_points(ids))
+
+    def delete_matching(self, flt: Any) -> None:
+        self._shard.update(_qe().UpdateOperation.delete_points_by_filter(flt))
+
+    def set_payload(self, ids: Iterable[str], payload: dict[str, Any]) -> None:
+        """Set top-level payload keys of these points (their other keys are kept)."""
+        ids = list(ids)
+        if ids:
+            self._shard.update(_qe().UpdateOperation.set_payload(ids, payload))
+
+    def ensure_field_index(self, field: str, kind: str) -> None:
+        """Create a payload index (``"keyword"`` or ``"integer"``) unless the shard has one."""
+        qe = _qe()
+        if field not in self._shard.info().payload_schema:
+            schema = {"keyword": qe.PayloadSchemaType.Keyword, "integer": qe.PayloadSchemaType.Integer}[kind]
+            self._shard.update(qe.UpdateOperation.create_field_index(field, schema))
 
 
 def build_filter(filters: dict[str, Any] | None, exclude_docs: Iterable[str] = ()) -> Any:
