@@ -4,7 +4,7 @@ Exit codes (stable, for scripts):
     0  success
     1  an error (the message says what and how to fix it)
     2  bad command-line usage
-    3  ``agree index``: some files were skipped (each named on stderr with its reason)
+    3  ``agree index``/``agree teacher build``: some inputs were skipped (each named on stderr)
     4  the index is busy: another process holds it (see ``--wait``)
     5  not an agree index, or an encoder that does not match the index
 """
@@ -51,8 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="+", metavar="PATH", help="PDF files and folders")
     _index_arg(p)
     p.add_argument("--encoder", default=None, metavar="NAME",
-                   help="encoder for a new index: text-layer (default) or NAME:CHECKPOINT; an "
-                        "existing index keeps its own encoder and rejects a different one")
+                   help="encoder for a new index: text-layer (default), colqwen2.5, colqwen2, "
+                        "colpali, or NAME:CHECKPOINT (a path or hub id, e.g. a fine-tuned "
+                        "adapter); an existing index keeps its own encoder and rejects a different one")
     p.add_argument("--dpi", type=int, default=100, help="resolution of stored page images (default 100)")
     p.add_argument("--batch-size", type=int, default=16, help="pages encoded together (default 16)")
     p.add_argument("--meta", action="append", default=[], metavar="KEY=VALUE",
@@ -101,7 +102,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--questions", metavar="FILE",
                    help="questions, one per line (default: the samples' own questions, or "
                         "phrases taken from your PDFs' pages)")
+    _teacher_parser(sub)
     return parser
+
+
+def _teacher_parser(sub: Any) -> None:
+    p = sub.add_parser("teacher", help="AGREE teacher attention maps for training")
+    tsub = p.add_subparsers(dest="teacher_command", required=True, metavar="COMMAND")
+    p = tsub.add_parser("build", help="compute and cache teacher maps for a JSONL file (resumable)",
+                        description="One JSON object per line: {\"query\": ..., \"image\": PATH} or "
+                                    "{\"query\": ..., \"pdf\": PATH, \"page\": N}, optional \"qid\"; "
+                                    "paths relative to the file. Rerun to resume; under torchrun "
+                                    "each rank takes its share on its own GPU.")
+    p.add_argument("data", metavar="DATA.jsonl")
+    p.add_argument("--out", required=True, metavar="DIR", help="the map cache directory")
+    p.add_argument("--teacher", default=None, metavar="ID_OR_PATH",
+                   help="Qwen2.5-VL or Qwen2-VL instruct model (default Qwen/Qwen2.5-VL-7B-Instruct)")
+    p.add_argument("--variant", choices=["query", "answer"], default="query",
+                   help="query: query tokens -> image (AGREE's default); answer: last token, "
+                        "divided by a baseline prompt's")
+    p.add_argument("--layers", default=None, metavar="LIST",
+                   help="text layers to average, e.g. 0,1,-1 or 20-27 (default all)")
+    p.add_argument("--max-image-tokens", type=int, default=2048, help="page image cap (default 2048)")
+    p.add_argument("--dpi", type=int, default=150, help="rendering of PDF pages (default 150)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1... (default: cuda if available)")
+    p.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], default="auto",
+                   help="auto: bfloat16 on CUDA GPUs, float32 on CPU")
 
 
 def _pairs(items: Sequence[str], flag: str) -> dict[str, Any]:
@@ -237,6 +263,21 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args.pdfs, Path(args.out), questions, quiet=args.quiet)
 
 
+def cmd_teacher(args: argparse.Namespace) -> int:
+    from agree_core.teacher.build import build_command
+    from agree_core.teacher.qwen import layer_list
+
+    report = build_command(args.data, args.out, teacher=args.teacher, device=args.device,
+                           dpi=args.dpi, progress=not args.quiet, variant=args.variant,
+                           layers=layer_list(args.layers), max_image_tokens=args.max_image_tokens,
+                           dtype=args.dtype)
+    log.info("teacher maps: %d computed, %d already cached, %d skipped (of %d)", report.computed,
+             report.cached, len(report.skipped), report.total)
+    for line, reason in report.skipped:
+        sys.stderr.write(f"skipped: line {line}: {reason}\n")
+    return EXIT_OK if report.ok else EXIT_SKIPPED
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     level = logging.WARNING if args.quiet else logging.DEBUG if args.verbose else logging.INFO
@@ -247,7 +288,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from agree_core.index import IndexBusyError, IndexConfigError
 
     commands = {"index": cmd_index, "search": cmd_search, "show": cmd_show, "info": cmd_info,
-                "delete": cmd_delete, "demo": cmd_demo}
+                "delete": cmd_delete, "demo": cmd_demo, "teacher": cmd_teacher}
     try:
         return commands[args.command](args)
     except IndexBusyError as e:

@@ -35,15 +35,16 @@ def load_encoder(spec: str = DEFAULT_ENCODER, **options: Any) -> MultiVectorEnco
     >>> load_encoder("no-such-encoder")
     Traceback (most recent call last):
     ...
-    ValueError: unknown encoder 'no-such-encoder'; available: text-layer
+    ValueError: unknown encoder 'no-such-encoder'; available: text-layer, colpali, colqwen2, colqwen2.5
     """
     _register_builtins()
     name, _, checkpoint = spec.partition(":")
     if name not in _FACTORIES:
-        raise ValueError(f"unknown encoder {name!r}; available: {', '.join(available_encoders())}")
+        names = sorted(available_encoders(), key=lambda n: (n != DEFAULT_ENCODER, n))  # default first
+        raise ValueError(f"unknown encoder {name!r}; available: {', '.join(names)}")
     return _FACTORIES[name](checkpoint or None, **options)
 
 
 def _register_builtins() -> None:
     # Imported here, not at module import: building the registry loads no model.
-    from agree_core.encoders import text_layer  # noqa: F401
+    from agree_core.encoders import colvision, text_layer  # noqa: F401

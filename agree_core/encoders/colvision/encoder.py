@@ -1,0 +1,297 @@
+"""The visual late-interaction encoders: ``colqwen2.5``, ``colqwen2`` and ``colpali``.
+
+Selected by name (``--encoder colqwen2.5``, the published checkpoint) or with a checkpoint
+(``--encoder colqwen2.5:PATH_OR_HUB_ID``, e.g. a fine-tuned adapter). A checkpoint is either
+a LoRA adapter directory (``adapter_config.json``: its ``base_model_name_or_path`` names the
+base, which ``base=`` overrides) or a full directory (``config.json`` + weights with
+``custom_text_proj``).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from agree_core.encoders.base import PageEmbedding
+from agree_core.encoders.colvision import checkpoint as ckpt
+from agree_core.encoders.colvision.processing import Inputs, PaliGemmaInputs, QwenInputs, collate
+from agree_core.pages import Page
+
+log = logging.getLogger(__name__)
+
+__all__ = ["ColVisionConfig", "ColVisionEncoder", "FAMILIES"]
+
+QWEN_PAGE_PROMPT = ("<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>"
+                    "Describe the image.<|im_end|><|endoftext|>")
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    default_checkpoint: str
+    model_type: str  # config.json model_type of the backbone
+    page_prompt: str
+    query_suffix: str
+    max_visual_tokens: int | None  # None: fixed-size images (ColPali)
+
+
+FAMILIES = {
+    f.name: f for f in (
+        Family("colqwen2.5", "vidore/colqwen2.5-v0.2", "qwen2_5_vl", QWEN_PAGE_PROMPT, "", 768),
+        Family("colqwen2", "vidore/colqwen2-v1.0", "qwen2_vl", QWEN_PAGE_PROMPT, "", 768),
+        Family("colpali", "vidore/colpali-v1.3", "paligemma", "<image><bos>Describe the image.", "\n", None),
+    )
+}
+
+
+@dataclass
+class ColVisionConfig:
+    """Everything that changes the vectors (saved in the index config)."""
+
+    model: str  # adapter or full checkpoint: local path (absolute) or hub id
+    base: str | None = None  # base checkpoint of an adapter; default: the adapter's own record
+    max_visual_tokens: int | None = None  # ColQwen: cap on image tokens per page (768)
+    page_prompt: str | None = None
+    query_prefix: str = "Query: "  # as ColQwen2 v1.0 / ColQwen2.5 v0.2 / ColPali v1.x were trained
+    query_augmentation: int = 10  # augmentation tokens (<|endoftext|> / <pad>) after the query
+    query_suffix: str | None = None  # ColPali: "\n", as in training; ColQwen: ""
+    image_tokens_only: bool = False  # keep only image-patch vectors (colpali's mask_non_image_embeddings)
+
+
+class ColVisionEncoder:
+    """ColQwen2.5 / ColQwen2 / ColPali pages and queries as L2-normalised 128-d vectors.
+
+    Args:
+        family: ``"colqwen2.5"``, ``"colqwen2"`` or ``"colpali"``.
+        checkpoint: path or hub id; default the family's published checkpoint.
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``...; default cuda when available.
+        dtype: ``"auto"`` (bf16 on CUDA GPUs with bf16, float32 elsewhere), ``"float32"`` or
+            ``"bfloat16"``. float16 is refused (Qwen2-VL overflows in it; CPUs emulate it).
+        batch_size: pages per forward pass (pages are sorted by length, so little padding).
+        query_batch_size: queries per forward pass.
+        progress: show a progress bar over batches; default when encoding more than 64 pages.
+        config: :class:`ColVisionConfig` fields.
+    """
+
+    def __init__(self, family: str, checkpoint: str | None = None, *, device: str | None = None,
+                 dtype: str = "auto", batch_size: int = 4, query_batch_size: int = 32,
+                 progress: bool | None = None, **config: Any):
+        if family not in FAMILIES:
+            raise ValueError(f"unknown ColVision family {family!r}; choose one of {sorted(FAMILIES)}")
+        self.family = FAMILIES[family]
+        if dtype not in ("auto", "float32", "bfloat16"):
+            raise ValueError(f"dtype must be 'auto', 'float32' or 'bfloat16', got {dtype!r} "
+                             "(float16 overflows in Qwen2-VL and is emulated on CPUs)")
+        if batch_size < 1 or query_batch_size < 1:
+            raise ValueError(f"batch sizes must be >= 1, got {batch_size} and {query_batch_size}")
+        unknown = set(config) - set(ColVisionConfig.__dataclass_fields__)
+        if unknown:
+            raise TypeError(f"unknown {family} options {sorted(unknown)}; known: device, dtype, "
+                            f"batch_size, query_batch_size, progress, "
+                            f"{', '.join(ColVisionConfig.__dataclass_fields__)}")
+        spec = config.pop("model", None) or checkpoint or self.family.default_checkpoint
+        if Path(spec).expanduser().exists():
+            spec = str(Path(spec).expanduser().absolute())
+        self.cfg = ColVisionConfig(model=spec, **config)
+        if self.cfg.page_prompt is None:
+            self.cfg.page_prompt = self.family.page_prompt
+        if self.cfg.query_suffix is None:
+            self.cfg.query_suffix = self.family.query_suffix
+        if self.family.max_visual_tokens is None:
+            if self.cfg.max_visual_tokens is not None:
+                raise ValueError(f"{family} takes fixed-size images: max_visual_tokens does not apply")
+        elif self.cfg.max_visual_tokens is None:
+            self.cfg.max_visual_tokens = self.family.max_visual_tokens
+        elif self.cfg.max_visual_tokens < 4:
+            raise ValueError(f"max_visual_tokens must be >= 4, got {self.cfg.max_visual_tokens}")
+        if self.cfg.query_augmentation < 0:
+            raise ValueError(f"query_augmentation must be >= 0, got {self.cfg.query_augmentation}")
+        self.name = family if spec == self.family.default_checkpoint else f"{family}:{spec}"
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.dtype = _dtype(dtype, self.device)
+        self.batch_size, self.query_batch_size, self.progress = batch_size, query_batch_size, progress
+        self._model = None
+        self._inputs: QwenInputs | PaliGemmaInputs | None = None
+
+    # -- contract ---------------------------------------------------------------------------
+    @property
+    def config(self) -> dict[str, Any]:
+        return asdict(self.cfg)
+
+    @property
+    def dim(self) -> int:
+        return int(self.model.custom_text_proj.out_features)
+
+    @property
+    def model(self) -> torch.nn.Module:
+        """The loaded model (loaded on first use)."""
+        if self._model is None:
+            self._load()
+        return self._model
+
+    def encode_pages(self, pages: Sequence[Page]) -> list[PageEmbedding]:
+        from tqdm import tqdm
+
+        self.model  # noqa: B018 - load first, so input errors come after checkpoint errors
+        show = self.progress if self.progress is not None else len(pages) > 64
+        bar = tqdm(total=len(pages), desc="encoding pages", unit="page", disable=not show,
+                   dynamic_ncols=True)
+        window = max(32, 8 * self.batch_size)  # pages prepared at a time: bounded memory
+        out = []
+        for lo in range(0, len(pages), window):
+            items = [self._page_inputs(page, lo + i) for i, page in enumerate(pages[lo : lo + window])]
+            for x, vecs in zip(items, self._run(items, self.batch_size, bar)):
+                cells = torch.full((len(x.input_ids),), -1, dtype=torch.long)
+                is_image = torch.tensor(x.input_ids) == self._inputs.image_token_id
+                cells[is_image] = torch.arange(int(is_image.sum()))  # row-major over x.grid
+                if self.cfg.image_tokens_only:
+                    vecs, cells = vecs[is_image], cells[is_image]
+                out.append(PageEmbedding(vecs, x.grid, cells))
+        bar.close()
+        return out
+
+    def encode_queries(self, queries: Sequence[str]) -> list[torch.Tensor]:
+        self.model  # noqa: B018
+        for q in queries:
+            if not isinstance(q, str) or not q.strip():
+                raise ValueError(f"queries must be non-empty strings, got {q!r}")
+        return self._run([self._inputs.query(q) for q in queries], self.query_batch_size)
+
+    # -- internals --------------------------------------------------------------------------
+    def _page_inputs(self, page: Page, i: int) -> Inputs:
+        try:
+            return self._inputs.page(page.image)
+        except ValueError as e:
+            named = str(page.source) not in ("", ".")
+            where = f"page {page.page_no} of {page.source}" if named else f"page {i + 1}"
+            raise ValueError(f"{where}: {e}") from e
+
+    def _run(self, items: list[Inputs], batch_size: int, bar=None) -> list[torch.Tensor]:
+        """Vectors ``(n_tokens_i, dim)`` float32 on CPU per item, batched by length."""
+        order = sorted(range(len(items)), key=lambda i: len(items[i].input_ids))
+        out: list[torch.Tensor | None] = [None] * len(items)
+        for start in range(0, len(order), batch_size):
+            chunk = order[start : start + batch_size]
+            batch = collate([items[i] for i in chunk], self._inputs.pad_id, self._inputs.padding_side)
+            batch = {k: v.to(self.device) for k, v in batch.items()}
+            if "pixel_values" in batch:
+                batch["pixel_values"] = batch["pixel_values"].to(self.dtype)
+            with torch.inference_mode():
+                vectors = self._model(**batch).float().cpu()  # (b, max_len, dim)
+            mask = batch["attention_mask"].bool().cpu()
+            for row, i in enumerate(chunk):
+                out[i] = vectors[row][mask[row]]  # padding dropped, order kept
+            if bar is not None:
+                bar.update(len(chunk))
+        return out  # type: ignore[return-value]
+
+    def _load(self) -> None:
+        from transformers import AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        family = self.family
+        what = family.name
+        path = ckpt.resolve(self.cfg.model, f"{what} checkpoint")
+        adapter = (path / "adapter_config.json").is_file()
+        if adapter:
+            recorded = ckpt.read_json(path / "adapter_config.json").get("base_model_name_or_path")
+            base_spec = self.cfg.base or recorded
+            if not base_spec:
+                raise ckpt.CheckpointError(f"{path}/adapter_config.json names no base model: "
+                                           "pass base=PATH_OR_ID")
+            base = ckpt.resolve(base_spec, f"base model of {path}")
+        elif (path / "config.json").is_file():
+            base = path
+        else:
+            raise ckpt.CheckpointError(
+                f"{path} is not a {family.name} checkpoint: expected adapter_config.json (a LoRA "
+                "adapter over a base model) or config.json with model weights")
+        config = _backbone_config(base, family)
+        rules = ckpt.PALIGEMMA_KEYS if family.model_type == "paligemma" else ckpt.QWEN_KEYS
+        dim = _projection_dim(base, rules)
+        model = ckpt.build_model(lambda: _model_class(family)(config, dim=dim), self.dtype, self.device)
+        ckpt.load_weights(model, base, rules, what)
+        if adapter:
+            model = ckpt.apply_lora_adapter(model, path, rules, what)
+        self._model = model.eval()
+        tok_dir = path if (path / "tokenizer_config.json").is_file() else base
+        tokenizer = AutoTokenizer.from_pretrained(str(tok_dir))
+        pre_file = next((d / "preprocessor_config.json" for d in (path, base)
+                         if (d / "preprocessor_config.json").is_file()), None)
+        preprocessor = ckpt.read_json(pre_file) if pre_file else {}
+        common = dict(page_prompt=self.cfg.page_prompt, query_prefix=self.cfg.query_prefix,
+                      query_augmentation=self.cfg.query_augmentation)
+        if family.model_type == "paligemma":
+            vision = config.vision_config
+            self._inputs = PaliGemmaInputs(tokenizer, preprocessor, image_size=vision.image_size,
+                                           patch_size=vision.patch_size,
+                                           query_suffix=self.cfg.query_suffix, **common)
+        else:
+            self._inputs = QwenInputs(tokenizer, preprocessor,
+                                      max_visual_tokens=self.cfg.max_visual_tokens, **common)
+            if self.cfg.query_suffix:
+                self._inputs.query_suffix += self.cfg.query_suffix
+        if self._inputs.image_token_id != _image_token_id(config):
+            raise ckpt.CheckpointError(
+                f"{tok_dir}: the tokenizer's image token id {self._inputs.image_token_id} differs "
+                f"from the model's {_image_token_id(config)}: tokenizer and weights do not belong together")
+        log.info("loaded %s from %s (%s, %s)", family.name, path, self.device, self.dtype)
+
+
+def _dtype(name: str, device: torch.device) -> torch.dtype:
+    if name == "float32":
+        return torch.float32
+    if name == "bfloat16":
+        return torch.bfloat16
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float32  # CPU: fp32 by default (bf16 on request), never fp16
+
+
+def _model_class(family: Family):
+    from agree_core.encoders.colvision import modeling
+
+    return {"qwen2_5_vl": modeling.ColQwen2_5, "qwen2_vl": modeling.ColQwen2,
+            "paligemma": modeling.ColPali}[family.model_type]
+
+
+def _backbone_config(base: Path, family: Family):
+    from transformers import PaliGemmaConfig, Qwen2_5_VLConfig, Qwen2VLConfig
+
+    raw = ckpt.read_json(base / "config.json")
+    found = raw.get("model_type")
+    if found != family.model_type:
+        owner = next((f.name for f in FAMILIES.values() if f.model_type == found), None)
+        hint = f": use --encoder {owner}:{base}" if owner else ""
+        if found in ("colqwen2", "colpali"):  # transformers' own conversions (vidore/...-hf)
+            hint = (": a transformers-native conversion (a *-hf repo); use the adapter repo "
+                    f"instead, e.g. {family.default_checkpoint}")
+        raise ckpt.CheckpointError(f"{base} holds a {found!r} model; {family.name} needs "
+                                   f"{family.model_type!r}{hint}")
+    cls = {"qwen2_5_vl": Qwen2_5_VLConfig, "qwen2_vl": Qwen2VLConfig,
+           "paligemma": PaliGemmaConfig}[found]
+    return cls.from_pretrained(str(base))
+
+
+def _projection_dim(base: Path, rules) -> int:
+    """The output size of ``custom_text_proj`` as saved (128 for the published models)."""
+    from safetensors import safe_open
+
+    for file in ckpt._weight_files(base):
+        with safe_open(str(file), framework="pt") as f:
+            for key in f.keys():
+                if ckpt.rename_key(key, rules) == "custom_text_proj.weight":
+                    return int(f.get_slice(key).get_shape()[0])
+    raise ckpt.CheckpointError(
+        f"{base} has no custom_text_proj weights: it is a plain vision-language model, not a "
+        "ColVision base (use the *-base repo, e.g. vidore/colqwen2.5-base, whose projection the "
+        "adapter was trained with)")
+
+
+def _image_token_id(config) -> int:
+    return int(getattr(config, "image_token_id", None) or config.image_token_index)
