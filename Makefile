@@ -18,7 +18,7 @@ $(VENV)/.base: pyproject.toml
 	touch $@
 
 $(VENV)/.dev: $(VENV)/.base
-	$(PIP) -e '.[ocr,samples,dev]'
+	$(PIP) -e '.[ocr,samples,visual,llamaindex,haystack,dev]'
 	touch $@
 
 install: $(VENV)/.base

@@ -217,7 +217,9 @@ def build_filter(filters: dict[str, Any] | None, exclude_docs: Iterable[str] = (
             if not values or not all(isinstance(v, (str, int)) and not isinstance(v, bool) for v in values):
                 raise ValueError(f"filter {key!r}: a list must hold strings or integers, got {values!r}")
             must.append(qe.FieldCondition(field, match=qe.MatchAny(values)))
-        elif isinstance(value, (str, int, bool)):
+        elif isinstance(value, bool):  # qdrant-edge-py 0.9 reads a Python bool as 0 or 1
+            must.append(qe.FieldCondition(field, match=qe.MatchValue(np.bool_(value))))
+        elif isinstance(value, (str, int)):
             must.append(qe.FieldCondition(field, match=qe.MatchValue(value)))
         else:
             raise ValueError(f"filter {key!r}: unsupported value {value!r} "

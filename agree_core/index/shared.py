@@ -1,0 +1,191 @@
+"""One open :class:`PageIndex` per index directory in a process, owned by one thread.
+
+A process locks the index directories it opens, and an index's catalog (SQLite) can only be
+used from the thread that opened it. Framework components that name the same directory (a
+document store, a retriever and a ranker loaded from one pipeline file) therefore share one
+open index through :meth:`SharedIndex.acquire`, and every call on it runs in the index's own
+worker thread: calls are safe from any thread or event loop, run one at a time, and
+:meth:`SharedIndex.arun` awaits them without blocking the loop.
+
+Encoders are shared the same way: :func:`shared_encoder` keeps one model in memory per
+encoder configuration, for the index and for the components that embed pages or queries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import json
+import logging
+import queue
+import threading
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+from agree_core.encoders import DEFAULT_ENCODER, MultiVectorEncoder, load_encoder
+from agree_core.index.config import CONFIG_FILE, IndexConfig
+from agree_core.index.page_index import PageIndex
+
+log = logging.getLogger(__name__)
+
+__all__ = ["SharedIndex", "shared_encoder"]
+
+T = TypeVar("T")
+_OPEN: dict[Path, "SharedIndex"] = {}
+_ENCODERS: dict[tuple, MultiVectorEncoder] = {}
+_GUARD = threading.RLock()
+
+
+def shared_encoder(spec: str = DEFAULT_ENCODER, **options: Any) -> MultiVectorEncoder:
+    """The encoder ``load_encoder(spec, **options)`` builds, loaded once per process for each
+    configuration (its name, its config and its runtime options)."""
+    with _GUARD:
+        key = (spec, json.dumps(options, sort_keys=True, default=str))
+        if key in _ENCODERS:
+            return _ENCODERS[key]
+        enc = load_encoder(spec, **options)
+        runtime = {k: v for k, v in options.items() if k not in enc.config}
+        canonical = (enc.name, json.dumps(enc.config, sort_keys=True, default=str),
+                     json.dumps(runtime, sort_keys=True, default=str))
+        if canonical not in _ENCODERS:
+            enc.dim  # noqa: B018 - load the weights now, once, rather than in two threads at once
+            _ENCODERS[canonical] = enc
+        _ENCODERS[key] = _ENCODERS[canonical]
+        return _ENCODERS[key]
+
+
+class SharedIndex:
+    """An open index and the thread that owns it. Use :meth:`acquire` and :meth:`release`."""
+
+    def __init__(self, directory: Path):
+        self.directory = directory
+        self.users = 0
+        self._index: PageIndex | None = None
+        self._tasks: queue.Queue = queue.Queue()
+        self._thread = threading.Thread(target=self._work, name=f"agree-index:{directory.name}",
+                                        daemon=True)
+        self._thread.start()
+
+    @classmethod
+    def acquire(cls, directory: str | Path, encoder: str | MultiVectorEncoder | None = None, *,
+                encoder_options: dict[str, Any] | None = None, create: bool = True,
+                wait: float = 0.0) -> "SharedIndex":
+        """The index at ``directory``, opened (or created, when ``create``) unless this
+        process has it open already. ``encoder``: a registry spec or an encoder; default the
+        index's own (``text-layer`` for a new index). Pair every call with :meth:`release`.
+
+        Raises what :meth:`PageIndex.open` raises (IndexConfigError, IndexBusyError).
+        """
+        path = Path(directory).expanduser().absolute()
+        with _GUARD:
+            shared = _OPEN.get(path)
+            if shared is None:
+                shared = cls(path)
+                try:
+                    shared._index = shared._call(PageIndex.open, path,
+                                                 _encoder_for(path, encoder, encoder_options or {}),
+                                                 create=create, wait=wait)
+                except BaseException:
+                    shared._stop()
+                    raise
+                _OPEN[path] = shared
+            elif encoder is not None:
+                _check_encoder(shared.index.config, encoder)
+            shared.users += 1
+            return shared
+
+    @property
+    def index(self) -> PageIndex:
+        """The open index; call its methods through :meth:`run` / :meth:`arun`."""
+        if self._index is None:
+            raise RuntimeError(f"the index at {self.directory} is closed")
+        return self._index
+
+    def run(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        """``fn(index, *args, **kwargs)`` in the index's thread; returns its result."""
+        return self._call(fn, self.index, *args, **kwargs)
+
+    async def arun(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        """:meth:`run` for coroutines: awaits the index's thread without blocking the loop."""
+        if threading.current_thread() is self._thread:
+            return fn(self.index, *args, **kwargs)
+        return await asyncio.wrap_future(self._submit(fn, self.index, *args, **kwargs))
+
+    def release(self) -> None:
+        """Give back one :meth:`acquire`; the last one closes the index."""
+        with _GUARD:
+            self.users -= 1
+            if self.users > 0:
+                return
+            _OPEN.pop(self.directory, None)
+        try:
+            if self._index is not None:
+                self._call(PageIndex.close, self._index)
+        finally:
+            self._index = None
+            self._stop()
+
+    # -- the worker thread ------------------------------------------------------------------
+    def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        if threading.current_thread() is self._thread:  # a call made from a call
+            return fn(*args, **kwargs)
+        return self._submit(fn, *args, **kwargs).result()
+
+    def _submit(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Future:
+        if not self._thread.is_alive():
+            raise RuntimeError(f"the index at {self.directory} is closed")
+        future: Future = Future()
+        self._tasks.put((future, fn, args, kwargs))
+        return future
+
+    def _work(self) -> None:
+        while (task := self._tasks.get()) is not None:
+            future, fn, args, kwargs = task
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(fn(*args, **kwargs))
+            except BaseException as e:  # noqa: BLE001 - handed to the caller
+                future.set_exception(e)
+            # drop the references now, not at the next task: a bound method passed to run()
+            # would otherwise keep its object alive while the thread waits
+            del task, future, fn, args, kwargs
+
+    def _stop(self) -> None:
+        self._tasks.put(None)
+        if threading.current_thread() is not self._thread:
+            self._thread.join()
+
+
+def _encoder_for(path: Path, encoder: str | MultiVectorEncoder | None,
+                 options: dict[str, Any]) -> str | MultiVectorEncoder:
+    """The encoder object to open ``path`` with (a shared one), or a spec string that
+    :meth:`PageIndex.open` rejects with its own message when it is not the index's."""
+    if not isinstance(encoder, str) and encoder is not None:
+        return encoder
+    if (path / CONFIG_FILE).is_file():
+        config = IndexConfig.load(path)
+        if encoder is not None and encoder != config.encoder:
+            return encoder
+        return shared_encoder(config.encoder, **config.encoder_config, **options)
+    return shared_encoder(encoder or DEFAULT_ENCODER, **options)
+
+
+def _check_encoder(config: IndexConfig, encoder: str | MultiVectorEncoder) -> None:
+    if isinstance(encoder, str):
+        if encoder != config.encoder:
+            config.check_encoder(encoder, {}, config.dim)
+    else:
+        config.check_encoder(encoder.name, encoder.config, encoder.dim)
+
+
+@atexit.register
+def _close_all() -> None:
+    """Close what is still open at exit (the engine flushes its segments on close)."""
+    for shared in list(_OPEN.values()):
+        shared.users = 1
+        try:
+            shared.release()
+        except Exception:  # noqa: BLE001 - exiting anyway
+            log.debug("closing %s at exit failed", shared.directory, exc_info=True)

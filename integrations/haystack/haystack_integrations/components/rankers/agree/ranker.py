@@ -1,0 +1,118 @@
+"""AgreeRanker: rerank Documents from any retriever by MaxSim against a query."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from haystack import Document, component, default_from_dict
+
+from agree_core.encoders import DEFAULT_ENCODER, MultiVectorEncoder
+from agree_core.index.record_pages import score_records
+from agree_core.index.shared import shared_encoder
+from haystack_integrations.document_stores.agree import AgreeDocumentStore
+from haystack_integrations.document_stores.agree._convert import (
+    check_positive,
+    document_to_record,
+    init_to_dict,
+    query_vectors,
+)
+
+
+@component
+class AgreeRanker:
+    """Orders Documents by their late-interaction (MaxSim) score for a query.
+
+    Each Document is scored from its ``multivector_embedding`` when it has one; else from the
+    vectors stored under its id in ``document_store`` (pages found by :class:`AgreeRetriever`
+    are not encoded again); else its page is encoded now: the PDF page named by
+    ``meta["source"]`` and ``meta["page"]``, or its text, or its image (``blob``). Documents
+    from any retriever (BM25, dense...) can be reranked.
+
+    :param document_store: score with this store's index: its stored vectors and its encoder.
+    :param encoder: without a store, the encoder to use (default ``text-layer``).
+    :param encoder_options: runtime options of ``encoder`` (``device``, ``dtype``...).
+    :param top_k: Documents returned.
+    :param score_threshold: drop Documents scoring below this.
+    :param batch_size: pages encoded per forward pass.
+    """
+
+    def __init__(self, document_store: AgreeDocumentStore | None = None, *, encoder: str | None = None,
+                 encoder_options: dict[str, Any] | None = None, top_k: int = 10,
+                 score_threshold: float | None = None, batch_size: int = 16):
+        if document_store is not None and not isinstance(document_store, AgreeDocumentStore):
+            raise ValueError(f"document_store must be an AgreeDocumentStore, got {type(document_store).__name__}")
+        if document_store is not None and (encoder is not None or encoder_options is not None):
+            raise ValueError("give a document_store or an encoder, not both: the store scores with its "
+                             "index's encoder")
+        check_positive("top_k", top_k)
+        check_positive("batch_size", batch_size)
+        self.document_store = document_store
+        self.encoder = encoder
+        self.encoder_options = encoder_options
+        self.top_k = top_k
+        self.score_threshold = score_threshold
+        self.batch_size = batch_size
+        self._encoder: MultiVectorEncoder | None = None
+
+    def warm_up(self) -> None:
+        if self.document_store is not None:
+            self.document_store.warm_up()
+        elif self._encoder is None:
+            self._encoder = shared_encoder(self.encoder or DEFAULT_ENCODER, **(self.encoder_options or {}))
+
+    def to_dict(self) -> dict[str, Any]:
+        return init_to_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "AgreeRanker":
+        return default_from_dict(cls, data)
+
+    @component.output_types(documents=list[Document])
+    def run(self, documents: list[Document], query: str | None = None,
+            query_multivector_embedding: list[list[float]] | None = None, top_k: int | None = None,
+            score_threshold: float | None = None) -> dict[str, list[Document]]:
+        """The Documents best first, each a copy with its MaxSim ``score``.
+
+        :param documents: the candidates.
+        :param query: the query text (ignored when ``query_multivector_embedding`` is given).
+        :param query_multivector_embedding: the query's token vectors, from the same encoder.
+        :param top_k: Documents returned (default: the init ``top_k``).
+        :param score_threshold: drop Documents below this (default: the init threshold).
+        """
+        q, records = self._inputs(documents, query, query_multivector_embedding, top_k)
+        if not records:
+            return {"documents": []}
+        if self.document_store is not None:
+            scores = self.document_store._run(self.document_store._score_op(q, records))
+        else:
+            self.warm_up()
+            scores = score_records(q, records, encoder=self._encoder, batch_size=self.batch_size)
+        return {"documents": self._ranked(documents, scores, top_k, score_threshold)}
+
+    @component.output_types(documents=list[Document])
+    async def run_async(self, documents: list[Document], query: str | None = None,
+                        query_multivector_embedding: list[list[float]] | None = None, top_k: int | None = None,
+                        score_threshold: float | None = None) -> dict[str, list[Document]]:
+        """:meth:`run` without blocking the event loop while pages are scored."""
+        if self.document_store is None:
+            return self.run(documents, query, query_multivector_embedding, top_k, score_threshold)
+        q, records = self._inputs(documents, query, query_multivector_embedding, top_k)
+        if not records:
+            return {"documents": []}
+        scores = await self.document_store._arun(self.document_store._score_op(q, records))
+        return {"documents": self._ranked(documents, scores, top_k, score_threshold)}
+
+    def _inputs(self, documents, query, query_multivector_embedding, top_k):  # noqa: ANN001, ANN202
+        check_positive("top_k", top_k, allow_none=True)
+        if not isinstance(documents, list):
+            raise ValueError(f"documents must be a list of Documents, got {type(documents).__name__}")
+        return query_vectors(query, query_multivector_embedding), [document_to_record(d) for d in documents]
+
+    def _ranked(self, documents: list[Document], scores: list[float], top_k: int | None,
+                score_threshold: float | None) -> list[Document]:
+        threshold = score_threshold if score_threshold is not None else self.score_threshold
+        ranked = sorted(zip(scores, range(len(documents))), key=lambda s: -s[0])
+        kept = [dataclasses.replace(documents[i], score=s) for s, i in ranked
+                if threshold is None or s >= threshold]
+        return kept[: top_k or self.top_k]
