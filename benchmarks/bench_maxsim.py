@@ -8,7 +8,8 @@ the same number of vectors) and default settings. maxsim-cpu gets float32 numpy 
 API), the einsum reference float32 torch tensors holding the same data.
 
 Every timed method, and the n x n x n bf16 matmul that sets the limit, runs once per round,
-round-robin, after one warm-up call each, so a noisy neighbour on the machine slows all of them
+round-robin (20 ms apart, untimed, so no method pays for the spinning threads of the one
+before), after one warm-up call each, so a noisy neighbour on the machine slows all of them
 alike; the table reports the median round (and the best one), and the notes how busy other
 processes kept the CPUs meanwhile.
 
@@ -48,14 +49,17 @@ def einsum_reference(query: torch.Tensor, docs: torch.Tensor) -> torch.Tensor:
     return sims.amax(dim=-1).sum(dim=-1)
 
 
-def time_rounds(fns: dict, repeats: int, warmup: int) -> dict[str, list[float]]:
-    """Seconds per call for each fn, run round-robin."""
+def time_rounds(fns: dict, repeats: int, warmup: int, pause: float = 0.02) -> dict[str, list[float]]:
+    """Seconds per call for each fn, run round-robin. Calls are ``pause`` seconds apart (not
+    timed): OpenMP and rayon threads spin for a few ms after their work, and would otherwise
+    take a core from whatever runs next."""
     for fn in fns.values():
         for _ in range(warmup):
             fn()
     times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
+            time.sleep(pause)
             t0 = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - t0)

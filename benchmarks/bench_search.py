@@ -1,8 +1,14 @@
 """Search latency, memory and storage of the page shard (Qdrant Edge) at 1k / 10k / 100k pages.
 
-    .venv/bin/python benchmarks/bench_search.py                       # 1k, 10k, 100k
+    .venv/bin/python benchmarks/bench_search.py                       # 1k, 10k, 100k (+ quality)
     .venv/bin/python benchmarks/bench_search.py --sizes 1000,10000 --queries 10
+    .venv/bin/python benchmarks/bench_search.py --sizes 100000 --max-build-minutes 60 --quality-pages 0
+    .venv/bin/python benchmarks/bench_search.py --sizes "" --quality-pages 100000  # quality only
     .venv/bin/python benchmarks/bench_search.py --rebuild             # rebuild cached shards
+
+First run: ~7 min to encode the corpus (cached), ~3 min to build 10k pages, ~35 min for 100k
+full pages (~26 GB; by default 100k falls back to "first stage only", see below); later runs
+reuse the shards in ``benchmarks/data/search-shards/`` (delete them to free the disk).
 
 What it does:
 
@@ -11,26 +17,28 @@ What it does:
    collections are synthesised from it: a synthetic page is a random real page with 20-50 % of
    its tokens replaced by tokens of another random real page, plus Gaussian noise (sigma 0.02
    per dimension, cosine ~0.93 to the original token), re-normalised. It has as many vectors as
-   its base page, so the vectors-per-page distribution stays the real one. Collections of
-   N <= 1,560 pages are real pages only; larger ones hold all 1,560 real pages first.
-2. Scale (table 1 and 2). For each size a shard is built through the product path
-   (``VectorShard(dir, 384, datatype, pooled=True).upsert(PageRecord...)``, pooled = the
-   ``pool_vectors`` k-means centroids, payload like the real one: source, page, doc_id, text,
-   cells), in ``benchmarks/data/search-shards/`` and reused on later runs. A fresh process per
-   shard then loads the encoder model, opens the shard and times, for real dev-set queries
-   (query encoding reported apart): exact MaxSim (``candidates=None``) and the pooled first
-   stage + exact rescoring for each ``--candidates``, round-robin (one call of every method per
-   query, so noise hits them alike), median over queries. Top-10 agreement is measured against
-   exact MaxSim on the same shard. Memory is the worker's VmRSS (anon + file-mapped shard
-   pages) after the searches, and how much the shard added on top of the loaded model.
+   its base page, so the vectors-per-page distribution stays the real one (printed). Collections
+   of N <= 1,560 pages are real pages only; larger ones hold all 1,560 real pages first.
+2. Scale (tables 1 and 2). For each size a shard is built through the product path
+   (``VectorShard(dir, 384, datatype, pooled=True).upsert(PageRecord...)`` in batches of 64,
+   flushed every 1,024 pages; pooled = the ``pool_vectors`` k-means centroids; payload like the
+   real one: source, page, doc_id, text, cells). A fresh process per shard then loads the
+   encoder model, opens the shard and times, for real dev-set queries: exact MaxSim
+   (``candidates=None``) and the pooled first stage + exact rescoring for each ``--candidates``,
+   round-robin (one call of every method per query, so noise hits them alike), median over
+   queries; query encoding is timed apart. Top-10 agreement is against exact MaxSim on the
+   same shard. Memory: the process RSS with the model loaded, and what the shard added (heap,
+   and resident pages of its memory-mapped files). Exact MaxSim runs for at most
+   ``--exact-budget`` seconds per size (fewer queries when it is slow).
    A size whose build would not fit the disk (leaving ``--min-free-gb``) or would take more
-   than ``--max-build-minutes`` is measured as a "first-stage only" shard instead: each page
-   stored as its pooled centroids only (what the first stage scans), and the output says so.
-3. Storage vs quality (table 3). Computed in memory (MaxSim over the same values the shard
-   would store, float32 arithmetic): float32 vs float16 storage, a 128-d projection (top
-   principal directions of the corpus vectors, uncentred, re-normalised), and the pooled first
-   stage with 16/32/64 centroids and each candidate count. Quality is nDCG@5 / recall@10 on the
-   dev set (88 questions, 1,560 real pages) and top-10 agreement with exact float32 MaxSim at
+   than ``--max-build-minutes`` (estimated from the previous size) is measured as a "first stage
+   only" shard instead: each page stored as its pooled centroids only, i.e. what the first stage
+   scans; the output says so and estimates the two-stage latency from it.
+3. Storage vs quality (table 3). Computed in memory (MaxSim over the values the shard would
+   store, float32 arithmetic): float32 vs float16 storage, a 128-d projection (top principal
+   directions of the corpus vectors, uncentred, re-normalised), and the pooled first stage with
+   16/32/64 centroids and each candidate count. Quality: nDCG@5 / recall@10 on the dev set (88
+   questions, 1,560 real pages) and top-10 agreement with exact float32 MaxSim over
    ``--quality-pages`` pages (all 88 questions).
 
 Timings are noisy when something else runs on the machine: compare rows of one run.
@@ -67,6 +75,8 @@ NOISE = 0.02  # per-dimension sigma of the noise added to synthetic tokens
 MIX = (0.2, 0.5)  # fraction of a synthetic page's tokens taken from a second page
 SYNTH_VERSION = 1  # bump when the synthesis changes (cached shards are keyed by it)
 BATCH = 64  # pages per upsert
+FLUSH_EVERY = 1024  # pages between flushes (the product flushes after each document): the
+# write-ahead log holds every unflushed page as float32 (~0.6 MB a page here)
 GB = 1e9
 
 
@@ -208,20 +218,33 @@ def dir_bytes(path: Path) -> int:
 
 
 def build_shard(spec: Spec, corpus_path: Path, rebuild: bool, min_free: float) -> dict:
-    """Build (or reuse) the shard of ``spec``; returns its build record."""
+    """Build (or reuse) the shard of ``spec``; returns its build record. An interrupted build
+    resumes after the last flushed page (``progress.json`` keeps the time spent so far)."""
     from agree_core.index.shard import PageRecord, VectorShard
 
     d = SHARDS / spec.name
-    record = d / "build.json"
+    record, progress = d / "build.json", d / "progress.json"
     if record.exists() and not rebuild:
         return {**json.loads(record.read_text()), "reused": True}
-    shutil.rmtree(d, ignore_errors=True)
-    d.mkdir(parents=True)
-    log(f"building {spec.name} ...")
+    prev = {"done": 0, "build_s": 0.0, "upsert_s": 0.0, "vectors": 0, "sessions": 0}
+    if not rebuild and (d / "shard").exists() and progress.exists():
+        prev = json.loads(progress.read_text())
+    else:
+        shutil.rmtree(d, ignore_errors=True)
+        d.mkdir(parents=True)
     shard = VectorShard(d, DIM, spec.datatype, pooled=not spec.first_stage_only)
-    batches = deque((lo, min(lo + BATCH, spec.size)) for lo in range(0, spec.size, BATCH))
+    start = min(prev["done"], shard.count()) // BATCH * BATCH
+    log(f"building {spec.name}" + (f", resuming at page {start:,}" if start else "") + " ...")
+    batches = deque((lo, min(lo + BATCH, spec.size)) for lo in range(start, spec.size, BATCH))
     t0 = time.perf_counter()
     t_upsert, vectors, last_log = 0.0, 0, t0
+
+    def save_progress(done: int) -> None:
+        progress.write_text(json.dumps({
+            "done": done, "build_s": prev["build_s"] + time.perf_counter() - t0,
+            "upsert_s": prev["upsert_s"] + t_upsert, "vectors": prev["vectors"] + vectors,
+            "sessions": prev["sessions"] + 1}))
+
     ctx = mp.get_context("spawn")
     with single_threaded_children(), ctx.Pool(1, initializer=_init_producer, initargs=(
             str(corpus_path), spec.pooled, spec.first_stage_only)) as pool:
@@ -234,32 +257,42 @@ def build_shard(spec: Spec, corpus_path: Path, rebuild: bool, min_free: float) -
             t = time.perf_counter()
             shard.upsert([PageRecord(str(uuid.UUID(int=i + 1)), v, None if spec.first_stage_only else p, pl)
                           for i, v, p, pl in made])
+            done = made[-1][0] + 1
+            flushed = done % FLUSH_EVERY < BATCH
+            if flushed:
+                shard.flush()
             t_upsert += time.perf_counter() - t
             vectors += sum(len(v) for _, v, _, _ in made)
-            done = made[-1][0] + 1
+            if flushed:
+                save_progress(done)
+            free = shutil.disk_usage(d).free
+            if free < min_free:
+                shard.close()
+                shutil.rmtree(d, ignore_errors=True)
+                raise RuntimeError(f"stopped building {spec.name} at {done:,} pages: "
+                                   f"{free / GB:.1f} GB free < {min_free / GB:.0f} GB")
             if time.perf_counter() - last_log > 60 or done == spec.size:
                 last_log = time.perf_counter()
-                free = shutil.disk_usage(d).free
+                st = _status()
                 log(f"  {done}/{spec.size} pages, {last_log - t0:.0f} s, "
-                    f"{done / t_upsert:.0f} pages/s in upsert, {free / GB:.1f} GB free")
-                if free < min_free:
-                    shard.close()
-                    shutil.rmtree(d, ignore_errors=True)
-                    raise RuntimeError(f"stopped building {spec.name}: {free / GB:.1f} GB free "
-                                       f"< {min_free / GB:.0f} GB")
+                    f"{(done - start) / t_upsert:.0f} pages/s in upsert, {free / GB:.1f} GB free, "
+                    f"RSS anon {st['RssAnon'] / GB:.1f} GB + file {st['RssFile'] / GB:.1f} GB")
     t = time.perf_counter()
     shard.flush()
     shard.close()
     t_flush = time.perf_counter() - t
-    seconds = time.perf_counter() - t0
-    info = {"spec": asdict(spec), "pages": spec.size, "vectors": vectors,
-            "build_s": round(seconds, 1), "upsert_s": round(t_upsert, 1), "flush_s": round(t_flush, 1),
-            "upsert_pages_per_s": round(spec.size / t_upsert, 1),
-            "build_pages_per_s": round(spec.size / seconds, 1),
+    t_upsert += t_flush
+    save_progress(spec.size)
+    total = json.loads(progress.read_text())
+    info = {"spec": asdict(spec), "pages": spec.size, "vectors": total["vectors"],
+            "build_s": round(total["build_s"], 1), "upsert_s": round(total["upsert_s"], 1),
+            "sessions": total["sessions"], "flush_s": round(t_flush, 1),
+            "upsert_pages_per_s": round(spec.size / total["upsert_s"], 1),
+            "build_pages_per_s": round(spec.size / total["build_s"], 1),
             "disk_bytes": dir_bytes(d / "shard"), "segments_bytes": dir_bytes(d / "shard" / "segments"),
             "wal_bytes": dir_bytes(d / "shard" / "wal")}
     record.write_text(json.dumps(info, indent=1))
-    log(f"built {spec.name} in {seconds / 60:.1f} min ({info['disk_bytes'] / GB:.2f} GB)")
+    log(f"built {spec.name} in {info['build_s'] / 60:.1f} min ({info['disk_bytes'] / GB:.2f} GB)")
     return {**info, "reused": False}
 
 
@@ -295,13 +328,21 @@ def worker(spec: Spec, qids: list[str], candidates: list[int], exact_budget: flo
 
     qs = {q["qid"]: q["query"] for q in load_questions()}
     mem = {"start": _status()}
+    import torch
+
     enc = load_encoder("text-layer")
     enc.encode_queries(["warm up"])  # loads the model
-    encode_ms, vectors = [], []
-    for qid in qids:
-        t = time.perf_counter()
-        vectors.append(enc.encode_queries([qs[qid]])[0].float().numpy())
-        encode_ms.append((time.perf_counter() - t) * 1000)
+    threads = torch.get_num_threads()
+    encode_ms: dict[int, list[float]] = {threads: [], 1: []}
+    vectors = []
+    for n in dict.fromkeys([threads, 1]):  # torch's default threads, then one
+        torch.set_num_threads(n)
+        vectors = []
+        for qid in qids:
+            t = time.perf_counter()
+            vectors.append(enc.encode_queries([qs[qid]])[0].float().numpy())
+            encode_ms[n].append((time.perf_counter() - t) * 1000)
+    torch.set_num_threads(threads)
     mem["model"] = _status()
     t = time.perf_counter()
     shard = VectorShard(SHARDS / spec.name, DIM, spec.datatype, pooled=not spec.first_stage_only)
@@ -330,7 +371,8 @@ def worker(spec: Spec, qids: list[str], candidates: list[int], exact_budget: flo
     mem["end"] = _status()
     mem["shard_files"] = _mapped(str(SHARDS / spec.name))
     shard.close()
-    out = {"open_ms": open_ms, "encode_ms": statistics.median(encode_ms), "mem": mem,
+    out = {"open_ms": open_ms, "encode_ms": statistics.median(encode_ms[threads]),
+           "encode_ms_1t": statistics.median(encode_ms[1]), "threads": threads, "mem": mem,
            "query_tokens": float(np.mean([len(v) for v in vectors])), "methods": {}}
     ref = tops["exact"]
     for m in methods:
@@ -441,6 +483,43 @@ def mem_info() -> dict[str, int]:
     return out
 
 
+def limits(results: list, rate: float | None, per_page: float | None, args) -> str:
+    """Lines on how the cost grows with size, with the measured numbers."""
+    mi = mem_info()
+    out = []
+    full = [(sp, b, r) for sp, b, r in results if not sp.first_stage_only and sp.datatype == args.datatype]
+    for sp, b, r in full:
+        m = r["methods"]
+        two = ", ".join(f"{k[1:]} candidates {v['median_ms']:.0f} ms" for k, v in m.items() if k != "exact")
+        out.append(f"- {sp.size:,} pages: exact MaxSim {m['exact']['median_ms']:.0f} ms "
+                   f"({m['exact']['median_ms'] / sp.size * 1000:.0f} ms per 1,000 pages); two-stage: {two}; "
+                   f"shard {b['disk_bytes'] / GB:.1f} GB on disk, {r['mem']['shard_files'] / GB:.1f} GB of it "
+                   f"resident after the searches, opened in {r['open_ms'] / 1000:.1f} s.")
+    for sp, b, r in results:
+        if sp.first_stage_only:
+            fs = r["methods"]["exact"]["median_ms"]
+            line = (f"- {sp.size:,} pages, first stage only ({sp.size * sp.pooled / 1e6:.1f} M centroids): "
+                    f"{fs:.0f} ms per query")
+            if full:
+                big = full[-1]
+                per = big[2]["methods"]["exact"]["median_ms"] / big[0].size
+                line += (f"; rescoring C pages adds about C x {per:.3f} ms while their vectors are in "
+                         f"RAM (exact cost per page at {big[0].size:,}), so the two-stage search would take "
+                         f"~{fs + 400 * per:.0f} ms with 400 candidates")
+            out.append(line + ".")
+    largest = max(results, key=lambda x: x[0].size)[0].size
+    if per_page:
+        out.append(f"- Full vectors at {largest:,} pages: ~{largest * per_page / GB:.1f} GB on disk "
+                   f"({per_page / 1e3:.0f} KB/page measured at {full[-1][0].size:,}), "
+                   + (f"~{largest / rate / 60:.1f} min to build at {rate:.0f} pages/s, " if rate else "")
+                   + f"against {mi['MemTotal'] / 2**30:.1f} GiB of RAM. The shard memory-maps its vectors "
+                   "and reads them in at open; exact MaxSim touches every vector of every page per "
+                   "query, so once they outgrow the page cache exact search is bound by disk reads, and "
+                   "the pooled first stage (all centroids of all pages, brute force) grows linearly "
+                   "with the page count.")
+    return "\n".join(out)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="1000,10000,100000", help="collection sizes (pages)")
@@ -488,7 +567,7 @@ def main() -> None:
     specs = [Spec(s, args.datatype, args.pooled) for s in sizes]
     if 1000 in sizes and args.datatype != "float32" and not args.no_float32_check:
         specs.insert(1, Spec(1000, "float32", args.pooled))
-    rows, size_rows, notes = [], [], []
+    rows, size_rows, notes, results = [], [], [], []
     rate, per_page = None, None  # build pages/s and disk bytes/page measured so far
     for spec in specs:
         if not (SHARDS / spec.name / "build.json").exists() or args.rebuild:
@@ -530,7 +609,7 @@ def main() -> None:
             "RSS model MB": round(mem["model"]["VmRSS"] / 2**20),
             "+ shard heap MB": round((mem["end"]["RssAnon"] - mem["model"]["RssAnon"]) / 2**20),
             "+ shard files resident MB": round(mem["shard_files"] / 2**20),
-            "query encode ms": f"{r['encode_ms']:.0f}",
+            "query encode ms": f"{r['encode_ms']:.0f} ({r['encode_ms_1t']:.0f})",
         })
         for m, s in r["methods"].items():
             rows.append({"pages": label, "search": "exact MaxSim" if m == "exact" else
@@ -541,6 +620,7 @@ def main() -> None:
                          "same top-10": round(s["identical"], 2) if m != "exact" else "ref"})
         if spec.first_stage_only:
             rows[-1]["search"] = f"first stage: exact over {spec.pooled} centroids/page"
+        results.append((spec, b, r))
         print(f"\n(done {label}: {json.dumps(size_rows[-1])})", file=sys.stderr)
 
     print("## Search latency (one query, model loaded, query encoding excluded)\n")
@@ -552,17 +632,13 @@ def main() -> None:
           "queries; then what opening and searching the shard added: heap (anonymous memory) and "
           "resident pages of the memory-mapped shard files (page cache: shared, and dropped by the "
           "kernel under pressure, at the cost of disk reads). Disk: allocated bytes of the shard "
-          "directory (vectors, payload, indexes, write-ahead log).")
-    mi = mem_info()
+          "directory (vectors, payload, indexes, write-ahead log). Query encode: median with "
+          "torch's default threads (one thread in brackets).")
     if notes:
         print("\nNot measured as asked:\n" + "\n".join(f"- {n}" for n in notes))
-    if rate and per_page:
-        full = Spec(max(sizes), args.datatype, args.pooled)
-        print(f"\nLargest size at full vectors ({full.size:,} pages): ~{full.size * per_page / GB:.0f} GB "
-              f"on disk ({per_page / 1e3:.0f} KB/page measured), ~{full.size / rate / 60:.0f} min to "
-              f"build at {rate:.0f} pages/s; RAM {mi['MemTotal'] / GB:.0f} GB "
-              f"({mi['MemAvailable'] / GB:.0f} GB available now): exact MaxSim must read every "
-              "vector per query, so once the vectors exceed the page cache it is disk-bound.")
+    if results:
+        print("\n## What limits the largest size\n")
+        print(limits(results, rate, per_page, args))
 
     # 3. storage vs quality
     if args.quality_pages:
