@@ -294,6 +294,22 @@ class PageIndex:
             results.append([self._hit(s.id, s.score, s.payload) for s in scored])
         return results
 
+    def encode_queries(self, queries: Sequence[str]) -> list[torch.Tensor]:
+        """Query vectors as this index scores them: with ``term_weighting="idf"`` and an
+        encoder that has a vocabulary, each token's vector is scaled by its term's IDF over
+        the indexed pages (:func:`agree_core.scoring.idf_weights`)."""
+        queries = list(queries)
+        vectors = self.encoder.encode_queries(queries)
+        terms_of = getattr(self.encoder, "encode_query_terms", None)
+        if self.config.term_weighting != "idf" or terms_of is None:
+            return vectors
+        if self._term_stats is None:
+            self._term_stats = self.catalog.term_stats()
+        n_pages, df = self._term_stats
+        if not df:
+            return vectors
+        return [v * idf_weights(t, df, n_pages)[:, None] for v, t in zip(vectors, terms_of(queries))]
+
     def page_embedding(self, page_id: str) -> tuple[PageEmbedding, dict[str, Any]]:
         """A stored page's vectors, grid and cells, and its payload."""
         got = self.shard.retrieve([page_id], vectors=True)
@@ -350,22 +366,6 @@ class PageIndex:
         for doc in self.catalog.documents(state="deleting"):
             log.info("finishing the interrupted removal of %s", doc.source)
             self._purge(doc.doc_id)
-
-    def encode_queries(self, queries: Sequence[str]) -> list[torch.Tensor]:
-        """Query vectors as this index scores them: with ``term_weighting="idf"`` and an
-        encoder that has a vocabulary, each token's vector is scaled by its term's IDF over
-        the indexed pages (:func:`agree_core.scoring.idf_weights`)."""
-        queries = list(queries)
-        vectors = self.encoder.encode_queries(queries)
-        terms_of = getattr(self.encoder, "encode_query_terms", None)
-        if self.config.term_weighting != "idf" or terms_of is None:
-            return vectors
-        if self._term_stats is None:
-            self._term_stats = self.catalog.term_stats()
-        n_pages, df = self._term_stats
-        if not df:
-            return vectors
-        return [v * idf_weights(t, df, n_pages)[:, None] for v, t in zip(vectors, terms_of(queries))]
 
     def _set_ready(self, doc_id: str) -> None:
         """Flush the document's pages, then record it ready with its term counts."""
