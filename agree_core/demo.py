@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import random
 import sys
@@ -53,13 +54,17 @@ def run_demo(pdfs: str | None, out: Path, questions: list[str], quiet: bool = Fa
     else:
         expected = {}
         paths = [pdfs]
-    with PageIndex.open(out / "index") as index:
+    # one index per input folder, so the samples and your own PDFs never mix
+    name = "samples" if pdfs is None else (
+        f"{Path(pdfs).absolute().name}-{hashlib.sha1(str(Path(pdfs).absolute()).encode()).hexdigest()[:8]}")
+    index_dir = out / "indexes" / name
+    with PageIndex.open(index_dir) as index:
         t0 = time.perf_counter()
         report = index.add(paths, progress=not quiet)
         took = time.perf_counter() - t0
         info = index.info()
         log.info("index %s: %d pages in %d documents (%d pages encoded now in %.1f s)",
-                 out / "index", info["pages"], len(info["documents"]), report.pages, took)
+                 index_dir, info["pages"], len(info["documents"]), report.pages, took)
         for e in report.skipped:
             sys.stderr.write(f"skipped: {e.path}: {e.reason}\n")
         if not questions:
