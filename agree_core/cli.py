@@ -74,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="only pages whose KEY (source, page or a --meta key) equals VALUE (repeatable)")
     p.add_argument("--candidates", type=int, default=None,
                    help="pages the pooled first stage keeps for exact rescoring "
-                        "(default: exact search up to 2,000 pages, 400 above)")
+                        "(default: exact search up to 2,000 pages, 800 above)")
 
     p = sub.add_parser("show", help="write a PNG of the top pages with heatmaps of why they matched")
     p.add_argument("query", help="the question")

@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 
 DOC_ID_NAMESPACE = uuid.UUID("0b9f5a55-2a4e-4a3c-8f0e-5c1f2d7e9b31")
 EXACT_SEARCH_MAX_PAGES = 2_000  # below this, every search is exact MaxSim over all vectors
-DEFAULT_CANDIDATES = 400  # pages the pooled first stage passes to exact rescoring
+DEFAULT_CANDIDATES = 800  # pages the pooled first stage passes to exact rescoring (BENCHMARKS.md)
 
 
 def doc_id_for(source: Path, sha256: str) -> str:
@@ -280,7 +280,7 @@ class PageIndex:
             filters: ``{"source": PATH or [PATHS], "page": N or {"gte": a, "lte": b},
                 "<meta key>": value}``; see :func:`~agree_core.index.shard.build_filter`.
             candidates: pages kept by the pooled first stage before exact MaxSim rescoring;
-                default exact search up to 2,000 pages and 400 candidates above.
+                default exact search up to 2,000 pages and 800 candidates above.
         """
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
