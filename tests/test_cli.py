@@ -1,6 +1,7 @@
 """The `agree` command's contracts (shared/DESIGN.md), through the real entry point."""
 
 import json
+import re
 import shutil
 
 import pytest
@@ -109,3 +110,12 @@ def test_help_explains_options():
     for text in ("--index DIR", "--encoder NAME", "--meta KEY=VALUE", "--wait SECONDS", "exit 3"):
         assert text in out.stdout
     assert "Exit codes" in run_cli("--help").stdout
+
+
+def test_demo_runs_end_to_end(tmp_path):
+    out = run_cli("demo", "--out", str(tmp_path / "demo"))
+    assert out.returncode == 0, out.stderr
+    found = int(re.search(r"(\d) of 6 questions found the expected page first", out.stdout).group(1))
+    assert found >= 4  # the scan is found through OCR; two slide questions are paraphrases
+    assert len(list((tmp_path / "demo" / "heatmaps").glob("q*.png"))) == 6
+    assert (tmp_path / "demo" / "indexes" / "samples" / "agree-index.json").is_file()
