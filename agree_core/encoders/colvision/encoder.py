@@ -115,6 +115,8 @@ class ColVisionEncoder:
         self.dtype = _dtype(dtype, self.device)
         self.batch_size, self.query_batch_size, self.progress = batch_size, query_batch_size, progress
         self._model = None
+        self.base_spec: str | None = None  # the base checkpoint (hub id or absolute path), once loaded
+        self.adapter_dir: Path | None = None  # the LoRA adapter applied over it, if any
         self._inputs: QwenInputs | PaliGemmaInputs | None = None
 
     # -- contract ---------------------------------------------------------------------------
@@ -189,7 +191,9 @@ class ColVisionEncoder:
                 bar.update(len(chunk))
         return out  # type: ignore[return-value]
 
-    def _load(self) -> None:
+    def _load(self, *, merge_adapter: bool = True) -> None:
+        """Load the checkpoint; ``merge_adapter=False`` keeps a LoRA checkpoint as a trainable
+        peft model (fine-tuning; see :mod:`agree_core.training.models`)."""
         from transformers import AutoTokenizer
         from transformers.utils import logging as hf_logging
 
@@ -205,8 +209,10 @@ class ColVisionEncoder:
                 raise ckpt.CheckpointError(f"{path}/adapter_config.json names no base model: "
                                            "pass base=PATH_OR_ID")
             base = ckpt.resolve(base_spec, f"base model of {path}")
+            self.base_spec = base_spec if not Path(base_spec).expanduser().exists() else str(base)
         elif (path / "config.json").is_file():
             base = path
+            self.base_spec = self.cfg.model
         else:
             raise ckpt.CheckpointError(
                 f"{path} is not a {family.name} checkpoint: expected adapter_config.json (a LoRA "
@@ -217,7 +223,8 @@ class ColVisionEncoder:
         model = ckpt.build_model(lambda: _model_class(family)(config, dim=dim), self.dtype, self.device)
         ckpt.load_weights(model, base, rules, what)
         if adapter:
-            model = ckpt.apply_lora_adapter(model, path, rules, what)
+            model = ckpt.apply_lora_adapter(model, path, rules, what, merge=merge_adapter)
+        self.adapter_dir = path if adapter else None
         self._model = model.eval()
         tok_dir = path if (path / "tokenizer_config.json").is_file() else base
         tokenizer = AutoTokenizer.from_pretrained(str(tok_dir))

@@ -20,16 +20,11 @@ from agree_core.encoders.colvision import checkpoint as ckpt
 __all__ = ["make_tokenizer", "tiny_config", "save_published_checkpoint", "save_tiny_teacher",
            "TARGET_MODULES"]
 
+TARGET_MODULES = ckpt.LORA_TARGET_MODULES
+
 QWEN_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
                  "<|image_pad|>", "<|video_pad|>", "<|vision_pad|>"]
 PALIGEMMA_SPECIALS = ["<pad>", "<eos>", "<bos>", "<unk>", "<image>"]
-_PROJ = "(down_proj|gate_proj|up_proj|k_proj|q_proj|v_proj|o_proj)"
-# the published adapters' target_modules (adapter_config.json)
-TARGET_MODULES = {
-    "colqwen2.5": f"(.*(model)(?!.*visual).*{_PROJ}.*$|.*(custom_text_proj).*$)",
-    "colqwen2": f"(.*(model).*{_PROJ}.*$|.*(custom_text_proj).*$)",
-    "colpali": f"(.*(language_model).*{_PROJ}.*$|.*(custom_text_proj).*$)",
-}
 _CORPUS = ("the quick brown fox jumps over the lazy dog describe the image query what is shown "
            "in the figure table chart page revenue growth year report method results question "
            "point out all content helpful answering single word phrase write general description "
