@@ -3,8 +3,9 @@
 Exit codes (stable, for scripts):
     0  success
     1  an error (the message says what and how to fix it)
-    2  bad command-line usage
-    3  ``agree index``/``agree teacher build``: some inputs were skipped (each named on stderr)
+    2  bad command-line usage, or a malformed input file (``agree dataset``: the line is named)
+    3  ``agree index``/``agree teacher build``/``agree dataset synthesize``: some inputs were
+       skipped (each named on stderr)
     4  the index is busy: another process holds it (see ``--wait``)
     5  not an agree index, or an encoder that does not match the index
 """
@@ -103,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="questions, one per line (default: the samples' own questions, or "
                         "phrases taken from your PDFs' pages)")
     _teacher_parser(sub)
+    _dataset_parser(sub)
     return parser
 
 
@@ -124,6 +126,43 @@ def _teacher_parser(sub: Any) -> None:
     p.add_argument("--layers", default=None, metavar="LIST",
                    help="text layers to average, e.g. 0,1,-1 or 20-27 (default all)")
     p.add_argument("--max-image-tokens", type=int, default=2048, help="page image cap (default 2048)")
+    p.add_argument("--dpi", type=int, default=150, help="rendering of PDF pages (default 150)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1... (default: cuda if available)")
+    p.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], default="auto",
+                   help="auto: bfloat16 on CUDA GPUs, float32 on CPU")
+
+
+def _dataset_parser(sub: Any) -> None:
+    p = sub.add_parser("dataset", help="training files: from labelled queries, or synthesised")
+    dsub = p.add_subparsers(dest="dataset_command", required=True, metavar="COMMAND")
+    p = dsub.add_parser("convert", help="labelled queries over an index -> a training JSONL file",
+                        description="QUERIES.jsonl: one {\"qid\": ..., \"query\": ..., \"source\": PDF, "
+                                    "\"page\": N} per line (or \"positives\": [{\"source\", \"page\"}, "
+                                    "...]); paths relative to the file. Every labelled page must be "
+                                    "in the index; --hard-negatives K adds the index's top K other "
+                                    "pages for each query.")
+    p.add_argument("queries", metavar="QUERIES.jsonl")
+    _index_arg(p)
+    p.add_argument("--out", required=True, metavar="FILE", help="the training file to write")
+    p.add_argument("--hard-negatives", type=int, default=0, metavar="K",
+                   help="hard negatives per query, mined with the index's search (default 0)")
+    p = dsub.add_parser("synthesize", help="sample pages and have a VLM write the questions they answer",
+                        description="Sample pages (seeded) from PDFs and folders, ask a Qwen2.5-VL or "
+                                    "Qwen2-VL instruct model for questions each page answers, and "
+                                    "append them to --out as training lines (\"synthetic\": true). "
+                                    "Rerun to resume; unreadable files are named on stderr (exit 3).")
+    p.add_argument("paths", nargs="+", metavar="PDF_OR_DIR")
+    p.add_argument("--out", required=True, metavar="FILE", help="the training file to append to")
+    p.add_argument("--model", default=None, metavar="ID_OR_PATH",
+                   help="Qwen2.5-VL or Qwen2-VL instruct model (default Qwen/Qwen2.5-VL-7B-Instruct)")
+    p.add_argument("--pages", type=int, required=True, metavar="N", help="pages to sample")
+    p.add_argument("--per-page", type=int, default=3, metavar="K", help="questions per page (default 3)")
+    p.add_argument("--seed", type=int, default=0, help="page sampling and generation seed (default 0)")
+    p.add_argument("--max-new-tokens", type=int, default=256,
+                   help="generation budget per page (default 256)")
+    p.add_argument("--temperature", type=float, default=0.0,
+                   help="0 decodes greedily (default); above 0 samples")
+    p.add_argument("--max-image-tokens", type=int, default=1024, help="page image cap (default 1024)")
     p.add_argument("--dpi", type=int, default=150, help="rendering of PDF pages (default 150)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1... (default: cuda if available)")
     p.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], default="auto",
@@ -278,6 +317,52 @@ def cmd_teacher(args: argparse.Namespace) -> int:
     return EXIT_OK if report.ok else EXIT_SKIPPED
 
 
+def cmd_dataset(args: argparse.Namespace) -> int:
+    from agree_core.training.data import DataError
+
+    try:
+        if args.dataset_command == "convert":
+            return _dataset_convert(args)
+        return _dataset_synthesize(args)
+    except DataError as e:
+        log.error("%s", e)
+        return EXIT_USAGE
+
+
+def _dataset_convert(args: argparse.Namespace) -> int:
+    from agree_core.training.convert import convert
+
+    if args.hard_negatives < 0:
+        return _usage(f"--hard-negatives must be >= 0, got {args.hard_negatives}")
+    report = convert(args.index, args.queries, args.out, hard_negatives=args.hard_negatives,
+                     wait=args.wait)
+    log.info("wrote %d examples for %d queries to %s", report.examples, report.queries, args.out)
+    if args.hard_negatives:
+        log.info("%d hard negatives%s", report.negatives,
+                 f" ({report.short} examples got fewer than {args.hard_negatives}: the index is "
+                 "small)" if report.short else "")
+    return EXIT_OK
+
+
+def _dataset_synthesize(args: argparse.Namespace) -> int:
+    from agree_core.teacher.qwen import DEFAULT_TEACHER
+    from agree_core.training.synthesize import QuestionWriter, synthesize
+
+    if args.pages < 1 or args.per_page < 1:
+        return _usage(f"--pages and --per-page must be >= 1, got {args.pages} and {args.per_page}")
+    writer = QuestionWriter(args.model or DEFAULT_TEACHER, device=args.device, dtype=args.dtype,
+                            max_image_tokens=args.max_image_tokens,
+                            max_new_tokens=args.max_new_tokens, temperature=args.temperature)
+    report = synthesize(args.paths, args.out, writer, pages=args.pages, per_page=args.per_page,
+                        seed=args.seed, dpi=args.dpi, progress=not args.quiet)
+    log.info("wrote %d questions for %d pages to %s (%d pages already there, %d skipped)",
+             report.written, report.new_pages, args.out,
+             report.done, len(report.skipped))
+    for reason in report.skipped:
+        sys.stderr.write(f"skipped: {reason}\n")
+    return EXIT_OK if not report.skipped else EXIT_SKIPPED
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     level = logging.WARNING if args.quiet else logging.DEBUG if args.verbose else logging.INFO
@@ -288,7 +373,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from agree_core.index import IndexBusyError, IndexConfigError
 
     commands = {"index": cmd_index, "search": cmd_search, "show": cmd_show, "info": cmd_info,
-                "delete": cmd_delete, "demo": cmd_demo, "teacher": cmd_teacher}
+                "delete": cmd_delete, "demo": cmd_demo, "teacher": cmd_teacher,
+                "dataset": cmd_dataset}
     try:
         return commands[args.command](args)
     except IndexBusyError as e:

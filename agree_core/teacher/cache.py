@@ -90,6 +90,7 @@ class MapCache:
         self.teacher_key = self.teacher.key()
         self._records: dict[str, dict[str, Any]] = {}
         self._by_page: dict[tuple[str, str], str] = {}
+        self._by_source: dict[tuple[str, str, int], str] = {}
         self._pending: list[tuple[str, torch.Tensor, dict[str, Any]]] = []
         self._open_shards: dict[str, Any] = {}
         self.reload()
@@ -99,6 +100,7 @@ class MapCache:
         """Read every rank's manifest (lines of shards that exist; a torn last line is skipped)."""
         self._records.clear()
         self._by_page.clear()
+        self._by_source.clear()
         for manifest in sorted(self.directory.glob("manifest-r*.jsonl")):
             for line in manifest.read_text(encoding="utf-8").splitlines():
                 try:
@@ -106,8 +108,14 @@ class MapCache:
                 except json.JSONDecodeError:
                     continue  # a line cut short by a kill
                 if (self.directory / rec["shard"]).is_file():
-                    self._records[rec["key"]] = rec
-                    self._by_page[(rec["query"], rec["page_digest"])] = rec["key"]
+                    self._index(rec)
+
+    def _index(self, rec: dict[str, Any]) -> None:
+        self._records[rec["key"]] = rec
+        if "query" in rec and "page_digest" in rec:
+            self._by_page[(rec["query"], rec["page_digest"])] = rec["key"]
+        if "query" in rec and "source" in rec and "page" in rec:
+            self._by_source[(rec["query"], str(rec["source"]), int(rec["page"]))] = rec["key"]
 
     def __len__(self) -> int:
         return len(self._records)
@@ -122,6 +130,11 @@ class MapCache:
         """The map of ``query`` over the page with ``digest`` (:func:`page_digest`), or None."""
         key = self._by_page.get((query, digest))
         return self.load(key) if key is not None else None
+
+    def find(self, query: str, source: str | Path, page: int) -> str | None:
+        """The key of the map recorded for ``query`` over page ``page`` (1-based; 1 for an
+        image) of the file ``source`` (as recorded: the absolute path), or None."""
+        return self._by_source.get((query, str(source), int(page)))
 
     def load(self, key: str) -> torch.Tensor:
         """The ``(rows, cols)`` map stored under ``key``."""
@@ -161,9 +174,7 @@ class MapCache:
         for key, values, meta in self._pending:
             rec = {"key": key, **meta, "grid": list(values.shape), "shard": name}
             lines.append(json.dumps(rec, ensure_ascii=False))
-            self._records[key] = rec
-            if "query" in rec and "page_digest" in rec:
-                self._by_page[(rec["query"], rec["page_digest"])] = key
+            self._index(rec)
         manifest = self.directory / f"manifest-r{self.rank}.jsonl"
         torn = manifest.is_file() and manifest.stat().st_size > 0 and not _ends_with_newline(manifest)
         with open(manifest, "a", encoding="utf-8") as f:

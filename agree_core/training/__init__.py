@@ -1,0 +1,1 @@
+"""Training retrievers with AGREE: data format, trainable encoders, batches, evaluation."""

@@ -1,0 +1,275 @@
+"""Synthetic training queries: a vision-language model reads sampled pages and writes the
+questions they answer (``agree dataset synthesize``), as the ColPali training set was made.
+
+Pages are sampled (seeded) from the given PDFs; a Qwen2.5-VL or Qwen2-VL instruct model (the
+teacher's family, default ``Qwen/Qwen2.5-VL-7B-Instruct``) gets the page image and
+:data:`PROMPT`, and :func:`parse_questions` keeps one question per output line. Each question
+becomes a line of the training format (:mod:`agree_core.training.data`)::
+
+    {"qid": "syn-<page id>-1", "query": "...", "pdf": "/abs/doc.pdf", "page": 4, "synthetic": true}
+
+Unreadable PDFs and pages whose output holds no question are reported and skipped. Lines are
+written as they are made; rerunning with the same arguments skips the pages already in the
+output, so an interrupted run resumes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+
+from agree_core.encoders.colvision import checkpoint as ckpt
+from agree_core.encoders.colvision.processing import qwen_image_processor, qwen_min_pixels, qwen_pixels
+from agree_core.teacher.qwen import DEFAULT_TEACHER
+
+log = logging.getLogger(__name__)
+
+__all__ = ["QuestionWriter", "SynthesisReport", "parse_questions", "sample_pages", "synthesize",
+           "PROMPT"]
+
+PROMPT = ("This is a page from a document collection. Write {k} different questions that a person "
+          "searching the collection could ask and that this page answers. Each question must make "
+          "sense without seeing the page: name the subject instead of saying 'this page' or 'the "
+          "figure'. Ask about the facts, numbers, tables and figures on the page, neither too "
+          "specific nor too general. Write one question per line, with no numbering and no answers.")
+SYSTEM_PROMPT = "You are a helpful assistant."  # the Qwen chat template's default
+
+_BULLET = re.compile(r"^\s*(?:[-*\u2022]+|\(?\d{1,3}[.):]|\(?[a-z]\)|Q\d*[.:)]|Question\s*\d*[.:)])\s*")
+
+
+def parse_questions(text: str, k: int | None = None) -> list[str]:
+    """Questions from a model's output: one per line, numbering and bullets stripped; empty
+    lines, preambles ending in ":", answers and repeats dropped; a line is kept if it ends in
+    "?" or has at least 3 words.
+
+    >>> parse_questions("1. What was the revenue in 2023?\\n2) What was the revenue in 2023?\\n"
+    ...                 "- Who wrote it\\n\\n**Answer**: 12\\nok")
+    ['What was the revenue in 2023?', 'Who wrote it']
+    """
+    out: list[str] = []
+    seen: set[str] = set()
+    for line in text.splitlines():
+        for _ in range(2):  # "- **1. What ...?**"
+            line = _BULLET.sub("", line.strip().strip('*_"').strip())
+        if not line or line.endswith(":") or line.lower().startswith(("answer", "a:")):
+            continue  # empty, a preamble ("Here are 3 questions:"), an answer
+        if not (line.endswith("?") or len(line.split()) >= 3):
+            continue
+        norm = " ".join(line.lower().split())
+        if norm not in seen:
+            seen.add(norm)
+            out.append(line)
+    return out[:k] if k is not None else out
+
+
+class QuestionWriter:
+    """Questions about a page image from a Qwen2.5-VL / Qwen2-VL instruct model (loaded on first use).
+
+    Args:
+        model: hub id or local checkpoint directory.
+        device: default cuda when available. dtype: ``auto`` is bfloat16 on CUDA, float32 on CPU.
+        max_image_tokens: page image cap (Qwen image tokens after the 2 x 2 merge).
+        max_new_tokens: generation budget for all the questions of one page.
+        temperature: 0 decodes greedily; above 0 samples (seeded by :func:`synthesize`).
+    """
+
+    def __init__(self, model: str = DEFAULT_TEACHER, *, device: str | None = None, dtype: str = "auto",
+                 max_image_tokens: int = 1024, max_new_tokens: int = 256, temperature: float = 0.0,
+                 prompt: str = PROMPT):
+        if dtype not in ("auto", "float32", "bfloat16"):
+            raise ValueError(f"dtype must be 'auto', 'float32' or 'bfloat16', got {dtype!r}")
+        if max_image_tokens < 4:
+            raise ValueError(f"max_image_tokens must be >= 4, got {max_image_tokens}")
+        if max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        if temperature < 0:
+            raise ValueError(f"temperature must be >= 0 (0: greedy), got {temperature}")
+        if "{k}" not in prompt:
+            raise ValueError("prompt must contain {k} (the number of questions)")
+        self.model_spec, self.dtype_name, self.prompt = model, dtype, prompt
+        self.max_image_tokens, self.max_new_tokens, self.temperature = (
+            max_image_tokens, max_new_tokens, temperature)
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self._model = None
+
+    def generate(self, image: Image.Image, k: int) -> str:
+        """The model's raw answer to the prompt for ``k`` questions about ``image``."""
+        if self._model is None:
+            self._load()
+        pixels, thw = qwen_pixels(image, self._processor, self._min_pixels, self._max_pixels)
+        n_image = thw[0] * thw[1] * thw[2] // self._merge**2
+        ids = (self._tokens(f"<|im_start|>system\n{SYSTEM_PROMPT}<|im_end|>\n<|im_start|>user\n"
+                            "<|vision_start|>")
+               + [self._image_id] * n_image
+               + self._tokens(f"<|vision_end|>{self.prompt.format(k=k)}<|im_end|>\n"
+                              "<|im_start|>assistant\n"))
+        input_ids = torch.tensor([ids], device=self.device)  # (1, L)
+        sampling = {"do_sample": True, "temperature": self.temperature} if self.temperature > 0 else {
+            "do_sample": False}
+        with torch.inference_mode():
+            out = self._model.generate(
+                input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
+                pixel_values=pixels.to(self.device, self._dtype),
+                image_grid_thw=torch.tensor([thw], device=self.device),
+                mm_token_type_ids=(input_ids == self._image_id).int(),
+                max_new_tokens=self.max_new_tokens, pad_token_id=self._pad_id,
+                eos_token_id=self._eos_ids, **sampling)  # (1, L + new)
+        return self._tokenizer.decode(out[0, len(ids):], skip_special_tokens=True)
+
+    def questions(self, image: Image.Image, k: int) -> list[str]:
+        return parse_questions(self.generate(image, k), k)
+
+    def _tokens(self, text: str) -> list[int]:
+        return list(self._tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def _load(self) -> None:
+        from transformers import AutoTokenizer
+        from transformers import Qwen2_5_VLForConditionalGeneration as Qwen25VL
+        from transformers import Qwen2VLForConditionalGeneration as Qwen2VL
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        path = ckpt.resolve(self.model_spec, "question model")
+        if not (path / "config.json").is_file():
+            raise ckpt.CheckpointError(f"{path} has no config.json: expected a Qwen2.5-VL or "
+                                       "Qwen2-VL instruct model")
+        model_type = ckpt.read_json(path / "config.json").get("model_type")
+        classes = {"qwen2_5_vl": Qwen25VL, "qwen2_vl": Qwen2VL}
+        if model_type not in classes:
+            raise ckpt.CheckpointError(f"{path} holds a {model_type!r} model; questions are written "
+                                       "by Qwen2.5-VL or Qwen2-VL (e.g. Qwen/Qwen2.5-VL-7B-Instruct)")
+        if self.dtype_name == "auto":
+            cuda_bf16 = self.device.type == "cuda" and torch.cuda.is_bf16_supported()
+            self._dtype = torch.bfloat16 if cuda_bf16 else torch.float32
+        else:
+            self._dtype = getattr(torch, self.dtype_name)
+        model = classes[model_type].from_pretrained(str(path), dtype=self._dtype)
+        self._model = model.to(self.device).eval()
+        self._tokenizer = AutoTokenizer.from_pretrained(str(path))
+        pre_file = path / "preprocessor_config.json"
+        preprocessor = ckpt.read_json(pre_file) if pre_file.is_file() else {}
+        self._processor = qwen_image_processor(preprocessor)
+        self._merge = self._processor.merge_size
+        self._max_pixels = self.max_image_tokens * (self._processor.patch_size * self._merge) ** 2
+        self._min_pixels = min(qwen_min_pixels(preprocessor), self._max_pixels)
+        self._image_id = int(model.config.image_token_id)
+        im_end = self._tokenizer.convert_tokens_to_ids("<|im_end|>")
+        self._eos_ids = sorted({i for i in (im_end, self._tokenizer.eos_token_id) if i is not None})
+        pad = self._tokenizer.pad_token_id
+        self._pad_id = pad if pad is not None else self._eos_ids[0]
+        log.info("loaded question model %s (%s, %s)", path, self.device, self._dtype)
+
+
+@dataclass
+class SynthesisReport:
+    pages: int = 0  # pages sampled
+    done: int = 0  # pages already in the output (a resumed run)
+    written: int = 0  # questions written now
+    new_pages: int = 0  # pages that got questions now
+    skipped: list[str] = field(default_factory=list)  # files and pages, with the reason
+
+
+def sample_pages(paths: list[str | Path], n: int, seed: int, report: SynthesisReport | None = None
+                 ) -> list[tuple[Path, int]]:
+    """``n`` distinct (PDF, page) pairs drawn uniformly (seeded) from every page of the PDFs
+    under ``paths``, in file and page order. Unreadable files go to ``report.skipped``."""
+    from agree_core.pages import PdfError, find_pdfs, inspect_pdf
+
+    if n < 1:
+        raise ValueError(f"the number of pages must be >= 1, got {n}")
+    files, errors = find_pdfs(list(paths))
+    population: list[tuple[Path, int]] = []
+    for f in files:
+        try:
+            population += [(f, p) for p in range(1, inspect_pdf(f).pages + 1)]
+        except PdfError as e:
+            errors.append(e)
+    for e in errors:
+        log.warning("skipped %s", e)
+        if report is not None:
+            report.skipped.append(str(e))
+    if not population:
+        raise ValueError(f"no readable PDF pages under {', '.join(map(str, paths))}")
+    return sorted(random.Random(seed).sample(population, min(n, len(population))))
+
+
+def synthesize(paths: list[str | Path], out: str | Path, writer: QuestionWriter, *, pages: int,
+               per_page: int = 3, seed: int = 0, dpi: int = 150, progress: bool = True
+               ) -> SynthesisReport:
+    """Sample ``pages`` pages from the PDFs under ``paths`` and append ``per_page`` questions
+    per page to ``out`` (pages already in ``out`` are skipped: reruns resume)."""
+    from tqdm import tqdm
+
+    from agree_core.pages import PdfError, file_sha256, iter_pages
+
+    if per_page < 1:
+        raise ValueError(f"questions per page must be >= 1, got {per_page}")
+    report = SynthesisReport()
+    chosen = sample_pages(paths, pages, seed, report)
+    report.pages = len(chosen)
+    out = Path(out)
+    done = _pages_done(out)
+    todo = [(f, p) for f, p in chosen if (str(f), p) not in done]
+    report.done = len(chosen) - len(todo)
+    torch.manual_seed(seed)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    by_file: dict[Path, list[int]] = {}
+    for f, p in todo:
+        by_file.setdefault(f, []).append(p)
+    bar = tqdm(total=len(todo), desc="synthetic queries", unit="page", disable=not progress,
+               dynamic_ncols=True)
+    with open(out, "a", encoding="utf-8") as sink:
+        for f, numbers in by_file.items():
+            try:
+                for page in iter_pages(f, dpi=dpi, text=False, pages=numbers, sha256=file_sha256(f)):
+                    bar.update()
+                    where = f"{f} page {page.page_no}"
+                    try:
+                        questions = writer.questions(page.image, per_page)
+                    except ValueError as e:  # e.g. an image the vision encoder cannot take
+                        report.skipped.append(f"{where}: {e}")
+                        log.warning("skipped %s: %s", where, e)
+                        continue
+                    if not questions:
+                        report.skipped.append(f"{where}: the model wrote no question")
+                        log.warning("skipped %s: the model wrote no question", where)
+                        continue
+                    for k, q in enumerate(questions, start=1):
+                        sink.write(json.dumps({"qid": f"syn-{page.id}-{k}", "query": q, "pdf": str(f),
+                                               "page": page.page_no, "synthetic": True},
+                                              ensure_ascii=False) + "\n")
+                    sink.flush()
+                    report.written += len(questions)
+                    report.new_pages += 1
+            except (PdfError, OSError, ValueError) as e:  # the rest of this file cannot be read
+                report.skipped.append(str(e) if isinstance(e, PdfError) else f"{f}: {e}")
+                log.warning("skipped %s", report.skipped[-1])
+    bar.close()
+    return report
+
+
+def _pages_done(out: Path) -> set[tuple[str, int]]:
+    """(pdf, page) of the synthetic lines already in ``out``; a torn last line is cut off."""
+    if not out.is_file():
+        return set()
+    done, keep, torn = set(), [], False
+    for line in out.read_text(encoding="utf-8").splitlines():
+        try:
+            obj: Any = json.loads(line)
+        except json.JSONDecodeError:
+            torn = True  # cut short by a kill
+            continue
+        keep.append(line)
+        if isinstance(obj, dict) and obj.get("synthetic") and "pdf" in obj:
+            done.add((obj["pdf"], obj.get("page")))
+    if torn:
+        out.write_text("".join(x + "\n" for x in keep), encoding="utf-8")
+    return done
