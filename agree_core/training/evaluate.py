@@ -1,0 +1,39 @@
+"""Retrieval metrics on a held-out split, scored with the project's own MaxSim."""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+
+__all__ = ["ranking_metrics", "METRICS"]
+
+METRICS = ("ndcg@1", "ndcg@5", "recall@5")
+
+
+def ranking_metrics(scores: torch.Tensor, relevant: Sequence[set[int]]) -> dict[str, float]:
+    """nDCG@1, nDCG@5 and recall@5 (binary relevance), averaged over queries.
+
+    Args:
+        scores: ``(n_queries, n_pages)``.
+        relevant: per query, the columns of its relevant pages.
+
+    >>> s = torch.tensor([[0.9, 0.1, 0.5], [0.2, 0.1, 0.8]])
+    >>> ranking_metrics(s, [{0}, {0}])   # q0 right at rank 1; q1's page at rank 2
+    {'ndcg@1': 0.5, 'ndcg@5': 0.8155, 'recall@5': 1.0}
+    """
+    if scores.shape[0] != len(relevant):
+        raise ValueError(f"{scores.shape[0]} score rows for {len(relevant)} queries")
+    order = scores.argsort(dim=1, descending=True, stable=True)[:, :5].tolist()
+    totals = dict.fromkeys(METRICS, 0.0)
+    for ranked, rel in zip(order, relevant):
+        if not rel:
+            raise ValueError("every evaluation query needs at least one relevant page")
+        gains = [1.0 if p in rel else 0.0 for p in ranked]
+        for k in (1, 5):
+            dcg = sum(g / math.log2(r + 2) for r, g in enumerate(gains[:k]))
+            ideal = sum(1 / math.log2(r + 2) for r in range(min(k, len(rel))))
+            totals[f"ndcg@{k}"] += dcg / ideal
+        totals["recall@5"] += sum(gains) / len(rel)
+    return {k: round(v / len(relevant), 4) for k, v in totals.items()}
