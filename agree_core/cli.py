@@ -4,8 +4,8 @@ Exit codes (stable, for scripts):
     0  success
     1  an error (the message says what and how to fix it)
     2  bad command-line usage, or a malformed input file (``agree dataset``: the line is named)
-    3  ``agree index``/``agree teacher build``/``agree dataset synthesize``: some inputs were
-       skipped (each named on stderr)
+    3  ``agree index``/``agree teacher build``/``agree dataset synthesize``/``from-parquet``: some
+       inputs were skipped (each named on stderr)
     4  the index is busy: another process holds it (see ``--wait``)
     5  not an agree index, or an encoder that does not match the index
 """
@@ -146,6 +146,22 @@ def _dataset_parser(sub: Any) -> None:
     p.add_argument("--out", required=True, metavar="FILE", help="the training file to write")
     p.add_argument("--hard-negatives", type=int, default=0, metavar="K",
                    help="hard negatives per query, mined with the index's search (default 0)")
+    p = dsub.add_parser("from-parquet", help="a Hugging Face image-retrieval dataset (parquet) -> "
+                                             "a training JSONL file and its page images",
+                        description="Read parquet files (or folders of them, e.g. a `huggingface-cli "
+                                    "download` of vidore/colpali_train_set) and write --out/SPLIT.jsonl "
+                                    "plus each distinct page image once under --out/images/. From a "
+                                    "folder holding several splits (train-*.parquet, test-*.parquet) "
+                                    "only --split's files are read. Rerun to resume; rows without a "
+                                    "query or a readable image are named on stderr (exit 3).")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="parquet files and folders")
+    p.add_argument("--out", required=True, metavar="DIR", help="the output folder")
+    p.add_argument("--query-column", default="query", metavar="C", help="the query column (default query)")
+    p.add_argument("--image-column", default="image", metavar="C",
+                   help="the page image column (default image)")
+    p.add_argument("--split", default="train", metavar="NAME",
+                   help="writes NAME.jsonl; picks the split in a folder of several (default train)")
+    p.add_argument("--limit", type=int, default=None, metavar="N", help="read only the first N rows")
     p = dsub.add_parser("synthesize", help="sample pages and have a VLM write the questions they answer",
                         description="Sample pages (seeded) from PDFs and folders, ask a Qwen2.5-VL or "
                                     "Qwen2-VL instruct model for questions each page answers, and "
@@ -323,6 +339,8 @@ def cmd_dataset(args: argparse.Namespace) -> int:
     try:
         if args.dataset_command == "convert":
             return _dataset_convert(args)
+        if args.dataset_command == "from-parquet":
+            return _dataset_from_parquet(args)
         return _dataset_synthesize(args)
     except DataError as e:
         log.error("%s", e)
@@ -342,6 +360,24 @@ def _dataset_convert(args: argparse.Namespace) -> int:
                  f" ({report.short} examples got fewer than {args.hard_negatives}: the index is "
                  "small)" if report.short else "")
     return EXIT_OK
+
+
+def _dataset_from_parquet(args: argparse.Namespace) -> int:
+    from agree_core.training.parquet import from_parquet
+
+    if args.limit is not None and args.limit < 1:
+        return _usage(f"--limit must be >= 1, got {args.limit}")
+    if not args.split or "/" in args.split or args.split.startswith("."):
+        return _usage(f"--split must be a plain name such as train or test, got {args.split!r}")
+    report = from_parquet(args.paths, args.out, query_column=args.query_column,
+                          image_column=args.image_column, split_name=args.split, limit=args.limit,
+                          progress=not args.quiet)
+    log.info("wrote %d examples to %s (%d images written, %d reused; %d of %d rows skipped)",
+             report.examples, Path(args.out) / f"{args.split}.jsonl", report.images_written,
+             report.images_reused, len(report.skipped), report.rows)
+    for file, row, reason in report.skipped:
+        sys.stderr.write(f"skipped: {file} row {row}: {reason}\n")
+    return EXIT_OK if report.ok else EXIT_SKIPPED
 
 
 def _dataset_synthesize(args: argparse.Namespace) -> int:
