@@ -162,3 +162,13 @@ def test_config_paths_are_relative_to_the_config_file(tmp_path):
     cfg.write_text("train_data: data/train.jsonl\noutput_dir: o\nlocal_loss: none\n")
     parsed, _, _ = train_py.parse_config(["--config", str(cfg), "--lr", "3e-4"])
     assert parsed.train_data == str(tmp_path / "sub" / "data" / "train.jsonl") and parsed.lr == 3e-4
+
+
+def test_the_tiny_config_trains_on_its_shipped_data(tmp_path):
+    out = tmp_path / "tiny"
+    assert train_py.main(["--config", str(ROOT / "training" / "configs" / "tiny.yaml"), "--output-dir", str(out),
+                          "--max-steps", "2", "--eval-every", "0", "--save-every", "0"]) == 0
+    entries = log_entries(out)
+    assert [e["step"] for e in entries if "eval" in e] == [0, 2]
+    assert all("local" in e for e in entries if "loss" in e)  # the maps were found
+    assert (out / "adapter_model.safetensors").is_file()
