@@ -38,7 +38,7 @@ from agree_core.teacher.attention import column_attention, column_attention_eage
 
 log = logging.getLogger(__name__)
 
-__all__ = ["TeacherConfig", "QwenVLTeacher", "DEFAULT_TEACHER"]
+__all__ = ["TeacherConfig", "QwenVLTeacher", "DEFAULT_TEACHER", "load_qwen_vl", "image_bounds"]
 
 DEFAULT_TEACHER = "Qwen/Qwen2.5-VL-7B-Instruct"
 
@@ -150,44 +150,58 @@ class QwenVLTeacher:
         return list(self._tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def _load(self) -> None:
-        from transformers import AutoTokenizer
-        from transformers import Qwen2_5_VLForConditionalGeneration as Qwen25VL
-        from transformers import Qwen2VLForConditionalGeneration as Qwen2VL
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
-        path = ckpt.resolve(self.cfg.model, "teacher checkpoint")
-        if not (path / "config.json").is_file():
-            raise ckpt.CheckpointError(f"{path} is not a teacher checkpoint: no config.json "
-                                       "(expected a Qwen2.5-VL or Qwen2-VL instruct model)")
-        model_type = ckpt.read_json(path / "config.json").get("model_type")
-        classes = {"qwen2_5_vl": Qwen25VL, "qwen2_vl": Qwen2VL}
-        if model_type not in classes:
-            raise ckpt.CheckpointError(f"{path} holds a {model_type!r} model; the teacher must be "
-                                       "Qwen2.5-VL or Qwen2-VL (e.g. Qwen/Qwen2.5-VL-7B-Instruct)")
-        if self.cfg.dtype == "float32":
-            self._dtype = torch.float32
-        elif self.cfg.dtype == "bfloat16":
-            self._dtype = torch.bfloat16
-        else:
-            cuda_bf16 = self.device.type == "cuda" and torch.cuda.is_bf16_supported()
-            self._dtype = torch.bfloat16 if cuda_bf16 else torch.float32
-        full = classes[model_type].from_pretrained(str(path), dtype=self._dtype,
-                                                   attn_implementation=self.attn_implementation)
+        full, self._tokenizer, preprocessor, self._dtype = load_qwen_vl(
+            self.cfg.model, "teacher", self.device, self.cfg.dtype,
+            attn_implementation=self.attn_implementation)
         model = full.model  # the language-model head is never needed: drop it
         del full
         model.set_attn_implementation({"text_config": lean_implementation(self.attn_implementation)})
         self._model = model.to(self.device).eval()
-        self._tokenizer = AutoTokenizer.from_pretrained(str(path))
-        pre_file = path / "preprocessor_config.json"
-        preprocessor = ckpt.read_json(pre_file) if pre_file.is_file() else {}
-        self._image_processor = qwen_image_processor(preprocessor)
+        self._image_processor, self._min_pixels, self._max_pixels = image_bounds(preprocessor,
+                                                                                 self.cfg.max_image_tokens)
         self._merge = self._image_processor.merge_size
-        self._max_pixels = self.cfg.max_image_tokens * (self._image_processor.patch_size * self._merge) ** 2
-        self._min_pixels = min(qwen_min_pixels(preprocessor), self._max_pixels)
         self._image_id = int(model.config.image_token_id)
         self._vision_end = self._tokens("<|vision_end|>")
-        log.info("loaded teacher %s (%s, %s)", path, self.device, self._dtype)
+        log.info("loaded teacher %s (%s, %s)", self.cfg.model, self.device, self._dtype)
+
+
+def load_qwen_vl(spec: str, what: str, device: torch.device, dtype: str, **kwargs: Any):
+    """A Qwen2.5-VL or Qwen2-VL instruct checkpoint (hub id or path) with its tokenizer and
+    preprocessor config: ``(model, tokenizer, preprocessor dict, torch dtype)``. ``dtype``
+    ``"auto"`` is bf16 on CUDA GPUs that have it, float32 elsewhere (never fp16)."""
+    from transformers import AutoTokenizer
+    from transformers import Qwen2_5_VLForConditionalGeneration as Qwen25VL
+    from transformers import Qwen2VLForConditionalGeneration as Qwen2VL
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    path = ckpt.resolve(spec, f"{what} checkpoint")
+    if not (path / "config.json").is_file():
+        raise ckpt.CheckpointError(f"{path} is not a {what} checkpoint: no config.json "
+                                   "(expected a Qwen2.5-VL or Qwen2-VL instruct model)")
+    model_type = ckpt.read_json(path / "config.json").get("model_type")
+    classes = {"qwen2_5_vl": Qwen25VL, "qwen2_vl": Qwen2VL}
+    if model_type not in classes:
+        raise ckpt.CheckpointError(f"{path} holds a {model_type!r} model; the {what} must be "
+                                   "Qwen2.5-VL or Qwen2-VL (e.g. Qwen/Qwen2.5-VL-7B-Instruct)")
+    if dtype in ("float32", "bfloat16"):
+        torch_dtype = getattr(torch, dtype)
+    else:
+        cuda_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+        torch_dtype = torch.bfloat16 if cuda_bf16 else torch.float32
+    model = classes[model_type].from_pretrained(str(path), dtype=torch_dtype, **kwargs)
+    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    pre_file = path / "preprocessor_config.json"
+    preprocessor = ckpt.read_json(pre_file) if pre_file.is_file() else {}
+    return model, tokenizer, preprocessor, torch_dtype
+
+
+def image_bounds(preprocessor: dict[str, Any], max_image_tokens: int):
+    """``(image processor, min pixels, max pixels)`` for pages of at most ``max_image_tokens``
+    tokens (after the 2x2 merge)."""
+    processor = qwen_image_processor(preprocessor)
+    max_pixels = max_image_tokens * (processor.patch_size * processor.merge_size) ** 2
+    return processor, min(qwen_min_pixels(preprocessor), max_pixels), max_pixels
 
 
 def layer_list(text: str | None) -> list[int] | None:

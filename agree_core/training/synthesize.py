@@ -26,9 +26,8 @@ from typing import Any
 import torch
 from PIL import Image
 
-from agree_core.encoders.colvision import checkpoint as ckpt
-from agree_core.encoders.colvision.processing import qwen_image_processor, qwen_min_pixels, qwen_pixels
-from agree_core.teacher.qwen import DEFAULT_TEACHER
+from agree_core.encoders.colvision.processing import qwen_pixels
+from agree_core.teacher.qwen import DEFAULT_TEACHER, image_bounds, load_qwen_vl
 
 log = logging.getLogger(__name__)
 
@@ -131,41 +130,17 @@ class QuestionWriter:
         return list(self._tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def _load(self) -> None:
-        from transformers import AutoTokenizer
-        from transformers import Qwen2_5_VLForConditionalGeneration as Qwen25VL
-        from transformers import Qwen2VLForConditionalGeneration as Qwen2VL
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
-        path = ckpt.resolve(self.model_spec, "question model")
-        if not (path / "config.json").is_file():
-            raise ckpt.CheckpointError(f"{path} has no config.json: expected a Qwen2.5-VL or "
-                                       "Qwen2-VL instruct model")
-        model_type = ckpt.read_json(path / "config.json").get("model_type")
-        classes = {"qwen2_5_vl": Qwen25VL, "qwen2_vl": Qwen2VL}
-        if model_type not in classes:
-            raise ckpt.CheckpointError(f"{path} holds a {model_type!r} model; questions are written "
-                                       "by Qwen2.5-VL or Qwen2-VL (e.g. Qwen/Qwen2.5-VL-7B-Instruct)")
-        if self.dtype_name == "auto":
-            cuda_bf16 = self.device.type == "cuda" and torch.cuda.is_bf16_supported()
-            self._dtype = torch.bfloat16 if cuda_bf16 else torch.float32
-        else:
-            self._dtype = getattr(torch, self.dtype_name)
-        model = classes[model_type].from_pretrained(str(path), dtype=self._dtype)
+        model, self._tokenizer, preprocessor, self._dtype = load_qwen_vl(
+            self.model_spec, "question model", self.device, self.dtype_name)
         self._model = model.to(self.device).eval()
-        self._tokenizer = AutoTokenizer.from_pretrained(str(path))
-        pre_file = path / "preprocessor_config.json"
-        preprocessor = ckpt.read_json(pre_file) if pre_file.is_file() else {}
-        self._processor = qwen_image_processor(preprocessor)
+        self._processor, self._min_pixels, self._max_pixels = image_bounds(preprocessor, self.max_image_tokens)
         self._merge = self._processor.merge_size
-        self._max_pixels = self.max_image_tokens * (self._processor.patch_size * self._merge) ** 2
-        self._min_pixels = min(qwen_min_pixels(preprocessor), self._max_pixels)
         self._image_id = int(model.config.image_token_id)
         im_end = self._tokenizer.convert_tokens_to_ids("<|im_end|>")
         self._eos_ids = sorted({i for i in (im_end, self._tokenizer.eos_token_id) if i is not None})
         pad = self._tokenizer.pad_token_id
         self._pad_id = pad if pad is not None else self._eos_ids[0]
-        log.info("loaded question model %s (%s, %s)", path, self.device, self._dtype)
+        log.info("loaded question model %s (%s, %s)", self.model_spec, self.device, self._dtype)
 
 
 @dataclass
