@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agree_core.training.data import DataError
+from agree_core.training.data import DataError, read_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -50,19 +50,7 @@ class ConvertReport:
 
 def read_labelled_queries(path: str | Path) -> list[LabelledQuery]:
     """Parse a query file; a malformed line is a :class:`DataError` naming ``file:line``."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: no such file (give a JSONL file of labelled queries)")
-    root = path.parent.absolute()
-    out = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, start=1):
-            if line.strip():
-                out.append(_parse(line, root, n, f"{path.name}:{n}"))
-    if not out:
-        raise DataError(f'{path} holds no queries (one {{"query": ..., "source": PDF, "page": N}} '
-                        "object per line)")
-    return out
+    return read_jsonl(path, _parse, "labelled queries", '{"query": ..., "source": PDF, "page": N}')
 
 
 def _parse(line: str, root: Path, n: int, where: str) -> LabelledQuery:

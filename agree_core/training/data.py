@@ -27,9 +27,11 @@ import os
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 from agree_core.pages import Page, PdfError, PdfInfo
+
+T = TypeVar("T")
 
 __all__ = ["DataError", "PageRef", "Example", "read_examples", "parse_example", "check_files",
            "PageLoader", "KNOWN_KEYS"]
@@ -81,19 +83,26 @@ def read_examples(path: str | Path) -> list[Example]:
     Raises:
         DataError: the file is missing or empty, or a line is malformed (``file:line: ...``).
     """
+    return read_jsonl(path, parse_example, "training examples",
+                      '{"query": ..., "pdf": PATH, "page": N} or {"query": ..., "image": PATH}')
+
+
+def read_jsonl(path: str | Path, parse: Callable[[str, Path, int, str], T], what: str, shape: str) -> list[T]:
+    """Each non-blank line of ``path`` through ``parse(line, root, line_no, "file:line")``
+    (``root``: the file's folder, where relative paths start); a missing or empty file is a
+    :class:`DataError` that names ``what`` the file should hold and its ``shape``."""
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"{path}: no such file (give a JSONL file of training examples)")
+        raise DataError(f"{path}: no such file (give a JSONL file of {what})")
     root = path.parent.absolute()
-    examples = []
+    out = []
     with open(path, encoding="utf-8") as f:
         for n, line in enumerate(f, start=1):
             if line.strip():
-                examples.append(parse_example(line, root, n, f"{path.name}:{n}"))
-    if not examples:
-        raise DataError(f"{path} holds no examples (one JSON object per line: "
-                        '{"query": ..., "pdf": PATH, "page": N} or {"query": ..., "image": PATH})')
-    return examples
+                out.append(parse(line, root, n, f"{path.name}:{n}"))
+    if not out:
+        raise DataError(f"{path} holds no {what} (one JSON object per line: {shape})")
+    return out
 
 
 def parse_example(line: str, root: Path, n: int, where: str) -> Example:

@@ -77,7 +77,7 @@ def test_malformed_line_names_file_and_line(tmp_path, line):
 def test_missing_and_empty_files(tmp_path):
     with pytest.raises(DataError, match="no such file"):
         read_examples(tmp_path / "none.jsonl")
-    with pytest.raises(DataError, match="holds no examples"):
+    with pytest.raises(DataError, match="holds no training examples"):
         read_examples(write_lines(tmp_path / "empty.jsonl", "", "  "))
 
 
