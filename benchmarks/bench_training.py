@@ -78,6 +78,32 @@ def evidence_share(encoder_spec: str, data: Path, maps_dir: Path, limit: int | N
     return statistics.mean(shares)
 
 
+def with_hard_negatives(data: dict, k: int, out: Path) -> str:
+    """train.jsonl plus each query's top-``k`` wrong pages under the untrained text-layer encoder,
+    mined the product's way: ``agree index`` the training PDFs, ``agree dataset convert``."""
+    from agree_core.encoders import load_encoder
+    from agree_core.index import PageIndex
+    from agree_core.pages import find_pdfs
+    from agree_core.training.convert import convert
+
+    target = Path(data["out"]) / f"train-hard{k}.jsonl"
+    if target.is_file():
+        return str(target)
+    index_dir = out / "train-index"
+    pdfs, _ = find_pdfs([Path(data["pdfs"])])
+    with PageIndex.open(index_dir, encoder=load_encoder("text-layer")) as index:
+        index.add([p for p in pdfs if p.name.startswith("train-")])
+    labelled = Path(data["out"]) / "train-labelled.jsonl"
+    root = Path(data["train"]).parent
+    with open(labelled, "w") as f:
+        for line in Path(data["train"]).read_text().splitlines():
+            ex = json.loads(line)
+            f.write(json.dumps({"qid": ex["qid"], "query": ex["query"], "source": str(root / ex["pdf"]),
+                                "page": ex["page"]}) + "\n")
+    convert(index_dir, labelled, target, hard_negatives=k)
+    return str(target)
+
+
 def teacher_run(train, data: dict, out: Path, steps: int) -> dict:
     """The real teacher path: a tiny random Qwen2.5-VL builds maps for a slice of the training
     set (``agree teacher build``'s code), the trainer finds them by query and page. Random maps:
@@ -118,6 +144,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument("--local-weight", type=float, default=0.1)
+    parser.add_argument("--hard-negatives", type=int, default=0,
+                        help="add each query's top K wrong pages under the untrained encoder as explicit negatives")
     parser.add_argument("--teacher-run", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(2)
@@ -129,6 +157,10 @@ def main() -> None:
     results_file.parent.mkdir(exist_ok=True)
     results = json.loads(results_file.read_text()) if results_file.is_file() else {}
     setting = f"steps={args.steps} batch={args.batch} lr={args.lr} lambda={args.local_weight}"
+    train_data = data["train"]
+    if args.hard_negatives:
+        setting += f" hard_negatives={args.hard_negatives}"
+        train_data = with_hard_negatives(data, args.hard_negatives, out)
     runs = results.setdefault(setting, {})
     if "base" not in runs:
         started = time.perf_counter()
@@ -145,9 +177,9 @@ def main() -> None:
             if str(seed) in runs.get(name, {}):
                 continue
             local, extra = VARIANTS[name]
-            run_dir = out / f"{name}-s{seed}"
+            run_dir = out / f"{name}-s{seed}{f'-hard{args.hard_negatives}' if args.hard_negatives else ''}"
             started = time.perf_counter()
-            cfg = train.Config(encoder="text-layer", train_data=data["train"], eval_data=data["eval"],
+            cfg = train.Config(encoder="text-layer", train_data=train_data, eval_data=data["eval"],
                                teacher_maps=data["maps"], local_loss=local, local_weight=args.local_weight,
                                output_dir=str(run_dir), device="cpu", batch_size=args.batch,
                                micro_batch_size=args.batch, lr=args.lr, warmup_steps=args.steps // 10,

@@ -139,7 +139,7 @@ class TrainableTextLayer(TrainableEncoder):
         enc = self.encoder
         words = [enc._words(p) for p in pages]
         tokens = [enc._tokenize_words(ws) for ws in words]
-        vectors = enc._encode_token_lists([ids for ids, _ in tokens], grad=True)
+        vectors = enc._encode_token_lists([ids for ids, _ in tokens], grad=torch.is_grad_enabled())
         out_v, out_c, grids = [], [], []
         for page, ws, (ids, word_idx), vecs in zip(pages, words, tokens, vectors):
             grid = page_grid(page.width_pt, page.height_pt, enc.cfg.grid_cells)
@@ -157,7 +157,7 @@ class TrainableTextLayer(TrainableEncoder):
     def encode_queries(self, queries: Sequence[str]) -> VectorBatch:
         enc = self.encoder
         ids = enc._query_ids(queries)
-        vectors = enc._encode_token_lists(ids, grad=True)
+        vectors = enc._encode_token_lists(ids, grad=torch.is_grad_enabled())
         kept = [v[enc._query_keep(q).to(v.device)] for q, v in zip(ids, vectors)]
         return _pad(kept, [torch.full((len(v),), -1, dtype=torch.long) for v in kept], [])
 
