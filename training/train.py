@@ -39,7 +39,7 @@ import torch
 
 from agree_core import losses
 from agree_core.training import distributed
-from agree_core.training.data import PageLoader, check_files, read_examples
+from agree_core.training.data import DataError, PageLoader, check_files, read_examples
 from agree_core.training.evaluate import ranking_metrics
 from agree_core.training.models import LoraSettings, load_trainable
 from agree_core.training.targets import check_map_fits, vector_targets
@@ -213,14 +213,38 @@ def page_key(ref) -> int:
 
 
 # -- one micro-batch ----------------------------------------------------------------------------
+_UNREADABLE: dict[str, str] = {}  # page -> why it cannot be read (warned about once)
+
+
+def readable(loader: PageLoader, ref, line: int | None) -> bool:
+    """Whether a page loads; an unreadable one is named once and its examples are skipped, so
+    one corrupt file does not end a long run."""
+    if ref.where not in _UNREADABLE:
+        try:
+            loader.load(ref)
+            return True
+        except DataError as e:
+            if str(e) not in _UNREADABLE.values():  # a broken file: named once, not once per page
+                log.warning("skipping %s%s", f"line {line}: " if line else "a negative: ", e)
+            _UNREADABLE[ref.where] = str(e)
+    return False
+
+
 def micro_step(cfg: Config, model, examples: list, loader: PageLoader, maps, map_keys: dict,
-               world: distributed.World) -> tuple[torch.Tensor, dict[str, float]]:
-    """``global + local_weight * local`` for these examples (this rank's share of a micro-batch)."""
+               world: distributed.World) -> tuple[torch.Tensor, dict[str, float]] | None:
+    """``global + local_weight * local`` for these examples (this rank's share of a micro-batch),
+    or None when too few of them can be read to compare pages (a single process skips it)."""
+    examples = [ex for ex in examples if readable(loader, ex.page, ex.line)]
     refs, where = [], {}  # this rank's pages: positives first, then explicit negatives, no repeats
     for ref in [ex.page for ex in examples] + [n for ex in examples for n in ex.negatives]:
-        if ref.where not in where:
+        if ref.where not in where and readable(loader, ref, None):
             where[ref.where] = len(refs)
             refs.append(ref)
+    if len(refs) < 2 or not examples:
+        if world.size > 1:
+            raise RuntimeError(f"rank {world.rank}: the pages of a whole micro-batch are unreadable "
+                               "(see the warnings above); fix or drop those lines")
+        return None
     pages = [loader.load(ref) for ref in refs]
     queries = model.encode_queries([ex.query for ex in examples])
     docs = model.encode_pages(pages)
@@ -292,8 +316,10 @@ def evaluate(model, examples: list, loader: PageLoader, batch: int) -> dict[str,
     from agree_core.scoring import maxsim
 
     model.module.eval()
+    examples = [ex for ex in examples if readable(loader, ex.page, ex.line)]
     refs = list({ex.page.where: ex.page for ex in examples}.values())
-    refs += [n for ex in examples for n in ex.negatives if n.where not in {r.where for r in refs}]
+    seen = {r.where for r in refs}
+    refs += [n for ex in examples for n in ex.negatives if n.where not in seen and readable(loader, n, None)]
     column = {r.where: i for i, r in enumerate(refs)}
     page_vectors, query_vectors = [], []
     for lo in range(0, len(refs), batch):
@@ -363,6 +389,7 @@ def train(cfg: Config, resume: str | None = None) -> dict[str, Any]:
     from agree_core.teacher.cache import MapCache
 
     world, device = distributed.init(cfg.device)
+    _UNREADABLE.clear()
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -451,7 +478,10 @@ def train(cfg: Config, resume: str | None = None) -> dict[str, Any]:
         for lo in range(0, per_rank, cfg.micro_batch_size):
             micro = mine[lo : lo + cfg.micro_batch_size]
             with autocast:
-                loss, parts = micro_step(cfg, model, micro, loader, maps, map_keys, world)
+                result = micro_step(cfg, model, micro, loader, maps, map_keys, world)
+            if result is None:
+                continue
+            loss, parts = result
             (loss * len(micro) / per_rank).backward()
             for k, v in parts.items():
                 sums[k] = sums.get(k, 0.0) + v * len(micro) / per_rank
@@ -475,6 +505,9 @@ def train(cfg: Config, resume: str | None = None) -> dict[str, Any]:
             if world.main:
                 prune_checkpoints(out, cfg.keep_checkpoints)
     bar.close()
+    if _UNREADABLE:
+        log.warning("%d pages could not be read; their examples were skipped (the files are named above)",
+                    len(_UNREADABLE))
     if world.size > 1:  # every rank must hold the same weights: check, cheaply, and say so
         gap = distributed.max_difference_from_rank0(params)
         record({"step": step, "ranks_max_abs_diff": gap})

@@ -172,3 +172,19 @@ def test_the_tiny_config_trains_on_its_shipped_data(tmp_path):
     assert [e["step"] for e in entries if "eval" in e] == [0, 2]
     assert all("local" in e for e in entries if "loss" in e)  # the maps were found
     assert (out / "adapter_model.safetensors").is_file()
+
+
+def test_an_unreadable_pdf_is_skipped_and_named_without_stopping_the_run(dataset, tmp_path, caplog):
+    data, maps = dataset
+    broken = tmp_path / "broken.pdf"
+    broken.write_bytes(b"%PDF-1.4\nnot really a pdf\n")
+    bad = tmp_path / "train.jsonl"
+    bad.write_text(data.read_text() + json.dumps({"query": "what is broken?", "pdf": str(broken), "page": 1}) + "\n"
+                   + json.dumps({"query": "what is broken too?", "pdf": str(broken), "page": 2}) + "\n")
+    out = tmp_path / "run"
+    with caplog.at_level("WARNING", logger="agree.train"):
+        train_py.train(config(train_py, bad, maps, out, batch_size=8, micro_batch_size=4, max_steps=2))
+    assert (out / "adapter_model.safetensors").is_file()
+    named = [r.getMessage() for r in caplog.records if "broken.pdf:" in r.getMessage()]
+    assert named and all("line 7" in m or "line 8" in m for m in named)
+    assert len(named) == 1  # the file is named once, not once per page or step
