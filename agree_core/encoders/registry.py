@@ -42,7 +42,20 @@ def load_encoder(spec: str = DEFAULT_ENCODER, **options: Any) -> MultiVectorEnco
     if name not in _FACTORIES:
         names = sorted(available_encoders(), key=lambda n: (n != DEFAULT_ENCODER, n))  # default first
         raise ValueError(f"unknown encoder {name!r}; available: {', '.join(names)}")
-    return _FACTORIES[name](checkpoint or None, **options)
+    return _FACTORIES[name](checkpoint or None, **{**_trained_with(checkpoint), **options})
+
+
+def _trained_with(checkpoint: str) -> dict[str, Any]:
+    """The encoder options a run of ``training/train.py`` used (its ``train_config.yaml``), so
+    a fine-tuned model sees pages as it was trained to; options given explicitly win."""
+    from pathlib import Path
+
+    record = Path(checkpoint).expanduser() / "train_config.yaml" if checkpoint else None
+    if record is None or not record.is_file():
+        return {}
+    import yaml
+
+    return dict((yaml.safe_load(record.read_text()) or {}).get("encoder_options") or {})
 
 
 def _register_builtins() -> None:

@@ -188,3 +188,14 @@ def test_an_unreadable_pdf_is_skipped_and_named_without_stopping_the_run(dataset
     named = [r.getMessage() for r in caplog.records if "broken.pdf:" in r.getMessage()]
     assert named and all("line 7" in m or "line 8" in m for m in named)
     assert len(named) == 1  # the file is named once, not once per page or step
+
+
+def test_the_run_directory_brings_its_encoder_options(dataset, tmp_path):
+    from agree_core.encoders import load_encoder
+
+    data, maps = dataset
+    out = tmp_path / "run"
+    train_py.train(config(train_py, data, maps, out, max_steps=1, encoder_options={"window": 64, "grid_cells": 256}))
+    encoder = load_encoder(f"text-layer:{out}")
+    assert encoder.config["window"] == 64 and encoder.config["grid_cells"] == 256
+    assert load_encoder(f"text-layer:{out}", window=128).config["window"] == 128
