@@ -97,7 +97,7 @@ def _lora(module: torch.nn.Module, settings: LoraSettings, targets: Any) -> torc
         raise ImportError("training with LoRA needs peft: pip install 'agree[train]'") from e
     config = LoraConfig(r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
                         target_modules=settings.target_modules or targets, bias="none",
-                        init_lora_weights=settings.init if settings.init != "gaussian" else "gaussian",
+                        init_lora_weights=settings.init,
                         task_type="FEATURE_EXTRACTION")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)

@@ -199,3 +199,14 @@ def test_the_run_directory_brings_its_encoder_options(dataset, tmp_path):
     encoder = load_encoder(f"text-layer:{out}")
     assert encoder.config["window"] == 64 and encoder.config["grid_cells"] == 256
     assert load_encoder(f"text-layer:{out}", window=128).config["window"] == 128
+
+
+def test_full_fine_tuning_of_the_text_layer_saves_a_complete_model(dataset, tmp_path):
+    from agree_core.encoders import load_encoder
+
+    data, maps = dataset
+    out = tmp_path / "full"
+    train_py.train(config(train_py, data, maps, out, max_steps=1, lora=False, lr=1e-5))
+    assert (out / "config.json").is_file() and not (out / "adapter_config.json").exists()
+    vectors = load_encoder(f"text-layer:{out}", dtype="float32").encode_queries(["solar site"])[0]
+    assert vectors.shape[1] == 384
