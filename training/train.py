@@ -39,6 +39,8 @@ import torch
 
 from agree_core import losses
 from agree_core.training import distributed
+from agree_core.training.checkpoints import (latest_checkpoint, load_checkpoint, prune_checkpoints,
+                                             save_checkpoint)
 from agree_core.training.data import DataError, PageLoader, check_files, read_examples
 from agree_core.training.evaluate import ranking_metrics
 from agree_core.training.models import LoraSettings, load_trainable
@@ -333,52 +335,6 @@ def evaluate(model, examples: list, loader: PageLoader, batch: int) -> dict[str,
     return ranking_metrics(scores, [{column[ex.page.where]} for ex in examples])
 
 
-# -- checkpoints --------------------------------------------------------------------------------
-def save_checkpoint(directory: Path, model, optimizer, scheduler, step: int, cfg: Config,
-                    world: distributed.World) -> None:
-    import yaml
-
-    directory.mkdir(parents=True, exist_ok=True)
-    torch.save({"random": random.getstate(), "torch": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
-               directory / f"rng-rank{world.rank}.pt")
-    if world.main:
-        model.save(directory)
-        (directory / "train_config.yaml").write_text(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
-        torch.save({"step": step, "trainable": model.trainable_state(), "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict()}, directory / "state.pt.tmp")
-        Path(directory / "state.pt.tmp").replace(directory / "state.pt")  # the marker of a complete checkpoint
-
-
-def latest_checkpoint(output_dir: Path) -> Path | None:
-    done = [d for d in (output_dir / "checkpoints").glob("step-*") if (d / "state.pt").is_file()]
-    return max(done, key=lambda d: int(d.name.split("-")[1]), default=None)
-
-
-def load_checkpoint(directory: Path, model, optimizer, scheduler, world: distributed.World) -> int:
-    state = torch.load(directory / "state.pt", weights_only=False)
-    model.load_trainable_state(state["trainable"])
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    rng_file = directory / f"rng-rank{world.rank}.pt"
-    if rng_file.is_file():
-        rng = torch.load(rng_file, weights_only=False)
-        random.setstate(rng["random"])
-        torch.set_rng_state(rng["torch"])
-        if rng["cuda"] is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(rng["cuda"])
-    return int(state["step"])
-
-
-def prune_checkpoints(output_dir: Path, keep: int) -> None:
-    import shutil
-
-    done = sorted((d for d in (output_dir / "checkpoints").glob("step-*") if (d / "state.pt").is_file()),
-                  key=lambda d: int(d.name.split("-")[1]))
-    for old in done[: max(0, len(done) - keep)]:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 # -- the run ------------------------------------------------------------------------------------
 def train(cfg: Config, resume: str | None = None) -> dict[str, Any]:
     """Run (or continue) training; returns the last evaluation's metrics (rank 0)."""
@@ -501,7 +457,8 @@ def train(cfg: Config, resume: str | None = None) -> dict[str, Any]:
         if cfg.eval_every and step % cfg.eval_every == 0 and step < total:
             run_eval()
         if cfg.save_every and step % cfg.save_every == 0 or step == stop < total:
-            save_checkpoint(out / "checkpoints" / f"step-{step}", model, optimizer, scheduler, step, cfg, world)
+            save_checkpoint(out / "checkpoints" / f"step-{step}", model, optimizer, scheduler, step,
+                            dataclasses.asdict(cfg), world)
             if world.main:
                 prune_checkpoints(out, cfg.keep_checkpoints)
     bar.close()
