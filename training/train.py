@@ -218,36 +218,45 @@ def page_key(ref) -> int:
 _UNREADABLE: dict[str, str] = {}  # page -> why it cannot be read (warned about once)
 
 
-def readable(loader: PageLoader, ref, line: int | None) -> bool:
-    """Whether a page loads; an unreadable one is named once and its examples are skipped, so
-    one corrupt file does not end a long run."""
-    if ref.where not in _UNREADABLE:
-        try:
-            loader.load(ref)
-            return True
-        except DataError as e:
-            if str(e) not in _UNREADABLE.values():  # a broken file: named once, not once per page
-                log.warning("skipping %s%s", f"line {line}: " if line else "a negative: ", e)
-            _UNREADABLE[ref.where] = str(e)
-    return False
+def load_or_skip(loader: PageLoader, ref, line: int | None):
+    """The page, or None when it cannot be read: an unreadable file is named once and its
+    examples are skipped, so one corrupt file does not end a long run."""
+    if ref.where in _UNREADABLE:
+        return None
+    try:
+        return loader.load(ref)
+    except DataError as e:
+        if str(e) not in _UNREADABLE.values():  # a broken file: named once, not once per page
+            log.warning("skipping %s%s", f"line {line}: " if line else "a negative: ", e)
+        _UNREADABLE[ref.where] = str(e)
+        return None
 
 
 def micro_step(cfg: Config, model, examples: list, loader: PageLoader, maps, map_keys: dict,
                world: distributed.World) -> tuple[torch.Tensor, dict[str, float]] | None:
     """``global + local_weight * local`` for these examples (this rank's share of a micro-batch),
     or None when too few of them can be read to compare pages (a single process skips it)."""
-    examples = [ex for ex in examples if readable(loader, ex.page, ex.line)]
-    refs, where = [], {}  # this rank's pages: positives first, then explicit negatives, no repeats
-    for ref in [ex.page for ex in examples] + [n for ex in examples for n in ex.negatives]:
-        if ref.where not in where and readable(loader, ref, None):
-            where[ref.where] = len(refs)
-            refs.append(ref)
+    refs, pages, where = [], [], {}  # this rank's pages: positives, then explicit negatives, no repeats
+    kept = []
+    for ex in examples:
+        for ref in (ex.page, *ex.negatives):
+            if ref.where in where:
+                continue
+            page = load_or_skip(loader, ref, ex.line if ref is ex.page else None)
+            if page is not None:
+                where[ref.where] = len(refs)
+                refs.append(ref)
+                pages.append(page)
+            elif ref is ex.page:
+                break  # no positive, no example (its negatives are not loaded)
+        if ex.page.where in where:
+            kept.append(ex)
+    examples = kept
     if len(refs) < 2 or not examples:
         if world.size > 1:
             raise RuntimeError(f"rank {world.rank}: the pages of a whole micro-batch are unreadable "
                                "(see the warnings above); fix or drop those lines")
         return None
-    pages = [loader.load(ref) for ref in refs]
     queries = model.encode_queries([ex.query for ex in examples])
     docs = model.encode_pages(pages)
 
@@ -318,15 +327,25 @@ def evaluate(model, examples: list, loader: PageLoader, batch: int) -> dict[str,
     from agree_core.scoring import maxsim
 
     model.module.eval()
-    examples = [ex for ex in examples if readable(loader, ex.page, ex.line)]
-    refs = list({ex.page.where: ex.page for ex in examples}.values())
-    seen = {r.where for r in refs}
-    refs += [n for ex in examples for n in ex.negatives if n.where not in seen and readable(loader, n, None)]
-    column = {r.where: i for i, r in enumerate(refs)}
+    refs: dict[str, tuple[Any, int | None]] = {}  # where -> (page ref, line of a query it answers)
+    for ex in examples:
+        refs.setdefault(ex.page.where, (ex.page, ex.line))
+    for ex in examples:
+        for ref in ex.negatives:
+            refs.setdefault(ref.where, (ref, None))
+    todo = list(refs.values())
+    encoded: list[str] = []  # pages are loaded one batch at a time: memory stays bounded
     page_vectors, query_vectors = [], []
-    for lo in range(0, len(refs), batch):
-        out = model.encode_pages([loader.load(r) for r in refs[lo : lo + batch]])
+    for lo in range(0, len(todo), batch):
+        loaded = [(ref, load_or_skip(loader, ref, line)) for ref, line in todo[lo : lo + batch]]
+        loaded = [(ref, page) for ref, page in loaded if page is not None]
+        if not loaded:
+            continue
+        out = model.encode_pages([page for _, page in loaded])
         page_vectors += [v[m].float().cpu() for v, m in zip(out.vectors, out.mask)]
+        encoded += [ref.where for ref, _ in loaded]
+    column = {where: i for i, where in enumerate(encoded)}
+    examples = [ex for ex in examples if ex.page.where in column]
     for lo in range(0, len(examples), batch):
         out = model.encode_queries([ex.query for ex in examples[lo : lo + batch]])
         query_vectors += [v[m].float().cpu() for v, m in zip(out.vectors, out.mask)]
