@@ -60,6 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--meta", action="append", default=[], metavar="KEY=VALUE",
                    help="metadata for these documents, usable as a search filter (repeatable)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1... (default: cuda if available)")
+    p.add_argument("--page-timeout", type=float, default=300.0, metavar="SECONDS",
+                   help="stop a page that takes longer than SECONDS to render or OCR, name it "
+                        "and go on (default 300)")
+    p.add_argument("--report", default=None, metavar="FILE.jsonl",
+                   help='write one JSON line per skipped file or failed page: {"source", "page", '
+                        '"code", "message"} ("page" is null for a whole file)')
 
     p = sub.add_parser("search", help="rank pages for a query, or for many queries",
                        description="Rank the index's pages for QUERY, or for each query in "
@@ -89,7 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="what an index holds")
     _index_arg(p)
     p.add_argument("--json", action="store_true",
-                   help='one JSON object: {"encoder", "pages", "documents": [{"source", "pages"}]}')
+                   help='one JSON object: {"encoder", "pages", "documents": [{"source", "pages"}], '
+                        '"failed_pages": [{"source", "page", "code", "message"}]}')
 
     p = sub.add_parser("delete", help="remove documents from an index by path")
     p.add_argument("sources", nargs="+", metavar="PDF", help="paths of indexed PDFs")
@@ -221,15 +228,26 @@ def _read_queries(path: str) -> list[tuple[Any, str]]:
 def cmd_index(args: argparse.Namespace) -> int:
     from agree_core.index import PageIndex
 
+    if args.page_timeout <= 0:
+        return _usage(f"--page-timeout must be > 0 seconds, got {args.page_timeout:g}")
     options = {"device": args.device} if args.device else {}
     with PageIndex.open(args.index, args.encoder, wait=args.wait, encoder_options=options,
                         dpi=args.dpi) as index:
         report = index.add(args.paths, metadata=_pairs(args.meta, "--meta") if args.meta else None,
-                           batch_size=args.batch_size, progress=not args.quiet)
-    log.info("indexed %d pages from %d files; %d unchanged; %d skipped", report.pages,
-             len(report.added), len(report.unchanged), len(report.skipped))
+                           batch_size=args.batch_size, progress=not args.quiet,
+                           page_timeout=args.page_timeout)
     for e in report.skipped:
-        sys.stderr.write(f"skipped: {e.path}: {e.reason}\n")
+        sys.stderr.write(f"skipped: {e.path}: {e.reason} [{e.code}]\n")
+    for e in report.failed_pages:
+        sys.stderr.write(f"failed: {e.path} page {e.page}: {e.reason} [{e.code}]\n")
+    if args.report:
+        with open(args.report, "w", encoding="utf-8") as f:
+            for e in report.problems():
+                f.write(json.dumps(e.to_json()) + "\n")
+    log.info("indexed %d pages from %d files; %d files unchanged; %d files skipped; %d pages "
+             "failed (retried by the next run)%s", report.pages, len(report.added),
+             len(report.unchanged), len(report.skipped), len(report.failed_pages),
+             f"; report in {args.report}" if args.report else "")
     return EXIT_OK if report.ok else EXIT_SKIPPED
 
 
@@ -288,6 +306,9 @@ def cmd_info(args: argparse.Namespace) -> int:
                      f"documents, encoder {info['encoder']}\n")
     for d in info["documents"]:
         sys.stdout.write(f"  {d['pages']:6d}  {d['source']}\n")
+    for d in info.get("failed_pages", []):
+        sys.stdout.write(f"  {'(failed)':>12}  {d['source']} page {d['page']}: {d['message']} "
+                         f"[{d['code']}] (retried by the next `agree index`)\n")
     for d in info["incomplete"]:
         sys.stdout.write(f"  {'(' + d['state'] + ')':>12}  {d['source']} (run `agree index` again "
                          "to finish it)\n")
@@ -401,6 +422,9 @@ def _dataset_synthesize(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    for stream in (sys.stdout, sys.stderr):  # file names that are not UTF-8 must not crash
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     level = logging.WARNING if args.quiet else logging.DEBUG if args.verbose else logging.INFO
     logging.basicConfig(level=level, format="agree: %(message)s", stream=sys.stderr)
     if not args.verbose:

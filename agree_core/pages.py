@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import re
 import shutil
 import subprocess
+import tempfile
 import uuid
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
@@ -23,22 +25,40 @@ from PIL import Image
 log = logging.getLogger(__name__)
 
 PAGE_ID_NAMESPACE = uuid.UUID("6d1f0a52-6c1e-4d38-9a53-3f5f0e6b7a11")
-MAX_PAGE_SIDE_PT = 14_400.0  # 200 in: the largest page PDF readers support (PDF 1.7, annex C)
+MAX_PAGE_SIDE_PT = 14_400.0  # 200 in: the largest page PDF 1.7 allows (annex C); larger pages
+# (broken exports) are still rendered, at the dpi that keeps them within MAX_IMAGE_SIDE_PX
 MIN_PAGE_SIDE_PT = 3.0
 MAX_IMAGE_SIDE_PX = 4_000  # renders are scaled down past this, whatever the dpi
+# No rendered image beyond this reaches PIL or OCR (PIL's own decompression-bomb guard,
+# Image.MAX_IMAGE_PIXELS, is 89 M pixels: ours is below it).
+MAX_IMAGE_PIXELS = MAX_IMAGE_SIDE_PX * MAX_IMAGE_SIDE_PX
+DEFAULT_PAGE_TIMEOUT = 300.0  # seconds a page may take to render (or OCR) before it is stopped
+RENDER_MEMORY_BYTES = 2 << 30  # address-space limit of a poppler process (where prlimit exists)
 
 __all__ = [
     "Word", "Page", "PdfError", "PdfInfo", "file_sha256", "page_id", "inspect_pdf",
-    "iter_pages", "require_poppler", "find_pdfs",
+    "iter_pages", "require_poppler", "find_pdfs", "check_page_size", "MAX_IMAGE_PIXELS",
+    "DEFAULT_PAGE_TIMEOUT",
 ]
 
 
 class PdfError(Exception):
-    """A file that cannot be read as a PDF; ``code`` is machine-readable, str() is for people."""
+    """A file (or, with ``page``, one page of it) that cannot be read; ``code`` is
+    machine-readable, str() is for people.
 
-    def __init__(self, path: str | Path, code: str, reason: str):
-        self.path, self.code, self.reason = str(path), code, reason
-        super().__init__(f"{path}: {reason}")
+    Codes: ``missing``, ``unreadable``, ``not_pdf``, ``encrypted``, ``empty``, ``corrupt``,
+    ``timeout`` (a poppler tool ran past its time), ``page_size``, ``too_large`` (over the
+    pixel budget), ``render``, ``ocr``, ``encode``, ``image_write``, ``vector_write``,
+    ``failed`` (an unexpected error: a bug, logged with its traceback).
+    """
+
+    def __init__(self, path: str | Path, code: str, reason: str, page: int | None = None):
+        self.path, self.code, self.reason, self.page = str(path), code, reason, page
+        where = f"{path}" if page is None else f"{path} page {page}"
+        super().__init__(f"{where}: {reason}")
+
+    def to_json(self) -> dict:
+        return {"source": self.path, "page": self.page, "code": self.code, "message": self.reason}
 
 
 @dataclass(frozen=True)
@@ -60,6 +80,8 @@ class Page:
     image: Image.Image | None = None  # rendered at ``dpi``
     dpi: int = 0
     from_pdf: bool = True  # False for a page made from an image (no PDF to render again)
+    ocr_done: bool = False  # OCR has read this page already: ``words`` are final, even if empty
+    error: PdfError | None = None  # iter_pages(skip_bad_pages=True): why this page has no image
 
     @property
     def id(self) -> str:
@@ -69,14 +91,14 @@ class Page:
     def text(self) -> str:
         return " ".join(w.text for w in self.words)
 
-    def render(self, dpi: int) -> Image.Image:
+    def render(self, dpi: int, *, timeout: float = DEFAULT_PAGE_TIMEOUT) -> Image.Image:
         """The page rendered anew at ``dpi`` (e.g. for OCR at a higher resolution); a page
         made from an image returns that image."""
         if not self.from_pdf:
             if self.image is None:
                 raise ValueError(f"page {self.page_no} of {self.source} has no image")
             return self.image
-        return _render(self.source, self.page_no, self.page_no, _safe_dpi(dpi, self))[0]
+        return _render(self.source, self.page_no, self.page_no, _safe_dpi(dpi, self), timeout)[0]
 
     @classmethod
     def from_image(cls, image: Image.Image, source: str | Path = "", page_no: int = 1,
@@ -93,7 +115,7 @@ class Page:
 class PdfInfo:
     path: Path
     pages: int
-    sizes: list[tuple[float, float]]  # (width, height) in points, per page
+    sizes: list[tuple[float, float]]  # (width, height) in points, per page; (0, 0): unknown
     encrypted: bool
 
 
@@ -123,11 +145,12 @@ def require_poppler() -> None:
 _SIZE_RE = re.compile(r"^Page\s+(\d+) size:\s+([\d.]+) x ([\d.]+) pts", re.M)
 
 
-def inspect_pdf(path: str | Path) -> PdfInfo:
+def inspect_pdf(path: str | Path, *, timeout: float = DEFAULT_PAGE_TIMEOUT) -> PdfInfo:
     """Check that ``path`` is a readable PDF and return its page count and sizes.
 
     Raises:
-        PdfError: missing, not a PDF, encrypted, corrupt, no pages, or absurd page size.
+        PdfError: missing, not a PDF, encrypted, corrupt, no pages, or poppler's ``pdfinfo``
+            ran longer than ``timeout`` seconds.
     """
     require_poppler()
     path = Path(path)
@@ -140,11 +163,9 @@ def inspect_pdf(path: str | Path) -> PdfInfo:
         raise PdfError(path, "unreadable", f"cannot be read: {e.strerror}") from e
     if b"%PDF-" not in head:
         raise PdfError(path, "not_pdf", "not a PDF file (no %PDF- header in its first 1 KiB)")
-    proc = subprocess.run(
-        ["pdfinfo", "-f", "1", "-l", "1000000", str(path)], capture_output=True, text=True,
-        errors="replace",
-    )
-    err = proc.stderr.strip()
+    proc = _poppler(["pdfinfo", "-f", "1", "-l", "1000000", str(path)], path, timeout, "reading it")
+    err = proc.stderr.decode("utf-8", "replace").strip()
+    out = proc.stdout.decode("utf-8", "replace")
     if proc.returncode != 0:
         if "page count 0" in err or "last page (0)" in err:
             raise PdfError(path, "empty", "the PDF has no pages")
@@ -152,20 +173,27 @@ def inspect_pdf(path: str | Path) -> PdfInfo:
             raise PdfError(path, "encrypted", "encrypted: the PDF needs a password to open; "
                            "decrypt it first (e.g. `qpdf --decrypt --password=... in out`)")
         raise PdfError(path, "corrupt", f"corrupt or damaged PDF: {_first_line(err)}")
-    m = re.search(r"^Pages:\s+(\d+)", proc.stdout, re.M)
+    m = re.search(r"^Pages:\s+(\d+)", out, re.M)
     n_pages = int(m.group(1)) if m else 0
     if n_pages == 0:
         raise PdfError(path, "empty", "the PDF has no pages")
-    sizes = {int(p): (float(w), float(h)) for p, w, h in _SIZE_RE.findall(proc.stdout)}
-    if len(sizes) != n_pages:
-        raise PdfError(path, "corrupt", f"corrupt: {n_pages} pages declared, "
-                       f"{len(sizes)} readable")
-    for p, (w, h) in sorted(sizes.items()):
-        if max(w, h) > MAX_PAGE_SIDE_PT or min(w, h) < MIN_PAGE_SIDE_PT:
-            raise PdfError(path, "page_size", f"page {p} is {w:g} x {h:g} pt; pages must be "
-                           f"between {MIN_PAGE_SIDE_PT:g} and {MAX_PAGE_SIDE_PT:g} pt a side")
-    encrypted = bool(re.search(r"^Encrypted:\s+yes", proc.stdout, re.M))
-    return PdfInfo(path, n_pages, [sizes[p] for p in range(1, n_pages + 1)], encrypted)
+    sizes = {int(p): (float(w), float(h)) for p, w, h in _SIZE_RE.findall(out)}
+    if not sizes:
+        raise PdfError(path, "corrupt", f"corrupt: {n_pages} pages declared, none readable")
+    encrypted = bool(re.search(r"^Encrypted:\s+yes", out, re.M))
+    return PdfInfo(path, n_pages, [sizes.get(p, (0.0, 0.0)) for p in range(1, n_pages + 1)],
+                   encrypted)
+
+
+def check_page_size(path: str | Path, page_no: int, size: tuple[float, float]) -> None:
+    """Raise ``PdfError`` for a page whose size is unknown or under 3 pt on a side (nothing
+    readable fits on it). Pages over 200 in are fine: they render at a lower dpi."""
+    w, h = size
+    if w <= 0 or h <= 0:
+        raise PdfError(path, "corrupt", "the page's size cannot be read", page_no)
+    if min(w, h) < MIN_PAGE_SIDE_PT:
+        raise PdfError(path, "page_size", f"the page is {w:g} x {h:g} pt; a page must be at "
+                       f"least {MIN_PAGE_SIDE_PT:g} pt a side", page_no)
 
 
 def iter_pages(
@@ -178,6 +206,8 @@ def iter_pages(
     chunk_size: int = 8,
     sha256: str | None = None,
     info: PdfInfo | None = None,
+    skip_bad_pages: bool = False,
+    timeout: float = DEFAULT_PAGE_TIMEOUT,
 ) -> Iterator[Page]:
     """Yield the pages of one PDF in order, ``chunk_size`` pages rendered at a time.
 
@@ -188,28 +218,40 @@ def iter_pages(
         render: render page images; ``text``: extract the text layer with word boxes.
         pages: 1-based page numbers to yield (default all), e.g. to resume.
         sha256, info: pass them when already computed.
+        skip_bad_pages: a page that cannot be rendered comes as a ``Page`` with ``error``
+            set and no image, and the others go on; by default its error is raised.
+        timeout: seconds a poppler call may take per page (a chunk that runs out is
+            retried page by page, so one pathological page is named on its own).
+
+    A text layer that cannot be read costs the page its text only (logged; OCR may then
+    read the image).
 
     Raises:
         PdfError: before the first page if the file is unusable, or later if a page
-            cannot be rendered (a damaged page stream).
+            cannot be rendered (unless ``skip_bad_pages``).
     """
     if dpi < 10 or dpi > 1200:
         raise ValueError(f"dpi must be between 10 and 1200, got {dpi}")
+    if timeout <= 0:
+        raise ValueError(f"the page timeout must be > 0 seconds, got {timeout}")
     path = Path(path).absolute()
-    info = info or inspect_pdf(path)
+    info = info or inspect_pdf(path, timeout=timeout)
     sha256 = sha256 or file_sha256(path)
     wanted = sorted(set(pages)) if pages is not None else list(range(1, info.pages + 1))
     bad = [p for p in wanted if not 1 <= p <= info.pages]
     if bad:
         raise ValueError(f"{path} has {info.pages} pages; cannot yield page(s) {bad[:5]}")
     for run in _runs(wanted, chunk_size):
-        first, last = run[0], run[-1]
-        words = _text_layer(path, first, last) if text else {}
-        images = _render_run(path, run, dpi, info) if render else {}
+        words = _text_layer(path, run, timeout) if text else {}
+        images = _render_run(path, run, dpi, info, timeout) if render else {}
         for p in run:
             w, h = info.sizes[p - 1]
-            yield Page(path, sha256, p, w, h, words.get(p, []), images.get(p),
-                       dpi if render else 0)
+            got = images.get(p)
+            error = got if isinstance(got, PdfError) else None
+            if error is not None and not skip_bad_pages:
+                raise error
+            yield Page(path, sha256, p, w, h, words.get(p, []), None if error else got,
+                       dpi if render else 0, error=error)
 
 
 def _runs(numbers: list[int], size: int) -> Iterator[list[int]]:
@@ -224,47 +266,101 @@ def _runs(numbers: list[int], size: int) -> Iterator[list[int]]:
         yield run
 
 
-def _safe_dpi(dpi: int, page_size: tuple[float, float] | Page) -> int:
+def _safe_dpi(dpi: float, page_size: tuple[float, float] | Page) -> float:
+    """``dpi``, or the lower dpi at which the page's longer side is ``MAX_IMAGE_SIDE_PX``
+    (rounded down, so a huge poster never exceeds the pixel budget)."""
     w, h = (page_size.width_pt, page_size.height_pt) if isinstance(page_size, Page) else page_size
     side_px = max(w, h) / 72.0 * dpi
-    return dpi if side_px <= MAX_IMAGE_SIDE_PX else max(1, int(dpi * MAX_IMAGE_SIDE_PX / side_px))
+    if side_px <= MAX_IMAGE_SIDE_PX:
+        return dpi
+    return max(0.001, int(dpi * MAX_IMAGE_SIDE_PX / side_px * 1000) / 1000)
 
 
-def _render_run(path: Path, run: list[int], dpi: int, info: PdfInfo) -> dict[int, Image.Image]:
-    out: dict[int, Image.Image] = {}
-    normal = [p for p in run if _safe_dpi(dpi, info.sizes[p - 1]) == dpi]
-    if normal:
-        for p, img in zip(range(normal[0], normal[-1] + 1), _render(path, normal[0], normal[-1], dpi)):
-            out[p] = img
+def _render_run(path: Path, run: list[int], dpi: int, info: PdfInfo,
+                timeout: float) -> dict[int, Image.Image | PdfError]:
+    """Images of the pages of ``run``, or the error that stopped each page."""
+    out: dict[int, Image.Image | PdfError] = {}
     for p in run:
-        if p not in out:  # a huge page: rendered alone at a lower dpi
-            out[p] = _render(path, p, p, _safe_dpi(dpi, info.sizes[p - 1]))[0]
+        try:
+            check_page_size(path, p, info.sizes[p - 1])
+        except PdfError as e:
+            out[p] = e
+    normal = [p for p in run if p not in out and _safe_dpi(dpi, info.sizes[p - 1]) == dpi]
+    if len(normal) > 1 and normal == list(range(normal[0], normal[-1] + 1)):
+        try:
+            out.update(zip(normal, _render(path, normal[0], normal[-1], dpi, timeout)))
+        except PdfError as e:  # retried page by page below, to name only the bad pages
+            log.info("%s: retrying pages %d-%d one by one (%s)", path, normal[0], normal[-1],
+                     e.reason)
+    for p in run:
+        if p not in out:  # alone: a retried page, or a huge one rendered at a lower dpi
+            try:
+                out[p] = _render(path, p, p, _safe_dpi(dpi, info.sizes[p - 1]), timeout)[0]
+            except PdfError as e:
+                out[p] = e
     return out
 
 
-def _render(path: Path, first: int, last: int, dpi: int) -> list[Image.Image]:
-    from pdf2image import convert_from_path
-    from pdf2image.exceptions import PDFPageCountError, PDFSyntaxError
+def _render(path: Path, first: int, last: int, dpi: float, timeout: float) -> list[Image.Image]:
+    """Pages ``first..last`` rendered by ``pdftoppm`` in a child process that is killed
+    after ``timeout`` seconds; each image's size is checked before it is decoded."""
+    page = first if first == last else None
+    what = f"page {first}" if page else f"pages {first}-{last}"
+    with tempfile.TemporaryDirectory(prefix="agree-render-") as tmp:
+        proc = _poppler(["pdftoppm", "-r", f"{dpi:g}", "-f", str(first), "-l", str(last), str(path),
+                         str(Path(tmp) / "p")], path, timeout, f"rendering {what}", page)
+        files = {int(f.stem.rsplit("-", 1)[1]): f for f in Path(tmp).glob("p-*.ppm")}
+        if proc.returncode != 0 or len(files) != last - first + 1:
+            err = _first_line(proc.stderr.decode("utf-8", "replace"))
+            if proc.returncode < 0 or "alloc" in err.lower():
+                err = f"poppler was stopped ({err}; memory limit {RENDER_MEMORY_BYTES >> 20} MiB)"
+            raise PdfError(path, "render", f"cannot be rendered: {err}", page)
+        images = []
+        for p in range(first, last + 1):
+            with Image.open(files[p]) as img:
+                w, h = img.size  # read from the header: nothing is decoded yet
+                if w * h > MAX_IMAGE_PIXELS:
+                    raise PdfError(path, "too_large", f"the page renders to {w} x {h} pixels, over "
+                                   f"the budget of {MAX_IMAGE_PIXELS:,} pixels", p)
+                images.append(img.convert("RGB"))
+    return images
 
+
+def _poppler(cmd: list[str], path: Path, timeout: float, doing: str,
+             page: int | None = None) -> subprocess.CompletedProcess:
+    """Run a poppler tool with a memory limit, killed after ``timeout`` seconds."""
+    if shutil.which("prlimit"):
+        cmd = ["prlimit", f"--as={RENDER_MEMORY_BYTES}", "--", *cmd]
     try:
-        images = convert_from_path(str(path), dpi=dpi, first_page=first, last_page=last)
-    except (PDFPageCountError, PDFSyntaxError) as e:
-        raise PdfError(path, "corrupt", f"pages {first}-{last} cannot be rendered: {e}") from e
-    if len(images) != last - first + 1:
-        raise PdfError(path, "corrupt", f"pages {first}-{last} cannot be rendered "
-                       f"(poppler returned {len(images)} of {last - first + 1} images)")
-    return [img.convert("RGB") for img in images]
+        return subprocess.run(cmd, capture_output=True, timeout=timeout)
+    except subprocess.TimeoutExpired as e:
+        raise PdfError(path, "timeout", f"{doing} took longer than {timeout:g} s (stopped; "
+                       "see --page-timeout)", page) from e
 
 
-def _text_layer(path: Path, first: int, last: int) -> dict[int, list[Word]]:
-    """Words with normalised boxes for pages ``first..last``, via ``pdftotext -bbox``."""
-    proc = subprocess.run(
-        ["pdftotext", "-bbox", "-enc", "UTF-8", "-f", str(first), "-l", str(last), str(path), "-"],
-        capture_output=True,
-    )
+def _text_layer(path: Path, run: list[int], timeout: float) -> dict[int, list[Word]]:
+    """Words with normalised boxes for the pages of ``run``, via ``pdftotext -bbox``; a run
+    that fails is read page by page, and a page that fails has no words (logged)."""
+    try:
+        return _read_text_layer(path, run[0], run[-1], timeout)
+    except PdfError as e:
+        if len(run) == 1:
+            log.warning("%s page %d: the text layer cannot be read (%s); the page is indexed "
+                        "from its image", path, run[0], e.reason)
+            return {}
+    out: dict[int, list[Word]] = {}
+    for p in run:
+        out.update(_text_layer(path, [p], timeout))
+    return out
+
+
+def _read_text_layer(path: Path, first: int, last: int, timeout: float) -> dict[int, list[Word]]:
+    one = first if first == last else None
+    proc = _poppler(["pdftotext", "-bbox", "-enc", "UTF-8", "-f", str(first), "-l", str(last),
+                     str(path), "-"], path, timeout, "reading the text layer", one)
     if proc.returncode != 0:
         raise PdfError(path, "corrupt", f"text layer of pages {first}-{last} cannot be read: "
-                       f"{_first_line(proc.stderr.decode('utf-8', 'replace'))}")
+                       f"{_first_line(proc.stderr.decode('utf-8', 'replace'))}", one)
     xml = proc.stdout.decode("utf-8", "replace")
     start = xml.find("<doc>")
     end = xml.rfind("</doc>")
@@ -285,8 +381,11 @@ def _text_layer(path: Path, first: int, last: int) -> dict[int, list[Word]]:
                 t = (el.text or "").strip()
                 if not t:
                     continue
-                x0, y0 = float(el.get("xMin")) / w, float(el.get("yMin")) / h
-                x1, y1 = float(el.get("xMax")) / w, float(el.get("yMax")) / h
+                try:
+                    x0, y0 = float(el.get("xMin")) / w, float(el.get("yMin")) / h
+                    x1, y1 = float(el.get("xMax")) / w, float(el.get("yMax")) / h
+                except (TypeError, ValueError):
+                    continue
                 words.append(Word(t, (_clip(x0), _clip(y0), _clip(x1), _clip(y1))))
         out[first + i] = words
     return out
@@ -311,18 +410,51 @@ def _first_line(s: str) -> str:
 def find_pdfs(paths: list[str | Path]) -> tuple[list[Path], list[PdfError]]:
     """Files given, plus ``*.pdf`` files under folders (recursive, sorted), as absolute paths.
 
-    Paths that do not exist come back as errors, so the caller can report them and go on.
+    Symlinked folders are not followed (no loops). Paths that do not exist, folders that
+    cannot be listed, broken symlinks and file names that are not valid UTF-8 come back as
+    errors, so the caller can report them and go on.
     """
     files: list[Path] = []
     errors: list[PdfError] = []
+
+    def add(f: Path) -> None:
+        if _bad_name(f):
+            errors.append(PdfError(printable_path(f), "bad_name", "the file name is not valid "
+                                   "UTF-8; rename the file to index it"))
+        elif f.is_file():
+            files.append(f)
+        else:
+            errors.append(PdfError(f, "unreadable", "a broken symlink or a symlink loop"))
+
     for p in map(Path, paths):
         if p.is_dir():
-            files.extend(sorted(f.absolute() for f in p.rglob("*") if f.is_file()
-                                and f.suffix.lower() == ".pdf"))
+            found: list[Path] = []
+
+            def unlistable(e: OSError) -> None:
+                errors.append(PdfError(printable_path(e.filename or p), "unreadable",
+                                       f"the folder cannot be listed: {e.strerror}"))
+
+            for root, _dirs, names in os.walk(p.absolute(), onerror=unlistable):
+                found.extend(Path(root) / n for n in names if n.lower().endswith(".pdf"))
+            for f in sorted(found):
+                add(f)
         elif p.is_file():
-            files.append(p.absolute())
+            add(p.absolute())
         else:
-            errors.append(PdfError(p.absolute(), "missing", "no such file or folder"))
+            errors.append(PdfError(printable_path(p.absolute()), "missing", "no such file or folder"))
     seen: set[Path] = set()
     unique = [f for f in files if not (f in seen or seen.add(f))]
     return unique, errors
+
+
+def _bad_name(path: Path) -> bool:
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def printable_path(path: str | Path) -> str:
+    """``path`` as text that any stream can print (undecodable bytes as ``\\xNN``)."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")

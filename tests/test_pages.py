@@ -36,9 +36,9 @@ def test_pages_stream_in_chunks(pdf_factory, monkeypatch):
     calls = []
     real = pages_mod._render
 
-    def counting(path, first, last, dpi):
+    def counting(path, first, last, dpi, timeout):
         calls.append((first, last))
-        return real(path, first, last, dpi)
+        return real(path, first, last, dpi, timeout)
 
     monkeypatch.setattr(pages_mod, "_render", counting)
     it = iter_pages(pdf, dpi=20, chunk_size=8)
@@ -108,10 +108,23 @@ def test_zero_pages(tmp_path):
     assert e.value.code == "empty"
 
 
-def test_absurd_page_size(pdf_factory):
-    pdf = pdf_factory("poster.pdf", ["too big"], size=(20000, 20000))
-    with pytest.raises(PdfError, match=r"page 1 is 20000 x 20000 pt; pages must be between"):
-        inspect_pdf(pdf)
+def test_pages_past_200_inches_render_within_the_pixel_budget(pdf_factory):
+    pdf = pdf_factory("poster.pdf", ["too big"], size=(100_000, 100_000))
+    (page,) = list(iter_pages(pdf))
+    assert max(page.image.size) <= pages_mod.MAX_IMAGE_SIDE_PX and page.text == "too big"
+
+
+def test_a_page_too_small_to_hold_anything_costs_that_page_only(pdf_factory):
+    pdf = pdf_factory("sliver.pdf", ["x", "a normal page"], size=(612, 792))
+    with pikepdf.open(pdf, allow_overwriting_input=True) as doc:
+        doc.pages[0].MediaBox = [0, 0, 612, 1]
+        doc.save(pdf)
+    with pytest.raises(PdfError, match=r"page 1: the page is 612 x 1 pt; a page must be at least") as e:
+        list(iter_pages(pdf))
+    assert (e.value.code, e.value.page) == ("page_size", 1)
+    first, second = iter_pages(pdf, skip_bad_pages=True)
+    assert first.image is None and first.error.code == "page_size"
+    assert second.error is None and second.text == "a normal page"
 
 
 def test_large_page_is_scaled_down_not_rejected(pdf_factory):

@@ -206,8 +206,19 @@ class TextLayerEncoder:
         dt = default_compute_dtype(self.device)
         return torch.bfloat16 if dt == torch.bfloat16 else torch.float32
 
+    def ocr_dpi_for(self, page: Page) -> int | None:
+        """The dpi at which ``page`` should be read by OCR before it is encoded (a page with
+        no text layer, when OCR is on and installed), else ``None``. A pipeline that runs
+        OCR ahead (in parallel) sets ``page.words`` and ``page.ocr_done``; encoding then
+        reads no image."""
+        from agree_core.ocr import ocr_available
+
+        if page.words or page.ocr_done or self.cfg.ocr == "off" or not ocr_available():
+            return None
+        return self.cfg.ocr_dpi
+
     def _words(self, page: Page) -> list[Word]:
-        if page.words or self.cfg.ocr == "off":
+        if page.words or page.ocr_done or self.cfg.ocr == "off":
             return page.words
         from agree_core.ocr import is_blank, ocr_available, ocr_words
 

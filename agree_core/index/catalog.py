@@ -35,6 +35,15 @@ CREATE TABLE IF NOT EXISTS doc_terms (
     pages  INTEGER NOT NULL,
     PRIMARY KEY (doc_id, term)
 );
+-- pages of a document that could not be indexed, and why; retried by the next add
+CREATE TABLE IF NOT EXISTS failed_pages (
+    doc_id  TEXT NOT NULL,
+    page    INTEGER NOT NULL,
+    code    TEXT NOT NULL,
+    message TEXT NOT NULL,
+    at      REAL NOT NULL,
+    PRIMARY KEY (doc_id, page)
+);
 """
 
 
@@ -114,8 +123,33 @@ class Catalog:
             "WHERE d.state = 'ready' GROUP BY term")
         return int(n), {int(t): int(c) for t, c in rows}
 
+    # -- failed pages (additive: the documents table does not change) ----------------------
+    def set_failed(self, doc_id: str, failures: list[tuple[int, str, str]]) -> None:
+        """Record ``(page, code, message)`` failures of a document (replacing earlier ones
+        of the same pages)."""
+        self._db.executemany(
+            "INSERT INTO failed_pages VALUES (?, ?, ?, ?, ?) ON CONFLICT (doc_id, page) "
+            "DO UPDATE SET code = excluded.code, message = excluded.message, at = excluded.at",
+            [(doc_id, int(p), c, m, time.time()) for p, c, m in failures])
+
+    def clear_failed(self, doc_id: str, pages: list[int]) -> None:
+        """Forget failures of pages that are now indexed."""
+        self._db.executemany("DELETE FROM failed_pages WHERE doc_id = ? AND page = ?",
+                             [(doc_id, int(p)) for p in pages])
+
+    def failed_pages(self, doc_id: str | None = None) -> list[FailedPage]:
+        """Failed pages of ``doc_id``, or of every document, in source and page order."""
+        sql = ("SELECT f.doc_id, d.source, f.page, f.code, f.message FROM failed_pages f "
+               "JOIN documents d USING (doc_id)")
+        args: tuple = ()
+        if doc_id is not None:
+            sql += " WHERE f.doc_id = ?"
+            args = (doc_id,)
+        return [FailedPage(*r) for r in self._db.execute(sql + " ORDER BY d.source, f.page", args)]
+
     def remove(self, doc_id: str) -> None:
         with self._tx():
+            self._db.execute("DELETE FROM failed_pages WHERE doc_id = ?", (doc_id,))
             self._db.execute("DELETE FROM doc_terms WHERE doc_id = ?", (doc_id,))
             self._db.execute("DELETE FROM documents WHERE doc_id = ?", (doc_id,))
 
@@ -132,6 +166,19 @@ class _Transaction:
 
     def __exit__(self, exc_type, exc, tb) -> None:
         self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+
+
+@dataclass(frozen=True)
+class FailedPage:
+    doc_id: str
+    source: str
+    page: int
+    code: str
+    message: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"source": self.source, "page": self.page, "code": self.code,
+                "message": self.message}
 
 
 def _row(r: tuple) -> Document:

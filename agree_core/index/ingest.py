@@ -1,12 +1,16 @@
 """The ingest pipeline behind :meth:`PageIndex.add`: plan, produce, write.
 
-- :func:`plan` decides per file what is left to do (nothing when it is indexed already,
-  else the pages still missing);
-- :func:`produce` renders pages and reads their text layer in a background thread, so
-  that rendering overlaps with encoding;
+- :func:`plan` decides per file what is left to do: nothing when it is indexed already,
+  else the pages still missing (an interrupted add) or that failed last time (a retry);
+- :func:`produce` renders pages, reads their text layer and, for scans, runs OCR in a small
+  pool of worker processes, all in a background thread that overlaps with encoding;
 - :func:`write` encodes a batch of pages and upserts their points.
 
-Storage is used through a few narrow calls on the index: upsert points, the pages already
+Isolation: a failure in any stage (render, text layer, OCR, image write, encode, vector
+write) costs one page, which is recorded in the catalog with a reason code and retried by
+the next add; a file none of whose pages can be indexed is skipped as a whole; nothing
+stops the run but an interrupt. Unexpected errors (bugs) are logged at WARNING with their
+traceback. Storage is used through a few narrow calls: upsert points, the pages already
 written for a document, abandon a document, mark it ready.
 """
 
@@ -23,7 +27,8 @@ from typing import TYPE_CHECKING, Any, Iterator, Sequence
 import numpy as np
 
 from agree_core.index.shard import PageRecord
-from agree_core.pages import Page, PdfError, PdfInfo, file_sha256, find_pdfs, inspect_pdf, iter_pages
+from agree_core.pages import (DEFAULT_PAGE_TIMEOUT, Page, PdfError, PdfInfo, file_sha256, find_pdfs,
+                              inspect_pdf, iter_pages)
 from agree_core.pooling import pool_vectors
 
 if TYPE_CHECKING:
@@ -43,11 +48,16 @@ class AddReport:
     added: list[str] = field(default_factory=list)  # sources indexed (or resumed) now
     unchanged: list[str] = field(default_factory=list)  # already indexed with the same content
     skipped: list[PdfError] = field(default_factory=list)  # files that could not be indexed
+    failed_pages: list[PdfError] = field(default_factory=list)  # pages of indexed files
     pages: int = 0  # pages encoded now
 
     @property
     def ok(self) -> bool:
-        return not self.skipped
+        return not self.skipped and not self.failed_pages
+
+    def problems(self) -> list[PdfError]:
+        """Skipped files, then failed pages: each has ``to_json()`` (source, page, code, message)."""
+        return [*self.skipped, *self.failed_pages]
 
 
 @dataclass
@@ -57,22 +67,31 @@ class Plan:
     doc_id: str
     info: PdfInfo
     pages: list[int]
+    had_pages: bool = False  # pages of this document were indexed before this add
+    written: int = 0
+    failed: list[PdfError] = field(default_factory=list)
 
 
 def add(index: "PageIndex", paths: Sequence[str | Path], metadata: dict[str, Any] | None,
-        batch_size: int, progress: bool) -> AddReport:
+        batch_size: int, progress: bool, page_timeout: float = DEFAULT_PAGE_TIMEOUT,
+        ocr_workers: int | None = None) -> AddReport:
     """See :meth:`PageIndex.add`."""
     from tqdm import tqdm
 
+    if page_timeout <= 0:
+        raise ValueError(f"page_timeout must be > 0 seconds, got {page_timeout}")
     report = AddReport()
     files, missing = find_pdfs(list(paths))
     report.skipped.extend(missing)
     plans = []
     for f in tqdm(files, desc="checking files", unit="file", disable=not progress or len(files) < 20):
         try:
-            p = plan(index, f, metadata)
+            p = plan(index, f, metadata, page_timeout)
         except PdfError as e:
             report.skipped.append(e)
+            continue
+        except Exception as e:  # noqa: BLE001 - one bad file must not stop the rest
+            report.skipped.append(_unexpected(f, None, "checking", e))
             continue
         if p is None:
             report.unchanged.append(str(f))
@@ -81,30 +100,40 @@ def add(index: "PageIndex", paths: Sequence[str | Path], metadata: dict[str, Any
     bar = tqdm(total=sum(len(p.pages) for p in plans), desc="indexing", unit="page",
                disable=not progress, dynamic_ncols=True)
     try:
-        for p, pages, error in produce(index, plans, batch_size):
+        for p, pages, error in produce(index, plans, batch_size, page_timeout, ocr_workers):
             if error is not None:
                 index._abandon(p.doc_id)
                 report.skipped.append(error)
-                log.error("skipped %s", error)
                 continue
             if pages:
-                write(index, p, pages)
-                report.pages += len(pages)
+                _write_batch(index, p, pages)
                 bar.update(len(pages))
-            else:  # every page of this document is written
-                index._set_ready(p.doc_id)
+                continue
+            # every page of this document has been tried
+            if p.failed and not p.written and not p.had_pages:
+                index._abandon(p.doc_id)
+                first = p.failed[0]
+                report.skipped.append(PdfError(p.source, first.code, "no page could be indexed "
+                                               f"(page {first.page}: {first.reason})"))
+                continue
+            index._set_ready(p.doc_id)
+            report.pages += p.written
+            report.failed_pages.extend(p.failed)
+            if p.written or not p.failed:
                 report.added.append(str(p.source))
     finally:
         bar.close()
-    for e in report.skipped:
-        log.warning("skipped %s", e)
+    for e in report.problems():
+        log.info("skipped %s [%s]", e, e.code)  # the report holds them; the CLI names them
     return report
 
 
-def plan(index: "PageIndex", source: Path, metadata: dict[str, Any] | None) -> Plan | None:
+def plan(index: "PageIndex", source: Path, metadata: dict[str, Any] | None,
+         page_timeout: float = DEFAULT_PAGE_TIMEOUT) -> Plan | None:
     """What to do with one file: ``None`` when it is indexed already (metadata, if given
-    and different, is updated in place), else the pages still to write."""
-    info = inspect_pdf(source)
+    and different, is updated in place), else the pages still to write: missing ones, or
+    the ones that failed last time."""
+    info = inspect_pdf(source, timeout=page_timeout)
     sha = file_sha256(source)
     doc_id = doc_id_for(source, sha)
     doc = index.catalog.get(doc_id)
@@ -115,47 +144,73 @@ def plan(index: "PageIndex", source: Path, metadata: dict[str, Any] | None) -> P
         if doc.meta != metadata:
             index.shard.set_meta(doc_id, metadata)
             index.catalog.set_meta(doc_id, metadata)
-        return None
+        failed = sorted(f.page for f in index.catalog.failed_pages(doc_id))
+        return Plan(source, sha, doc_id, info, failed, had_pages=True) if failed else None
     done = index.shard.page_numbers(doc_id) if doc is not None else set()
     index.catalog.begin(doc_id, str(source), sha, info.pages, metadata)
     if done and doc is not None and doc.meta != metadata:
         index.shard.set_meta(doc_id, metadata)
     for old in index.catalog.documents(state="deleting", source=str(source)):
         index._purge(old.doc_id)  # the previous version of a changed file
-    return Plan(source, sha, doc_id, info, [p for p in range(1, info.pages + 1) if p not in done])
+    return Plan(source, sha, doc_id, info, [p for p in range(1, info.pages + 1) if p not in done],
+                had_pages=bool(done))
 
 
-def produce(index: "PageIndex", plans: list[Plan], batch_size: int
+def produce(index: "PageIndex", plans: list[Plan], batch_size: int,
+            page_timeout: float = DEFAULT_PAGE_TIMEOUT, ocr_workers: int | None = None,
             ) -> Iterator[tuple[Plan, list[Page], PdfError | None]]:
-    """Batches of rendered pages per plan (``[]`` closes a plan), made in a background
-    thread so that rendering, text extraction and image writing overlap with encoding."""
+    """Batches of pages per plan (``[]`` closes a plan; a page that failed carries its
+    ``error``), made in a background thread so that rendering, text extraction, OCR and
+    image writing overlap with encoding. ``ocr_workers=0`` leaves OCR to the encoder."""
     q: queue.Queue = queue.Queue(maxsize=4)
     stop = threading.Event()
     dpi = index.config.dpi
+    ocr_dpi_for = getattr(index.encoder, "ocr_dpi_for", None) if ocr_workers != 0 else None
+    ocr = _Ocr(ocr_workers, page_timeout) if ocr_dpi_for is not None else None
 
     def work() -> None:
         try:
             for plan in plans:
                 try:
                     batch: list[Page] = []
-                    for page in iter_pages(plan.source, dpi=dpi, pages=plan.pages,
-                                           sha256=plan.sha256, info=plan.info):
-                        index.images.save(plan.doc_id, page.page_no, page.image)
+
+                    def emit(page: Page) -> None:
+                        nonlocal batch
                         batch.append(page)
                         if len(batch) == batch_size:
                             q.put((plan, batch, None))
                             batch = []
+
+                    for page in iter_pages(plan.source, dpi=dpi, pages=plan.pages,
+                                           sha256=plan.sha256, info=plan.info,
+                                           skip_bad_pages=True, timeout=page_timeout):
+                        _save_image(index, plan, page)
+                        want = (ocr_dpi_for(page) if ocr is not None and page.error is None
+                                else None)
+                        if want is None:
+                            emit(page)
+                        else:
+                            for done in ocr.submit(page, want):
+                                emit(done)
                         if stop.is_set():
                             return
+                    if ocr is not None:
+                        for done in ocr.drain():
+                            emit(done)
                     if batch:
                         q.put((plan, batch, None))
                     q.put((plan, [], None))
                 except PdfError as e:
+                    if ocr is not None:
+                        ocr.drop()
                     q.put((plan, [], e))
                 except Exception as e:  # noqa: BLE001 - one bad file must not stop the rest
-                    log.debug("unexpected error on %s", plan.source, exc_info=True)
-                    q.put((plan, [], PdfError(plan.source, "failed", f"failed: {e!r}")))
+                    if ocr is not None:
+                        ocr.drop()
+                    q.put((plan, [], _unexpected(plan.source, None, "reading", e)))
         finally:
+            if ocr is not None:
+                ocr.close()
             q.put(None)
 
     thread = threading.Thread(target=work, name="agree-pages", daemon=True)
@@ -175,8 +230,62 @@ def produce(index: "PageIndex", plans: list[Plan], batch_size: int
 
 def write(index: "PageIndex", plan: Plan, pages: list[Page]) -> None:
     """Encode ``pages`` of ``plan``'s document and upsert their points."""
+    index.shard.upsert(_records(index, plan, pages, index.encoder.encode_pages(pages)))
+
+
+def _write_batch(index: "PageIndex", plan: Plan, pages: list[Page]) -> None:
+    """Write the good pages of a batch; a batch that fails is written page by page, so a
+    failure costs only the page that caused it. Outcomes go to ``plan`` and the catalog."""
+    failed = [p.error for p in pages if p.error is not None]
+    good = [p for p in pages if p.error is None]
+    written: list[int] = []
+    if good:
+        try:
+            write(index, plan, good)
+            written = [p.page_no for p in good]
+        except Exception as e:  # noqa: BLE001 - retried page by page below
+            log.info("%s: writing pages one by one after %r", plan.source, e)
+            for page in good:
+                try:
+                    embeddings = _stage("encode", page, index.encoder.encode_pages, [page])
+                    _stage("vector_write", page, index.shard.upsert,
+                           _records(index, plan, [page], embeddings))
+                    written.append(page.page_no)
+                except PdfError as pe:
+                    failed.append(pe)
+    plan.written += len(written)
+    plan.failed.extend(failed)
+    index.catalog.clear_failed(plan.doc_id, written)
+    index.catalog.set_failed(plan.doc_id, [(e.page, e.code, e.reason) for e in failed])
+
+
+def _stage(code: str, page: Page, fn: Any, *args: Any) -> Any:
+    try:
+        return fn(*args)
+    except Exception as e:  # noqa: BLE001 - costs this page only
+        raise _unexpected(page.source, page.page_no, code, e, code) from e
+
+
+def _unexpected(source: Path, page: int | None, doing: str, e: Exception,
+                code: str = "failed") -> PdfError:
+    where = f"{source}" + (f" page {page}" if page else "")
+    log.warning("unexpected error while %s %s", doing, where, exc_info=e)
+    return PdfError(source, code, f"{doing} failed: {e!r}", page)
+
+
+def _save_image(index: "PageIndex", plan: Plan, page: Page) -> None:
+    if page.error is not None or page.image is None:
+        return
+    try:
+        index.images.save(plan.doc_id, page.page_no, page.image)
+    except OSError as e:
+        page.error = PdfError(plan.source, "image_write", f"the page image cannot be written: "
+                              f"{e.strerror or e}", page.page_no)
+        page.image = None
+
+
+def _records(index: "PageIndex", plan: Plan, pages: list[Page], embeddings: list) -> list[PageRecord]:
     config = index.config
-    embeddings = index.encoder.encode_pages(pages)
     doc = index.catalog.get(plan.doc_id)
     records = []
     for page, emb in zip(pages, embeddings):
@@ -194,4 +303,56 @@ def write(index: "PageIndex", plan: Plan, pages: list[Page]) -> None:
             "meta": doc.meta if doc else {},
         }
         records.append(PageRecord(page.id, vectors.numpy().astype(np.float32), pooled, payload))
-    index.shard.upsert(records)
+    return records
+
+
+class _Ocr:
+    """Scans read ahead of encoding by an :class:`~agree_core.ocr.OcrPool`, started on the
+    first page that needs it (a folder without scans starts no process)."""
+
+    def __init__(self, workers: int | None, timeout: float):
+        self.workers, self.timeout = workers, timeout
+        self._pool: Any = None
+
+    def submit(self, page: Page, dpi: int) -> list[Page]:
+        """Queue ``page``; returns the pages whose OCR finished meanwhile (to make room)."""
+        from agree_core.ocr import OcrPool, is_blank
+
+        if page.image is not None and is_blank(page.image):
+            page.ocr_done = True
+            return [page]
+        if self._pool is None:
+            self._pool = OcrPool(self.workers, self.timeout)
+        done = [self._finish(*self._pool.next())] if self._pool.full else []
+        try:  # the stored render is reused when its dpi is enough for OCR
+            image = (page.image if page.dpi >= dpi or not page.from_pdf
+                     else page.render(dpi, timeout=self.timeout))
+        except PdfError as e:
+            page.error = e
+            return [*done, page]
+        self._pool.submit(page, image)
+        return done
+
+    def drain(self) -> list[Page]:
+        return [self._finish(k, r) for k, r in self._pool.drain()] if self._pool else []
+
+    def drop(self) -> None:
+        if self._pool is not None:
+            list(self._pool.drain())
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+
+    @staticmethod
+    def _finish(page: Page, got: Any) -> Page:
+        if isinstance(got, BaseException):
+            from agree_core.ocr import OcrTimeout
+
+            code = "timeout" if isinstance(got, OcrTimeout) else "ocr"
+            if code == "ocr":
+                log.warning("OCR failed on %s page %d", page.source, page.page_no, exc_info=got)
+            page.error = PdfError(page.source, code, f"OCR failed: {got}", page.page_no)
+        else:
+            page.words, page.ocr_done = got, True
+        return page

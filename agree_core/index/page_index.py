@@ -31,6 +31,7 @@ from agree_core.index.lock import DirectoryLock
 from agree_core.index import ingest
 from agree_core.index.ingest import AddReport  # noqa: F401 - a public name of this module
 from agree_core.index.shard import VectorShard, build_filter
+from agree_core.pages import DEFAULT_PAGE_TIMEOUT
 from agree_core.pages import page_id as make_page_id
 from agree_core.scoring import idf_weights, similarity_map
 
@@ -178,6 +179,8 @@ class PageIndex:
         metadata: dict[str, Any] | None = None,
         batch_size: int = 16,
         progress: bool = True,
+        page_timeout: float = DEFAULT_PAGE_TIMEOUT,
+        ocr_workers: int | None = None,
     ) -> AddReport:
         """Index PDF files and folders (recursive). Idempotent: unchanged files are skipped,
         a changed file replaces its pages, an interrupted file resumes.
@@ -187,9 +190,16 @@ class PageIndex:
         without re-encoding; ``None`` keeps what each file has.
 
         Files that cannot be indexed are reported in ``AddReport.skipped`` with the reason;
-        they never stop the others.
+        they never stop the others. A page that fails (render, OCR, encoding, writing) is
+        reported in ``AddReport.failed_pages``, recorded in the catalog (see :meth:`info`)
+        and retried by the next add of the same file; the rest of its document is indexed.
+
+        Args:
+            page_timeout: seconds a page may take to render or OCR before it is stopped.
+            ocr_workers: OCR processes reading scans ahead of encoding (default: one per
+                two cores); 0 leaves OCR to the encoder, on this thread.
         """
-        return ingest.add(self, paths, metadata, batch_size, progress)
+        return ingest.add(self, paths, metadata, batch_size, progress, page_timeout, ocr_workers)
 
     def delete(self, source: str | Path) -> int:
         """Remove a document by its path; returns the number of pages removed (0 if absent)."""
@@ -284,10 +294,15 @@ class PageIndex:
     def info(self) -> dict[str, Any]:
         docs = self.catalog.documents()
         ready = [d for d in docs if d.state == "ready"]
+        failed = self.catalog.failed_pages()
+        n_failed = {d.doc_id: 0 for d in docs}
+        for f in failed:
+            n_failed[f.doc_id] = n_failed.get(f.doc_id, 0) + 1
         return {
             "encoder": self.config.encoder,
-            "pages": sum(d.pages for d in ready),
-            "documents": [{"source": d.source, "pages": d.pages} for d in ready],
+            "pages": sum(d.pages - n_failed[d.doc_id] for d in ready),
+            "documents": [{"source": d.source, "pages": d.pages - n_failed[d.doc_id]} for d in ready],
+            "failed_pages": [f.to_json() for f in failed],
             "incomplete": [{"source": d.source, "pages": d.pages, "state": d.state}
                            for d in docs if d.state != "ready"],
             "dim": self.config.dim,
