@@ -115,8 +115,9 @@ class Page:
 class PdfInfo:
     path: Path
     pages: int
-    sizes: list[tuple[float, float]]  # (width, height) in points, per page; (0, 0): unknown
+    sizes: list[tuple[float, float]]  # (width, height) in points as shown (rotation applied)
     encrypted: bool
+    rotations: tuple[int, ...] = ()  # /Rotate of each page (0, 90, 180, 270)
 
 
 def page_id(source: str | Path, sha256: str, page_no: int) -> str:
@@ -143,6 +144,7 @@ def require_poppler() -> None:
 
 
 _SIZE_RE = re.compile(r"^Page\s+(\d+) size:\s+([\d.]+) x ([\d.]+) pts", re.M)
+_ROT_RE = re.compile(r"^Page\s+(\d+) rot:\s+(-?\d+)", re.M)
 
 
 def inspect_pdf(path: str | Path, *, timeout: float = DEFAULT_PAGE_TIMEOUT) -> PdfInfo:
@@ -181,8 +183,13 @@ def inspect_pdf(path: str | Path, *, timeout: float = DEFAULT_PAGE_TIMEOUT) -> P
     if not sizes:
         raise PdfError(path, "corrupt", f"corrupt: {n_pages} pages declared, none readable")
     encrypted = bool(re.search(r"^Encrypted:\s+yes", out, re.M))
-    return PdfInfo(path, n_pages, [sizes.get(p, (0.0, 0.0)) for p in range(1, n_pages + 1)],
-                   encrypted)
+    rots = {int(p): int(r) % 360 for p, r in _ROT_RE.findall(out)}
+    rotations = tuple(rots.get(p, 0) for p in range(1, n_pages + 1))
+    shown = []  # pdfinfo gives the unrotated size; the image and the text layer are rotated
+    for p, rot in enumerate(rotations, start=1):
+        w, h = sizes.get(p, (0.0, 0.0))
+        shown.append((h, w) if rot in (90, 270) else (w, h))
+    return PdfInfo(path, n_pages, shown, encrypted, rotations)
 
 
 def check_page_size(path: str | Path, page_no: int, size: tuple[float, float]) -> None:
@@ -242,7 +249,7 @@ def iter_pages(
     if bad:
         raise ValueError(f"{path} has {info.pages} pages; cannot yield page(s) {bad[:5]}")
     for run in _runs(wanted, chunk_size):
-        words = _text_layer(path, run, timeout) if text else {}
+        words = _text_layer(path, run, timeout, info.rotations) if text else {}
         images = _render_run(path, run, dpi, info, timeout) if render else {}
         for p in run:
             w, h = info.sizes[p - 1]
@@ -338,11 +345,12 @@ def _poppler(cmd: list[str], path: Path, timeout: float, doing: str,
                        "see --page-timeout)", page) from e
 
 
-def _text_layer(path: Path, run: list[int], timeout: float) -> dict[int, list[Word]]:
+def _text_layer(path: Path, run: list[int], timeout: float,
+                rotations: tuple[int, ...] = ()) -> dict[int, list[Word]]:
     """Words with normalised boxes for the pages of ``run``, via ``pdftotext -bbox``; a run
     that fails is read page by page, and a page that fails has no words (logged)."""
     try:
-        return _read_text_layer(path, run[0], run[-1], timeout)
+        return _read_text_layer(path, run[0], run[-1], timeout, rotations)
     except PdfError as e:
         if len(run) == 1:
             log.warning("%s page %d: the text layer cannot be read (%s); the page is indexed "
@@ -350,11 +358,12 @@ def _text_layer(path: Path, run: list[int], timeout: float) -> dict[int, list[Wo
             return {}
     out: dict[int, list[Word]] = {}
     for p in run:
-        out.update(_text_layer(path, [p], timeout))
+        out.update(_text_layer(path, [p], timeout, rotations))
     return out
 
 
-def _read_text_layer(path: Path, first: int, last: int, timeout: float) -> dict[int, list[Word]]:
+def _read_text_layer(path: Path, first: int, last: int, timeout: float,
+                     rotations: tuple[int, ...] = ()) -> dict[int, list[Word]]:
     one = first if first == last else None
     proc = _poppler(["pdftotext", "-bbox", "-enc", "UTF-8", "-f", str(first), "-l", str(last),
                      str(path), "-"], path, timeout, "reading the text layer", one)
@@ -375,6 +384,9 @@ def _read_text_layer(path: Path, first: int, last: int, timeout: float) -> dict[
     out: dict[int, list[Word]] = {}
     for i, page in enumerate(doc.iter("page")):
         w, h = float(page.get("width", 0)), float(page.get("height", 0))
+        p = first + i
+        if p <= len(rotations) and rotations[p - 1] in (90, 270):
+            w, h = h, w  # pdftotext gives the unrotated size but words where they are shown
         words = []
         if w > 0 and h > 0:
             for el in page:
