@@ -1,8 +1,14 @@
-"""PDF files to pages: images rendered with poppler (pdf2image), text layer with word boxes.
+"""PDF files to pages: images rendered by poppler's ``pdftoppm``, text layer with word boxes.
 
 Pages stream in chunks, so a 2,000-page PDF never sits in memory. Every problem with a file
 is raised as :class:`PdfError` with a reason a person can act on; callers that process many
 files catch it per file and go on.
+
+Poppler runs in child processes with a timeout (killed when it runs out) and an address-space
+limit (``prlimit``), called directly rather than through pdf2image, which runs ``pdfinfo``
+with no timeout before every render and decodes images before their size can be checked.
+Every rendered image's size is read from its header and checked against the pixel budget
+before it is decoded.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ MAX_IMAGE_SIDE_PX = 4_000  # renders are scaled down past this, whatever the dpi
 MAX_IMAGE_PIXELS = MAX_IMAGE_SIDE_PX * MAX_IMAGE_SIDE_PX
 DEFAULT_PAGE_TIMEOUT = 300.0  # seconds a page may take to render (or OCR) before it is stopped
 RENDER_MEMORY_BYTES = 2 << 30  # address-space limit of a poppler process (where prlimit exists)
+MAX_TIMEOUTS_PER_FILE = 3  # after this many pages of one file ran out of time, its rest fails fast
 
 __all__ = [
     "Word", "Page", "PdfError", "PdfInfo", "file_sha256", "page_id", "inspect_pdf",
@@ -248,9 +255,11 @@ def iter_pages(
     bad = [p for p in wanted if not 1 <= p <= info.pages]
     if bad:
         raise ValueError(f"{path} has {info.pages} pages; cannot yield page(s) {bad[:5]}")
+    timeouts = [0]  # pages of this file that ran out of time
     for run in _runs(wanted, chunk_size):
-        words = _text_layer(path, run, timeout, info.rotations) if text else {}
-        images = _render_run(path, run, dpi, info, timeout) if render else {}
+        words = (_text_layer(path, run, timeout, info.rotations)
+                 if text and timeouts[0] < MAX_TIMEOUTS_PER_FILE else {})
+        images = _render_run(path, run, dpi, info, timeout, timeouts) if render else {}
         for p in run:
             w, h = info.sizes[p - 1]
             got = images.get(p)
@@ -283,9 +292,11 @@ def _safe_dpi(dpi: float, page_size: tuple[float, float] | Page) -> float:
     return max(0.001, int(dpi * MAX_IMAGE_SIDE_PX / side_px * 1000) / 1000)
 
 
-def _render_run(path: Path, run: list[int], dpi: int, info: PdfInfo,
-                timeout: float) -> dict[int, Image.Image | PdfError]:
-    """Images of the pages of ``run``, or the error that stopped each page."""
+def _render_run(path: Path, run: list[int], dpi: int, info: PdfInfo, timeout: float,
+                timeouts: list[int]) -> dict[int, Image.Image | PdfError]:
+    """Images of the pages of ``run``, or the error that stopped each page. ``timeouts``
+    counts the file's pages that ran out of time; past ``MAX_TIMEOUTS_PER_FILE`` the
+    others fail at once instead of each waiting for its timeout."""
     out: dict[int, Image.Image | PdfError] = {}
     for p in run:
         try:
@@ -293,18 +304,25 @@ def _render_run(path: Path, run: list[int], dpi: int, info: PdfInfo,
         except PdfError as e:
             out[p] = e
     normal = [p for p in run if p not in out and _safe_dpi(dpi, info.sizes[p - 1]) == dpi]
-    if len(normal) > 1 and normal == list(range(normal[0], normal[-1] + 1)):
+    if len(normal) > 1 and normal == list(range(normal[0], normal[-1] + 1)) \
+            and timeouts[0] < MAX_TIMEOUTS_PER_FILE:
         try:
             out.update(zip(normal, _render(path, normal[0], normal[-1], dpi, timeout)))
         except PdfError as e:  # retried page by page below, to name only the bad pages
             log.info("%s: retrying pages %d-%d one by one (%s)", path, normal[0], normal[-1],
                      e.reason)
     for p in run:
-        if p not in out:  # alone: a retried page, or a huge one rendered at a lower dpi
-            try:
-                out[p] = _render(path, p, p, _safe_dpi(dpi, info.sizes[p - 1]), timeout)[0]
-            except PdfError as e:
-                out[p] = e
+        if p in out:
+            continue
+        if timeouts[0] >= MAX_TIMEOUTS_PER_FILE:
+            out[p] = PdfError(path, "timeout", f"not tried: {timeouts[0]} pages of this file ran "
+                              "out of time already (see --page-timeout)", p)
+            continue
+        try:  # alone: a retried page, or a huge one rendered at a lower dpi
+            out[p] = _render(path, p, p, _safe_dpi(dpi, info.sizes[p - 1]), timeout)[0]
+        except PdfError as e:
+            out[p] = e
+            timeouts[0] += e.code == "timeout"
     return out
 
 
@@ -322,15 +340,22 @@ def _render(path: Path, first: int, last: int, dpi: float, timeout: float) -> li
             if proc.returncode < 0 or "alloc" in err.lower():
                 err = f"poppler was stopped ({err}; memory limit {RENDER_MEMORY_BYTES >> 20} MiB)"
             raise PdfError(path, "render", f"cannot be rendered: {err}", page)
-        images = []
-        for p in range(first, last + 1):
-            with Image.open(files[p]) as img:
-                w, h = img.size  # read from the header: nothing is decoded yet
-                if w * h > MAX_IMAGE_PIXELS:
-                    raise PdfError(path, "too_large", f"the page renders to {w} x {h} pixels, over "
-                                   f"the budget of {MAX_IMAGE_PIXELS:,} pixels", p)
-                images.append(img.convert("RGB"))
-    return images
+        return [_load_image(path, p, files[p]) for p in range(first, last + 1)]
+
+
+def _load_image(path: Path, page_no: int, file: Path) -> Image.Image:
+    """A rendered page, its size checked against the pixel budget before it is decoded."""
+    try:
+        with Image.open(file) as img:
+            w, h = img.size  # read from the header: nothing is decoded yet
+            if w * h > MAX_IMAGE_PIXELS:
+                raise PdfError(path, "too_large", f"the page renders to {w} x {h} pixels, over "
+                               f"the budget of {MAX_IMAGE_PIXELS:,} pixels", page_no)
+            if w < 1 or h < 1:
+                raise PdfError(path, "render", "poppler rendered an empty image", page_no)
+            return img.convert("RGB")
+    except (OSError, ValueError, Image.DecompressionBombError) as e:
+        raise PdfError(path, "render", f"the rendered image cannot be read: {e}", page_no) from e
 
 
 def _poppler(cmd: list[str], path: Path, timeout: float, doing: str,
@@ -348,13 +373,14 @@ def _poppler(cmd: list[str], path: Path, timeout: float, doing: str,
 def _text_layer(path: Path, run: list[int], timeout: float,
                 rotations: tuple[int, ...] = ()) -> dict[int, list[Word]]:
     """Words with normalised boxes for the pages of ``run``, via ``pdftotext -bbox``; a run
-    that fails is read page by page, and a page that fails has no words (logged)."""
+    that fails is read page by page (unless it ran out of time), and a page that fails has
+    no words (logged)."""
     try:
         return _read_text_layer(path, run[0], run[-1], timeout, rotations)
     except PdfError as e:
-        if len(run) == 1:
-            log.warning("%s page %d: the text layer cannot be read (%s); the page is indexed "
-                        "from its image", path, run[0], e.reason)
+        if len(run) == 1 or e.code == "timeout":
+            log.warning("%s pages %d-%d: the text layer cannot be read (%s); the pages are "
+                        "indexed from their images", path, run[0], run[-1], e.reason)
             return {}
     out: dict[int, list[Word]] = {}
     for p in run:

@@ -26,6 +26,8 @@ def _expect(name: str, what: str) -> str:
 
 
 def text_pdf(path: Path, pages: list[str], size=(612, 792), rotate: int = 0) -> Path:
+    """A PDF with a text layer: one string per page (lines split on newlines), 11 pt
+    Helvetica from 1 in off the top left; ``rotate`` sets every page's /Rotate."""
     from reportlab.pdfgen import canvas
 
     c = canvas.Canvas(str(path), pagesize=size)
@@ -178,12 +180,14 @@ def _one_set(d: Path, k: int, rng: random.Random, pikepdf) -> None:
     # page sizes
     text_pdf(d / _expect("poster_200in.pdf", "indexed"), ["a poster of the maximum size"],
              size=(14_400, 14_400))
-    text_pdf(d / _expect("absurd_mediabox.pdf", "skipped"), ["too big to be a page"],
-             size=(100_000, 100_000))
+    text_pdf(d / _expect("absurd_mediabox.pdf", "indexed"), ["too big to be a page"],
+             size=(100_000, 100_000))  # rendered at a fraction of a dpi
     text_pdf(d / "_mixed.pdf", ["normal page one", "normal page two"])
     with pikepdf.open(d / "_mixed.pdf") as pdf:
         pdf.pages[1].MediaBox = [0, 0, 200_000, 200_000]
-        pdf.save(d / _expect("one_absurd_page.pdf", "partial"))
+        pdf.save(d / _expect("one_absurd_page.pdf", "indexed"))
+        pdf.pages[1].MediaBox = [0, 0, 612, 1]  # a sliver no text fits on
+        pdf.save(d / _expect("one_sliver_page.pdf", "partial"))
     (d / "_mixed.pdf").unlink()
     # rotation
     for angle in (90, 180, 270):

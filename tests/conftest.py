@@ -8,24 +8,16 @@ from pathlib import Path
 
 import pytest
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))  # hostile_folder
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
 def make_pdf(path: Path, pages: list[str], *, size: tuple[float, float] = (612, 792)) -> Path:
     """A PDF with a text layer: one string per page (lines split on newlines)."""
-    from reportlab.pdfgen import canvas
+    from hostile_folder import text_pdf
 
-    c = canvas.Canvas(str(path), pagesize=size)
-    for text in pages:
-        y = size[1] - 72
-        for line in text.splitlines():
-            c.setFont("Helvetica", 11)
-            c.drawString(72, y, line)
-            y -= 16
-        c.showPage()
-    c.save()
-    return path
+    return text_pdf(path, pages, size=size)
 
 
 MARKERS = ("aardvark badger camel dolphin elephant flamingo giraffe hedgehog iguana jaguar "

@@ -7,7 +7,7 @@ import json
 import os
 import shutil
 import stat
-import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +20,6 @@ from agree_core.pages import PdfError, find_pdfs, iter_pages
 from conftest import lorem_pages, make_pdf, marker, run_cli
 
 pytest.importorskip("pikepdf")
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 import hostile_folder  # noqa: E402
 
 
@@ -64,6 +63,8 @@ def test_a_hostile_folder_indexes_to_the_end(hostile):
             assert name in indexed and name not in named, (name, named.get(name))
         elif what == "skipped":
             assert shown in named and named[shown]["page"] is None, name
+        elif what == "partial":
+            assert name in indexed and named[name]["page"] is not None, name
         else:  # either: indexed or named, never lost
             assert name in indexed or shown in named, name
     assert named["encrypted_user.pdf"]["code"] == "encrypted"
@@ -71,6 +72,8 @@ def test_a_hostile_folder_indexes_to_the_end(hostile):
     assert named["not_a_pdf.pdf"]["code"] == named["empty.pdf"]["code"] == "not_pdf"
     assert named["link_a.pdf"]["code"] == "unreadable"
     assert named["caf\\xe9_latin1.pdf"]["code"] == "bad_name"
+    assert (named["one_sliver_page.pdf"]["page"], named["one_sliver_page.pdf"]["code"]) == (2, "page_size")
+    assert indexed["one_sliver_page.pdf"] == 1 and indexed["absurd_mediabox.pdf"] == 1
     assert not Path("/tmp/agree-launched").exists()  # the launch action never ran
 
 
@@ -114,17 +117,23 @@ def test_symlink_loops_and_unlistable_folders_are_named_not_followed(tmp_path):
     assert [(Path(e.path).name, e.code) for e in errors] == [("dangling.pdf", "unreadable")]
 
 
-def test_a_page_that_renders_too_long_is_stopped_and_the_others_go_on(tmp_path, monkeypatch):
-    """pdftoppm hangs on page 2 (a stand-in on PATH that sleeps): it is killed after the
-    timeout, page 2 is named, pages 1 and 3 are indexed."""
-    pdf = make_pdf(tmp_path / "slow.pdf", lorem_pages(3))
+def _hanging_pdftoppm(tmp_path, monkeypatch, pattern: str) -> None:
+    """Put a ``pdftoppm`` on PATH that hangs when its arguments match the shell ``pattern``
+    and runs the real one otherwise."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     fake = bin_dir / "pdftoppm"
-    fake.write_text("#!/bin/sh\ncase \"$*\" in *\"-f 2 \"*|*\"-f 1 -l 3 \"*) exec sleep 600;; esac\n"
+    fake.write_text(f"#!/bin/sh\ncase \"$*\" in {pattern}) exec sleep 600;; esac\n"
                     f"exec {shutil.which('pdftoppm')} \"$@\"\n")
     fake.chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+
+
+def test_a_page_that_renders_too_long_is_stopped_and_the_others_go_on(tmp_path, monkeypatch):
+    """pdftoppm hangs on page 2: it is killed after the timeout, page 2 is named, pages 1
+    and 3 are indexed."""
+    pdf = make_pdf(tmp_path / "slow.pdf", lorem_pages(3))
+    _hanging_pdftoppm(tmp_path, monkeypatch, '*"-f 2 "*|*"-f 1 -l 3 "*')
     with PageIndex.open(tmp_path / "ix") as index:
         report = index.add([pdf], progress=False, page_timeout=5)
         (failed,) = report.failed_pages
@@ -132,6 +141,17 @@ def test_a_page_that_renders_too_long_is_stopped_and_the_others_go_on(tmp_path, 
         assert "rendering page 2 took longer than 5 s" in failed.reason
         assert report.pages == 2 and {h.page for h in index.search(marker(3), k=3)} >= {3}
         assert index.info()["failed_pages"] == [failed.to_json()]
+
+
+def test_a_file_whose_pages_all_hang_fails_fast_after_three(tmp_path, monkeypatch):
+    pdf = make_pdf(tmp_path / "stuck.pdf", lorem_pages(6))
+    _hanging_pdftoppm(tmp_path, monkeypatch, "*")
+    start = time.monotonic()
+    pages = list(iter_pages(pdf, skip_bad_pages=True, timeout=1))
+    assert [p.error.code for p in pages] == ["timeout"] * 6
+    assert all("took longer than 1 s" in p.error.reason for p in pages[:3])
+    assert all("not tried: 3 pages of this file ran out of time" in p.error.reason for p in pages[3:])
+    assert time.monotonic() - start < 30  # a chunk and three pages, not six
 
 
 def _fail_on(page_no: int, error: Exception):

@@ -3,9 +3,7 @@ objects rapidocr builds (its own classes), including the shapes that once crashe
 
 from __future__ import annotations
 
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,7 +17,6 @@ from rapidocr.utils.output import RapidOCROutput  # noqa: E402
 from agree_core import pages as pages_mod  # noqa: E402
 from agree_core.ocr import OcrPool, OcrTimeout, ocr_words, words_from_result  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 from hostile_folder import scan_image  # noqa: E402
 
 QUAD = [[10, 20], [110, 20], [110, 40], [10, 40]]
