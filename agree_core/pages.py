@@ -33,7 +33,6 @@ log = logging.getLogger(__name__)
 PAGE_ID_NAMESPACE = uuid.UUID("6d1f0a52-6c1e-4d38-9a53-3f5f0e6b7a11")
 MAX_PAGE_SIDE_PT = 14_400.0  # 200 in: the largest page PDF 1.7 allows (annex C); larger pages
 # (broken exports) are still rendered, at the dpi that keeps them within MAX_IMAGE_SIDE_PX
-MIN_PAGE_SIDE_PT = 3.0
 MAX_IMAGE_SIDE_PX = 4_000  # renders are scaled down past this, whatever the dpi
 # No rendered image beyond this reaches PIL or OCR (PIL's own decompression-bomb guard,
 # Image.MAX_IMAGE_PIXELS, is 89 M pixels: ours is below it).
@@ -200,14 +199,11 @@ def inspect_pdf(path: str | Path, *, timeout: float = DEFAULT_PAGE_TIMEOUT) -> P
 
 
 def check_page_size(path: str | Path, page_no: int, size: tuple[float, float]) -> None:
-    """Raise ``PdfError`` for a page whose size is unknown or under 3 pt on a side (nothing
-    readable fits on it). Pages over 200 in are fine: they render at a lower dpi."""
+    """Raise ``PdfError(page_size)`` for a page whose size pdfinfo cannot read. Any other
+    size renders: pages over 200 in at a lower dpi, slivers as what they are."""
     w, h = size
     if w <= 0 or h <= 0:
-        raise PdfError(path, "corrupt", "the page's size cannot be read", page_no)
-    if min(w, h) < MIN_PAGE_SIDE_PT:
-        raise PdfError(path, "page_size", f"the page is {w:g} x {h:g} pt; a page must be at "
-                       f"least {MIN_PAGE_SIDE_PT:g} pt a side", page_no)
+        raise PdfError(path, "page_size", "the page's size cannot be read", page_no)
 
 
 def iter_pages(

@@ -3,8 +3,7 @@ from the wild. Used by tests/test_hostile.py (one copy) and benchmarks/bench_hos
 (many copies plus junk).
 
 Every file's name says what it is; :data:`EXPECT` says what ``agree index`` must do with it:
-``indexed`` (all pages), ``partial`` (some pages named as failed), ``skipped`` (the file is
-named), ``either`` (poppler may or may not recover it: indexed, or named; never a crash).
+``indexed`` (all pages), ``skipped`` (the file is named), ``either`` (poppler may or may not recover it: indexed, or named; never a crash).
 """
 
 from __future__ import annotations
@@ -17,7 +16,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-EXPECT: dict[str, str] = {}  # file name -> indexed | partial | skipped | either
+EXPECT: dict[str, str] = {}  # file name -> indexed | skipped | either
 
 
 def _expect(name: str, what: str) -> str:
@@ -186,8 +185,8 @@ def _one_set(d: Path, k: int, rng: random.Random, pikepdf) -> None:
     with pikepdf.open(d / "_mixed.pdf") as pdf:
         pdf.pages[1].MediaBox = [0, 0, 200_000, 200_000]
         pdf.save(d / _expect("one_absurd_page.pdf", "indexed"))
-        pdf.pages[1].MediaBox = [0, 0, 612, 1]  # a sliver no text fits on
-        pdf.save(d / _expect("one_sliver_page.pdf", "partial"))
+        pdf.pages[1].MediaBox = [0, 0, 612, 1]  # a sliver
+        pdf.save(d / _expect("one_sliver_page.pdf", "indexed"))
     (d / "_mixed.pdf").unlink()
     # rotation
     for angle in (90, 180, 270):

@@ -114,17 +114,29 @@ def test_pages_past_200_inches_render_within_the_pixel_budget(pdf_factory):
     assert max(page.image.size) <= pages_mod.MAX_IMAGE_SIDE_PX and page.text == "too big"
 
 
-def test_a_page_too_small_to_hold_anything_costs_that_page_only(pdf_factory):
+def test_a_sliver_page_renders_as_what_it_is(pdf_factory):
     pdf = pdf_factory("sliver.pdf", ["x", "a normal page"], size=(612, 792))
     with pikepdf.open(pdf, allow_overwriting_input=True) as doc:
         doc.pages[0].MediaBox = [0, 0, 612, 1]
         doc.save(pdf)
-    with pytest.raises(PdfError, match=r"page 1: the page is 612 x 1 pt; a page must be at least") as e:
+    first, second = iter_pages(pdf, dpi=100)
+    assert first.image.size[0] == 850 and first.image.size[1] <= 2 and second.text == "a normal page"
+
+
+def test_a_page_that_cannot_be_rendered_costs_that_page_only(pdf_factory, monkeypatch):
+    pdf = pdf_factory("doc.pdf", ["one", "two", "three"])
+    real = pages_mod._render
+
+    def render(path, first, last, dpi, timeout):
+        if first <= 2 <= last:
+            raise PdfError(path, "render", "cannot be rendered: damaged", 2 if first == last else None)
+        return real(path, first, last, dpi, timeout)
+
+    monkeypatch.setattr(pages_mod, "_render", render)
+    with pytest.raises(PdfError, match="page 2: cannot be rendered: damaged"):
         list(iter_pages(pdf))
-    assert (e.value.code, e.value.page) == ("page_size", 1)
-    first, second = iter_pages(pdf, skip_bad_pages=True)
-    assert first.image is None and first.error.code == "page_size"
-    assert second.error is None and second.text == "a normal page"
+    pages = list(iter_pages(pdf, skip_bad_pages=True))
+    assert [p.error.code if p.error else p.text for p in pages] == ["one", "render", "three"]
 
 
 def test_large_page_is_scaled_down_not_rejected(pdf_factory):
