@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="agree",
         description="Visual-document retrieval with late interaction (MaxSim): index PDFs as "
                     "pages, search them, and see why a page matched.",
-        epilog="Exit codes: 0 ok, 1 error, 2 usage, 3 some files skipped, 4 index busy, "
+        epilog="Exit codes: 0 ok, 1 error, 2 usage, 3 some files or pages skipped, 4 index busy, "
                "5 not an index or encoder mismatch.",
     )
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
