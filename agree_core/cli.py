@@ -414,7 +414,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return commands[args.command](args)
     except IndexBusyError as e:
-        log.error("%s", e)
+        from agree_core.index.lock import WAIT_HINT
+
+        log.error("%s", str(e).replace(WAIT_HINT, "retry with --wait SECONDS"))
         return EXIT_BUSY
     except IndexConfigError as e:
         log.error("%s", e)

@@ -222,7 +222,7 @@ class PageIndex:
         from tqdm import tqdm
 
         report = AddReport()
-        files, missing = find_pdfs(list(paths))
+        files, missing = find_pdfs([paths] if isinstance(paths, (str, Path)) else list(paths))
         report.skipped.extend(missing)
         plans = []
         for f in tqdm(files, desc="checking files", unit="file", disable=not progress or len(files) < 20):

@@ -59,10 +59,15 @@ class AgreePageConverter:
         """One Document per page of every PDF in ``sources``.
 
         :param sources: PDF files, folders of PDFs, or PDF ByteStreams (their ``file_path``
-            meta, if any, becomes the pages' ``source``).
+            meta, if any, becomes the pages' ``source``); one path or ByteStream alone is
+            one source.
         :param meta: metadata for the pages of all sources (a dict), or of each source (a list
             as long as ``sources``).
         """
+        if isinstance(sources, (str, Path, ByteStream)):
+            sources = [sources]  # one source, never walked character by character
+        elif not isinstance(sources, (list, tuple)):
+            raise TypeError(f"sources must be a list of paths or ByteStreams, got {type(sources).__name__}")
         documents = []
         for source, extra in zip(sources, normalize_metadata(meta, len(sources))):
             if isinstance(source, ByteStream):

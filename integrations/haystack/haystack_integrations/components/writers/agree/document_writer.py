@@ -35,6 +35,10 @@ class AgreeDocumentWriter:
     def warm_up(self) -> None:
         self.document_store.warm_up()
 
+    def close(self) -> None:
+        """Give back the store's index (``Pipeline.close()`` calls this)."""
+        self.document_store.close()
+
     def to_dict(self) -> dict[str, Any]:
         return init_to_dict(self)
 
