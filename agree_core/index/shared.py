@@ -66,10 +66,10 @@ def require_index(directory: str | Path) -> Path:
     naming the path when there is none there (a typo, a wrong working directory)."""
     path = Path(directory).expanduser().absolute()
     if not (path / CONFIG_FILE).is_file():
-        what = "an empty folder" if path.is_dir() and not any(path.iterdir()) else \
-            "a folder that holds no agree index" if path.is_dir() else "nothing (no such folder)"
+        what = "the folder is empty" if path.is_dir() and not any(path.iterdir()) else \
+            "a folder that holds no agree index" if path.is_dir() else "no such folder"
         raise IndexConfigError(
-            f"no agree index at {path} (there is {what}): components that only read do not create "
+            f"no agree index at {path} ({what}): components that only read do not create "
             f"one. Check the path (relative paths start from {Path.cwd()}), or create the index first "
             "(`agree index PDF... --index DIR`, an indexing pipeline, AgreeVisualRetriever.from_pdfs), "
             "or pass create=True")

@@ -99,7 +99,7 @@ def test_every_component_round_trips_through_to_dict_and_from_dict(tmp_path):
     retriever = components(store)[5].to_dict()["init_parameters"]
     assert retriever["filter_policy"] == "merge" and retriever["document_store"]["init_parameters"] == {
         "index_dir": str(tmp_path / "never-opened"), "encoder": None, "encoder_options": None, "wait": 0.0,
-        "include_images": False, "batch_size": 16}
+        "include_images": False, "batch_size": 16, "create": None}
     assert not (tmp_path / "never-opened").exists()  # serialising never opens the index
 
 

@@ -14,6 +14,7 @@ from haystack.document_stores.errors import DuplicateDocumentError
 from haystack.document_stores.types import DuplicatePolicy
 from haystack.errors import FilterError
 
+from agree_core.index.config import CONFIG_FILE
 from agree_core.index.filters import FilterError as IndexFilterError
 from agree_core.index.node_fields import resolve_node_fields
 from agree_core.index.records import DuplicateRecordError, Record
@@ -101,8 +102,14 @@ class AgreeDocumentStore(MetadataQueries):
             return self._shared
 
     def warm_up(self) -> None:
-        """Open the index and load its encoder."""
-        self._run(lambda ix: ix.encoder.dim)
+        """Open the index and load its encoder; a missing index is left to the first write
+        to create (or the first read to refuse), unless ``create`` says otherwise."""
+        if self.create or Path(self.index_dir, CONFIG_FILE).is_file() or self.create is False:
+            self._run(lambda ix: ix.encoder.dim)
+
+    def _warm_up(self, write: bool) -> None:
+        """:meth:`warm_up` for a component that writes (may create) or only reads (refuses)."""
+        self._run(lambda ix: ix.encoder.dim, write=write)
 
     def close(self) -> None:
         """Give the index back (the last user in this process closes it); the next call

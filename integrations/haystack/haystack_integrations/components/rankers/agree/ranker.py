@@ -72,7 +72,7 @@ class AgreeRanker:
 
     def warm_up(self) -> None:
         if self.document_store is not None:
-            self.document_store.warm_up()
+            self.document_store._warm_up(write=False)
         elif self._encoder is None:
             self._encoder = shared_encoder(self.encoder or DEFAULT_ENCODER, **(self.encoder_options or {}))
 

@@ -56,7 +56,7 @@ class AgreeRetriever:
         self.candidates = candidates
 
     def warm_up(self) -> None:
-        self.document_store.warm_up()
+        self.document_store._warm_up(write=False)
 
     def close(self) -> None:
         """Give back the store's index (``Pipeline.close()`` calls this)."""
