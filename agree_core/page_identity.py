@@ -45,8 +45,8 @@ class PageIdentityError(ValueError):
 
 @dataclass(frozen=True)
 class PageIdentity:
-    """``source`` (absolute PDF path) and ``page`` (1-based physical page), both ``None``
-    when unknown; ``reason`` says why when the page is not known."""
+    """``source`` (absolute PDF path) and ``page`` (1-based physical page), ``None`` when
+    unknown; ``reason`` says why the page is not known, or why its file cannot be read."""
 
     source: str | None
     page: int | None
@@ -64,7 +64,7 @@ def page_identity(meta: Mapping[str, Any] | None, *, name: object = None) -> Pag
     the file.
 
     >>> page_identity({"source": "/a/b.pdf", "page": 2})
-    PageIdentity(source='/a/b.pdf', page=2, reason=None)
+    PageIdentity(source='/a/b.pdf', page=2, reason='/a/b.pdf is not a file')
     >>> page_identity({"file_path": "/a/b.pdf", "source": "7"}).page
     7
     >>> page_identity({"file_name": "b.pdf", "page_label": "3"}).reason
@@ -88,7 +88,8 @@ def page_identity(meta: Mapping[str, Any] | None, *, name: object = None) -> Pag
         number = _number(value)
         if number is None:
             return PageIdentity(path, None, f"metadata {key!r} must be a page number >= 1, got {value!r}")
-        return PageIdentity(path, number)
+        # found; the reason tells why it cannot be read, should the index not hold it either
+        return PageIdentity(path, number, None if Path(path).is_file() else missing_file(source))
     label = meta.get("page_label")
     if label is None:
         return PageIdentity(path, None, "names no page: no metadata 'page', 'page_number' or 'page_label'")

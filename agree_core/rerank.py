@@ -177,7 +177,7 @@ class PageScorer:
 
                 pages.append((i, record_pages([c.record])[0]))
             elif c.page_key:
-                reasons[i] = (missing_file(c.source) if not Path(c.source).is_file()
+                reasons[i] = (c.reason or missing_file(c.source) if not Path(c.source).is_file()
                               else f"{c.source} is not a PDF file")
             else:
                 reasons[i] = c.reason or "names no page"
@@ -214,7 +214,11 @@ def rank(candidates: Sequence[PageRef], scores: Sequence[float | None], reasons:
         raise ValueError(f"on_missing_page must be one of {ON_MISSING_PAGE}, got {on_missing_page!r}")
     missing = [i for i, s in enumerate(scores) if s is None]
     if missing and on_missing_page == "raise":
-        named = "; ".join(f"{candidates[i].key!r}: {reasons[i] or 'no page'}" for i in missing[:5])
+        why: dict[str, list[str]] = {}
+        for i in missing:
+            why.setdefault(reasons[i] or "no page", []).append(repr(candidates[i].key))
+        named = "; ".join(f"{', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''}: {reason}"
+                          for reason, keys in list(why.items())[:5])
         raise UnscorableError(
             f"cannot score {len(missing)} {what}(s) ({named}). A {what} needs a page image or "
             "metadata naming a PDF page: 'file_path' (or 'source') and 'page' (or 'page_number', "

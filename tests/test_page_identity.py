@@ -22,7 +22,7 @@ def test_labels_are_read_from_the_pdf(book_pdf, tmp_path):
 ])
 def test_every_readers_page_keys(book_pdf, meta, page):
     ident = page_identity({"file_path": str(book_pdf), **meta})
-    assert (ident.source, ident.page, ident.reason) == (str(book_pdf), page, None)
+    assert (ident.source, ident.page, ident.reason, ident.found) == (str(book_pdf), page, None, True)
 
 
 def test_pages_that_cannot_be_named(book_pdf, tmp_path, monkeypatch):
@@ -32,7 +32,8 @@ def test_pages_that_cannot_be_named(book_pdf, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path.parent)
     missing = page_identity({"file_path": "book.pdf", "page_label": "1"})
     assert missing.page is None and "store_full_path=True" in missing.reason
-    assert page_identity({"file_path": "book.pdf", "page_number": 1}).page == 1  # a number needs no file
+    number = page_identity({"file_path": "book.pdf", "page_number": 1})  # a number needs no file ...
+    assert number.found and "store_full_path=True" in number.reason  # ... but says why it cannot be read
     assert "must be a page number >= 1, got 0" in page_identity({"source": str(book_pdf), "page": 0}).reason
 
 

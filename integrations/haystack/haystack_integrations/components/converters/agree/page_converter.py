@@ -23,7 +23,9 @@ _FORMATS = ("jpeg", "png", "webp")
 @component
 class AgreePageConverter:
     """Converts PDFs into page Documents: ``content`` is the page's text layer, ``blob`` its
-    rendered image, ``meta`` has ``source`` (the PDF's absolute path) and ``page`` (1-based).
+    rendered image, ``meta`` has ``source`` (the PDF's absolute path) and ``page`` (1-based),
+    also under the names Haystack's own converters and splitters use, ``file_path`` and
+    ``page_number``.
     The Document id is the page's id in an agree index. Folders are searched for PDFs
     recursively; a file that cannot be read is skipped with a warning naming the reason.
 
@@ -90,7 +92,8 @@ class AgreePageConverter:
                     data, mime = encode_image(page.image, self.image_format, self.image_quality)
                     blob = ByteStream(data, mime_type=mime)
                 docs.append(Document(id=make_page_id(source, page.sha256, page.page_no), content=page.text,
-                                     blob=blob, meta={**extra, "source": source, "page": page.page_no}))
+                                     blob=blob, meta={**extra, "source": source, "page": page.page_no,
+                                                              "file_path": source, "page_number": page.page_no}))
         except PdfError as e:
             logger.warning("Skipping {source}: {reason}", source=name or path, reason=e.reason)
             return []
