@@ -4,7 +4,7 @@ and :func:`page_nodes`, every page as the same nodes, for other retrievers (BM25
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from llama_index.core.schema import ImageNode, NodeRelationship, NodeWithScore, RelatedNodeInfo, TextNode
