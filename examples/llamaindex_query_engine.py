@@ -39,7 +39,7 @@ def main() -> None:
     if not questions:
         parser.error("give at least one --question with your own PDFs")
 
-    with AgreeVisualRetriever.from_pdfs(pdfs, args.index or work / "index", top_k=2,
+    with AgreeVisualRetriever.from_pdfs(pdfs, args.index or work / "index", similarity_top_k=2,
                                         progress=True) as retriever:
         engine = RetrieverQueryEngine.from_args(retriever, llm=MockLLM())  # your LLM here
         for question in questions:

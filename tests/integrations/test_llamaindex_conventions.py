@@ -176,6 +176,8 @@ def test_a_reader_refuses_an_index_that_does_not_exist(tmp_path, book_pdf, encod
     assert not (tmp_path / "typo").exists()  # nothing created
     with AgreeVisualRetriever.from_pdfs(str(book_pdf), tmp_path / "new", encoder=encoder) as r:  # one path: one source
         assert r.add_report.added == [str(book_pdf)] and r.shared.run(PageIndex.info)["pages"] == 5
+        again = r.shared.run(PageIndex.add, str(book_pdf), progress=False)  # the core too: never walked
+        assert (again.unchanged, again.skipped) == ([str(book_pdf)], [])
 
 
 def test_fusion_with_bm25_merges_the_same_page(retriever, book_pdf, encoder):
