@@ -13,7 +13,8 @@ PDF's absolute path and its 1-based physical page number, the way the index stor
 
 The file comes from ``source`` (agree's key, when it is not PyMuPDF's page number) or
 ``file_path`` (LlamaIndex's ``SimpleDirectoryReader``, Haystack's converters); a relative
-path is taken from the working directory. ``file_name`` alone does not say where the file is.
+path is taken from the working directory. ``file_name`` alone does not say where the file is,
+and a path that does not end in ``.pdf`` names a document, not a PDF page.
 
 A label is a printed name, not a number: in a book labelled i, ii, 1, 2, ... label ``"1"`` is
 physical page 3. A label printed on two pages names neither: :class:`PageIdentityError`.
@@ -67,6 +68,8 @@ def page_identity(meta: Mapping[str, Any] | None, *, name: object = None) -> Pag
     PageIdentity(source='/a/b.pdf', page=2, reason='/a/b.pdf is not a file')
     >>> page_identity({"file_path": "/a/b.pdf", "source": "7"}).page
     7
+    >>> page_identity({"file_path": "notes.txt", "page_number": 1}).reason
+    "names no PDF: 'notes.txt' is not a .pdf file"
     >>> page_identity({"file_name": "b.pdf", "page_label": "3"}).reason
     "names file 'b.pdf' but not where it is: give metadata 'file_path' (or 'source') with its path"
 
@@ -80,6 +83,8 @@ def page_identity(meta: Mapping[str, Any] | None, *, name: object = None) -> Pag
             return PageIdentity(None, None, f"names file {meta['file_name']!r} but not where it is: "
                                 "give metadata 'file_path' (or 'source') with its path")
         return PageIdentity(None, None, "names no PDF: no metadata 'source' or 'file_path'")
+    if not source.lower().endswith(".pdf"):  # a text file, a web page: a document, not a PDF page
+        return PageIdentity(None, None, f"names no PDF: {source!r} is not a .pdf file")
     path = str(Path(source).expanduser().absolute())
     for key, value in (("page", meta.get("page")), ("page_number", meta.get("page_number")),
                        ("source", pymupdf_page)):

@@ -233,7 +233,7 @@ def test_what_page_a_node_names(tmp_path):
 def test_arguments_and_index_sharing(index_dir, encoder, tmp_path):
     with pytest.raises(ValueError, match="similarity_top_k must be an integer >= 1, got 0"):
         AgreeVisualRetriever(index_dir, top_k=0)
-    with pytest.raises(IndexConfigError, match="no agree index at .* a folder that holds no agree index"):
+    with pytest.raises(IndexConfigError, match=r"no agree index at .*\(a folder that holds no agree index\)"):
         AgreeVisualRetriever(tmp_path)
     with pytest.raises(IndexConfigError, match="no agree index at"):
         AgreeRerank(index_dir=tmp_path)

@@ -126,7 +126,9 @@ class AgreeDocumentStore(MetadataQueries):
     def from_dict(cls, data: dict[str, Any]) -> "AgreeDocumentStore":
         """The store ``data`` describes; while one loaded from the same description is in
         use, that one (a pipeline file names its store in every component that uses it)."""
-        key = json.dumps(data, sort_keys=True, default=str)
+        index_dir = data.get("init_parameters", {}).get("index_dir")
+        where = str(Path(index_dir).absolute()) if isinstance(index_dir, str) else None  # relative: from here
+        key = json.dumps([data, where], sort_keys=True, default=str)
         with _LOADED_GUARD:
             store = _LOADED.get(key)
             if store is None:
