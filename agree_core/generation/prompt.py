@@ -1,10 +1,11 @@
-"""The prompt an answer is asked with: the question and, for each retrieved page in rank order,
+"""The prompt an answer is asked with: the question, then for each retrieved page in rank order
 a numbered header, the page image, its text and its evidence regions.
 
 Messages are plain dicts in the shape every chat API shares::
 
     [{"role": "system", "content": "..."},
-     {"role": "user", "content": [{"type": "text", "text": "[1] report.pdf, page 3"},
+     {"role": "user", "content": [{"type": "text", "text": "Question: ..."},
+                                  {"type": "text", "text": "[1] report.pdf, page 3"},
                                   {"type": "image", "image": <PIL.Image>, "path": "..."}, ...]}]
 
 The generators here (:mod:`~agree_core.generation.qwen`, :mod:`~agree_core.generation.openai_compat`)
@@ -62,14 +63,13 @@ def build_messages(question: str, pages: Sequence[PageContext], *,
     read from the index and scaled to at most ``max_pixels``."""
     if not isinstance(question, str) or not question.strip():
         raise ValueError(f"the question must be a non-empty string, got {question!r}")
-    parts: list[dict[str, Any]] = []
+    parts: list[dict[str, Any]] = [{"type": "text", "text": f"Question: {question.strip()}"}]
     for n, ctx in enumerate(pages, start=1):
         parts.append({"type": "text", "text": page_header(n, ctx.file_name, ctx.page)})
         parts.append({"type": "image", "image": ctx.image(max_pixels), "path": ctx.image_path})
         notes = page_notes(ctx.text if with_text else "", ctx.evidence)
         if notes:
             parts.append({"type": "text", "text": notes})
-    parts.append({"type": "text", "text": f"Question: {question.strip()}"})
     return [{"role": "system", "content": system_prompt}, {"role": "user", "content": parts}]
 
 
