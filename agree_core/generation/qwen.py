@@ -75,6 +75,12 @@ class QwenVLGenerator:
         if self._model is None:
             self._load()
 
+    @property
+    def model(self) -> torch.nn.Module:
+        """The Qwen2(.5)-VL ``...ForConditionalGeneration`` (loaded on first use)."""
+        self.warm_up()
+        return self._model
+
     def inputs(self, messages: Sequence[dict[str, Any]]) -> dict[str, Any]:
         """The model inputs for ``messages``: ``input_ids (1, L)``, ``pixel_values``,
         ``image_grid_thw (n_images, 3)``, ``mm_token_type_ids``, and ``image_tokens`` (the

@@ -53,7 +53,7 @@ class AgreeQwenVLChatGenerator:
                  max_pixels: int = DEFAULT_MAX_PIXELS, generation_kwargs: dict[str, Any] | None = None,
                  streaming_callback: StreamingCallbackT | None = None):
         kwargs = dict(generation_kwargs or {})
-        self._generator = QwenVLGenerator(model, device=device, dtype=dtype, max_pixels=max_pixels,
+        self.generator = QwenVLGenerator(model, device=device, dtype=dtype, max_pixels=max_pixels,
                                           max_new_tokens=kwargs.pop("max_new_tokens", 512),
                                           temperature=kwargs.pop("temperature", 0.0))
         if kwargs:
@@ -63,8 +63,8 @@ class AgreeQwenVLChatGenerator:
         self.streaming_callback = streaming_callback
 
     def warm_up(self) -> None:
-        """Load the model (once)."""
-        self._generator.warm_up()
+        """Load the model (once): ``self.generator``, the agree_core ``QwenVLGenerator``."""
+        self.generator.warm_up()
 
     def to_dict(self) -> dict[str, Any]:
         data = init_to_dict(self)
@@ -92,11 +92,11 @@ class AgreeQwenVLChatGenerator:
         plain = to_plain_messages(messages)
         kwargs = generation_kwargs or {}
         if callback is None:
-            result = self._generator.generate(plain, **kwargs)
+            result = self.generator.generate(plain, **kwargs)
             return {"replies": [self._reply(messages, result.text, result.finish_reason, result.usage)]}
         info = ComponentInfo.from_component(self)
         chunks = []
-        for n, text in enumerate(self._generator.stream(plain, **kwargs)):
+        for n, text in enumerate(self.generator.stream(plain, **kwargs)):
             chunks.append(text)
             callback(StreamingChunk(content=text, component_info=info, index=0, start=n == 0,
                                     meta={"model": self.model}))
