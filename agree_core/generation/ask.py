@@ -113,6 +113,8 @@ def cmd_ask(args: argparse.Namespace) -> int:
         if spec.startswith("local:"):
             options.update(device=args.device, dtype=args.dtype)
         generator = load_generator(spec, **options)
+        if hasattr(generator, "warm_up"):
+            generator.warm_up()  # a local model: a wrong path or a download failure is said now
     stream = None if args.json or generator is None else _write
     with PageIndex.open(args.index, create=False, wait=args.wait) as index:
         answer = ask(index, args.question, generator, k=args.k, max_pixels=args.max_pixels, on_text=stream)
