@@ -95,7 +95,8 @@ class QwenVLGenerator:
             if role not in ("system", "user", "assistant"):
                 raise ValueError(f"message roles must be system, user or assistant, got {role!r}")
             ids += self._tokens(f"<|im_start|>{role}\n")
-            for part in message_parts(m):
+            parts = message_parts(m)
+            for i, part in enumerate(parts):
                 if part.get("type") == "image":
                     px, thw = qwen_pixels(part["image"], self._processor, self._min_pixels, self._max_pixels)
                     n = thw[0] * thw[1] * thw[2] // self._merge**2
@@ -103,8 +104,8 @@ class QwenVLGenerator:
                     pixels.append(px)
                     grids.append(thw)
                     image_tokens.append(n)
-                elif part.get("type") == "text":
-                    ids += self._tokens(part["text"] + "\n")
+                elif part.get("type") == "text":  # a newline between parts, none before <|im_end|>
+                    ids += self._tokens(part["text"] + ("\n" if i + 1 < len(parts) else ""))
                 else:
                     raise ValueError(f"message parts must be text or image, got {part.get('type')!r}")
             ids += self._tokens("<|im_end|>\n")
