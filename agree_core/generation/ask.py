@@ -67,8 +67,7 @@ def ask(index: Any, question: str, generator: Any = None, *, k: int = 3,
         for chunk in generator.stream(messages):
             chunks.append(chunk)
             on_text(chunk)
-        answer.text, answer.model = "".join(chunks), getattr(generator, "model_spec", None) or getattr(
-            generator, "model", None)
+        answer.text, answer.model = "".join(chunks), generator.name
         return answer
     result = generator.generate(messages)
     answer.text, answer.model, answer.usage = result.text, result.model, result.usage

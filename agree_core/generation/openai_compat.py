@@ -55,6 +55,7 @@ class OpenAICompatibleGenerator:
                              "or export OPENAI_BASE_URL=http://HOST:PORT/v1 for a server of your own "
                              "(vLLM, llama.cpp, Ollama), which may need no key")
         self.model, self.max_pixels, self.max_tokens = model, max_pixels, max_tokens
+        self.name = model  # what answers say they came from
         self.temperature, self.detail, self.timeout, self.transport = temperature, detail, timeout, transport
 
     def payload(self, messages: Sequence[dict[str, Any]], stream: bool = False, **kwargs: Any) -> dict[str, Any]:

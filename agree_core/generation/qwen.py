@@ -65,6 +65,7 @@ class QwenVLGenerator:
         if temperature < 0:
             raise ValueError(f"temperature must be >= 0 (0: greedy), got {temperature}")
         self.model_spec, self.dtype_name = model, dtype
+        self.name = model  # what answers say they came from
         self.max_pixels, self.max_new_tokens, self.temperature = max_pixels, max_new_tokens, temperature
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self._model = None
