@@ -125,7 +125,7 @@ def test_the_example_yaml_pipelines_load_and_run_as_the_readme_says(tmp_path, sa
     assert indexing.run({"converter": {"sources": ["sample_pdfs"]}}) == {"writer": {"documents_written": 9}}
     query = Pipeline.loads((EXAMPLES / "query.yaml").read_text())
     question = "Which solar site produced the most electricity?"
-    result = query.run({"query": question}, include_outputs_from={"ranker"})
+    result = query.run({"query": question}, include_outputs_from={"ranker", "generator"})
     best = result["ranker"]["documents"][0]
     assert (Path(best.meta["source"]).name, best.meta["page"]) == ("report.pdf", 3)
     reply = result["generator"]["replies"][0].text
