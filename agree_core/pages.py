@@ -446,8 +446,11 @@ def find_pdfs(paths: list[str | Path]) -> tuple[list[Path], list[PdfError]]:
 
     Symlinked folders are not followed (no loops). Paths that do not exist, folders that
     cannot be listed, broken symlinks and file names that are not valid UTF-8 come back as
-    errors, so the caller can report them and go on.
+    errors, so the caller can report them and go on. One path alone (a string) is one path,
+    never its characters.
     """
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
     files: list[Path] = []
     errors: list[PdfError] = []
 
