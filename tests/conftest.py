@@ -90,3 +90,27 @@ def run_cli(*args: str, timeout: float = 300, **kwargs):
 
     return subprocess.run([sys.executable, "-m", "agree_core.cli", *args], capture_output=True,
                           text=True, timeout=timeout, **kwargs)
+
+
+# Both engines behind PageIndex: the embedded one (a folder) and the server one through
+# qdrant-client's local mode (``qdrant-local:PATH``). Local mode speaks the server engine's
+# client API but ignores vector datatypes, quantization, HNSW and on-disk settings and builds
+# no payload indexes: no test here checks those (tests/test_engines.py says what it checks).
+ENGINES = ("edge", "qdrant-local")
+
+
+@pytest.fixture(params=ENGINES)
+def engine_kind(request):
+    if request.param == "qdrant-local":
+        pytest.importorskip("qdrant_client")
+    return request.param
+
+
+@pytest.fixture
+def index_at(tmp_path, engine_kind):
+    """``index_at(name)``: where to open an index called ``name`` on the engine under test."""
+    def at(name: str = "ix"):
+        path = tmp_path / name
+        return str(path) if engine_kind == "edge" else f"qdrant-local:{path}"
+
+    return at

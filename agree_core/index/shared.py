@@ -26,6 +26,7 @@ from typing import Any, Callable, TypeVar
 from agree_core.encoders import DEFAULT_ENCODER, MultiVectorEncoder, load_encoder
 from agree_core.index.config import CONFIG_FILE, IndexConfig
 from agree_core.index.page_index import PageIndex
+from agree_core.index.storage import is_url, location_key
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +78,7 @@ class SharedIndex:
 
         Raises what :meth:`PageIndex.open` raises (IndexConfigError, IndexBusyError).
         """
-        path = Path(directory).expanduser().absolute()
+        path = location_key(directory) if is_url(directory) else Path(directory).expanduser().absolute()
         with _GUARD:
             shared = _OPEN.get(path)
             if shared is None:
@@ -158,11 +159,13 @@ class SharedIndex:
             self._thread.join()
 
 
-def _encoder_for(path: Path, encoder: str | MultiVectorEncoder | None,
+def _encoder_for(path: Path | str, encoder: str | MultiVectorEncoder | None,
                  options: dict[str, Any]) -> str | MultiVectorEncoder:
     """The encoder object to open ``path`` with (a shared one), or a spec string that
     :meth:`PageIndex.open` rejects with its own message when it is not the index's."""
     if not isinstance(encoder, str) and encoder is not None:
+        return encoder
+    if is_url(path):  # a server index: its config is read when it opens
         return encoder
     if (path / CONFIG_FILE).is_file():
         config = IndexConfig.load(path)
