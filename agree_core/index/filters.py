@@ -117,8 +117,10 @@ def all_of(*nodes: Node | None) -> Node | None:
 
 # -- what callers write ----------------------------------------------------------------------
 def is_nested(filters: dict[str, Any]) -> bool:
-    """Whether ``filters`` is in the nested syntax (else the flat ``{"key": value}`` one)."""
-    return "operator" in filters and ("conditions" in filters or "field" in filters)
+    """Whether ``filters`` is in the nested syntax (else the flat ``{"key": value}`` one):
+    a flat filter on metadata keys named ``operator``, ``field`` or ``conditions`` must be
+    written in the nested syntax."""
+    return bool({"operator", "field", "conditions"} & set(filters))
 
 
 def from_flat(filters: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -198,3 +198,14 @@ def _cache_root(location: str) -> Path:
 
 def open_storage(location: str | Path, *, create: bool = True, wait: float = 0.0, **options: Any) -> Storage:
     return Storage.open(location, create=create, wait=wait, **options)
+
+
+def resolve_location(location: str | Path, *, must_exist: bool = True) -> str | Path:
+    """An index name as components keep it: an absolute folder path (checked to hold an
+    index when ``must_exist``), or a server URL as given (checked when the index opens)."""
+    if is_url(location):
+        return location_key(location)
+    path = Path(location).expanduser().absolute()
+    if must_exist:
+        IndexConfig.load(path)  # "not an agree index" now rather than at the first query
+    return path

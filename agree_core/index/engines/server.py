@@ -125,12 +125,12 @@ class ServerEngine(Engine):
             self.client.delete_payload(self.collection, keys=list(keys), points=target, wait=True)
 
     def ensure_field_index(self, key: str, kind: str) -> None:
+        """Creating an index that exists is a no-op for the server (one request either way)."""
         m = _models()
         if self.local:
             return  # local mode has no payload indexes (it warns and scans)
-        if key not in (self.client.get_collection(self.collection).payload_schema or {}):
-            schema = {"keyword": m.PayloadSchemaType.KEYWORD, "integer": m.PayloadSchemaType.INTEGER}[kind]
-            self.client.create_payload_index(self.collection, key, field_schema=schema, wait=True)
+        schema = {"keyword": m.PayloadSchemaType.KEYWORD, "integer": m.PayloadSchemaType.INTEGER}[kind]
+        self.client.create_payload_index(self.collection, key, field_schema=schema, wait=True)
 
     def flush(self) -> None:
         """Writes are acknowledged once applied (``wait=True``): nothing to flush."""
@@ -168,7 +168,8 @@ class ServerEngine(Engine):
                      where: F.Node | None = None, prefetch: str | None = None,
                      candidates: int = 0, exclude: Sequence[str] = ()) -> list[list[Scored]]:
         m = _models()
-        flt, exact = to_models(where), m.SearchParams(exact=True)
+        # local mode always searches exactly (and warns about search params)
+        flt, exact = to_models(where), None if self.local else m.SearchParams(exact=True)
         requests = []
         for q in queries:
             q = np.asarray(q, dtype=np.float32).tolist()  # (n_q, dim)

@@ -18,6 +18,7 @@ from llama_index.core.schema import NodeWithScore, QueryBundle
 from agree_core.encoders import DEFAULT_ENCODER, MultiVectorEncoder
 from agree_core.index import IndexConfig, PageIndex
 from agree_core.index.shared import SharedIndex, shared_encoder
+from agree_core.index.storage import resolve_location
 from agree_core.rerank import PageRef, PageScorer
 from llama_index.postprocessor.agree_rerank.refs import page_ref
 from llama_index.retrievers.agree.base import open_index
@@ -70,9 +71,9 @@ class AgreeRerank(BaseNodePostprocessor):
         if index_dir is not None and encoder is not None:
             raise ValueError("give index_dir or encoder, not both: an index scores with its own encoder")
         if index_dir is not None:
-            IndexConfig.load(Path(index_dir).absolute())  # "not an agree index" now, not at first use
+            index_dir = resolve_location(index_dir)  # "not an agree index" now, not at first use
         spec = encoder if encoder is None or isinstance(encoder, str) else None
-        super().__init__(top_n=top_n, index_dir=str(Path(index_dir).absolute()) if index_dir else None,
+        super().__init__(top_n=top_n, index_dir=str(index_dir) if index_dir else None,
                          encoder=spec, **kwargs)
         self._encoder_obj = None if spec is not None else encoder
 

@@ -16,8 +16,9 @@ from llama_index.core.vector_stores.types import MetadataFilters
 
 from agree_core.encoders import MultiVectorEncoder
 from agree_core.index import AddReport, IndexConfig, PageIndex
-from agree_core.index.shard import build_filter
+from agree_core.index.filters import compile_filter
 from agree_core.index.shared import SharedIndex
+from agree_core.index.storage import is_url, resolve_location
 from llama_index.retrievers.agree.filters import to_agree_filters
 from llama_index.retrievers.agree.nodes import search_nodes
 
@@ -53,12 +54,11 @@ class AgreeVisualRetriever(BaseRetriever):
                  verbose: bool = False) -> None:
         if top_k < 1:
             raise ValueError(f"top_k must be >= 1, got {top_k}")
-        self.index_dir = Path(index_dir).absolute()
-        IndexConfig.load(self.index_dir)  # "not an agree index" now rather than at the first query
+        self.index_dir = resolve_location(index_dir)  # a folder, qdrant:// or qdrant-local: URL
         self.top_k = top_k
         self.filters = filters
         self._agree_filters = to_agree_filters(filters)
-        build_filter(self._agree_filters)  # value errors now too
+        compile_filter(self._agree_filters)  # value errors now too
         self.encoder = encoder
         self.encoder_options = encoder_options
         self.candidates = candidates
@@ -97,10 +97,12 @@ class AgreeVisualRetriever(BaseRetriever):
         """Write this retriever's settings to ``persist_dir/agree-retriever.json`` (default
         ``persist_dir``: the index directory). The pages are in the index already: the file
         names the index by its path relative to ``persist_dir``, it does not copy it."""
+        if persist_dir is None and is_url(self.index_dir):
+            raise ValueError(f"give a persist_dir: the index {self.index_dir} is not a folder")
         root = Path(persist_dir).absolute() if persist_dir is not None else self.index_dir
         root.mkdir(parents=True, exist_ok=True)
         settings = {
-            "index_dir": os.path.relpath(self.index_dir, root),
+            "index_dir": self.index_dir if is_url(self.index_dir) else os.path.relpath(self.index_dir, root),
             "top_k": self.top_k,
             "filters": self.filters.model_dump(mode="json") if self.filters else None,
             "encoder": self.encoder if isinstance(self.encoder, str) else None,
@@ -116,7 +118,8 @@ class AgreeVisualRetriever(BaseRetriever):
         root = Path(persist_dir).absolute()
         path = root / PERSIST_FILE
         settings = json.loads(path.read_text()) if path.is_file() else {}
-        index_dir = root / settings.pop("index_dir", ".")
+        index_dir = settings.pop("index_dir", ".")
+        index_dir = index_dir if is_url(index_dir) else root / index_dir
         if settings.get("filters"):
             settings["filters"] = MetadataFilters.model_validate(settings["filters"])
         return cls(index_dir, **{**settings, **kwargs})
@@ -165,7 +168,7 @@ _LIVE: "weakref.WeakSet[AgreeVisualRetriever]" = weakref.WeakSet()
 def open_index(index_dir: str | Path) -> SharedIndex | None:
     """The index a retriever of this process holds open at ``index_dir``, acquired for the
     caller (who releases it), else ``None``: never opens an index nobody holds."""
-    path = Path(index_dir).absolute()
+    path = resolve_location(index_dir, must_exist=False)
     if any(r.index_dir == path and r._shared is not None for r in list(_LIVE)):
         return SharedIndex.acquire(path, create=False)
     return None

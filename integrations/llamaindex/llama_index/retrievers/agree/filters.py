@@ -1,5 +1,5 @@
 """LlamaIndex ``MetadataFilters`` -> agree_core's filters dict (see
-:func:`agree_core.index.shard.build_filter`)."""
+:func:`agree_core.index.filters.from_flat`)."""
 
 from __future__ import annotations
 
