@@ -95,6 +95,36 @@ class EngineCatalog:
                 df[int(t)] = df.get(int(t), 0) + int(c)
         return n, df
 
+    # -- failed pages: kept in the document's point, ``failed`` = [{page, code, message, at}]
+    def set_failed(self, doc_id: str, failures: list[tuple[int, str, str]]) -> None:
+        """Record ``(page, code, message)`` failures of a document (replacing earlier ones
+        of the same pages)."""
+        now = time.time()
+        failed = {f["page"]: f for f in self._failed(doc_id)}
+        failed.update({int(p): {"page": int(p), "code": c, "message": m, "at": now} for p, c, m in failures})
+        self.engine.set_payload({"failed": sorted(failed.values(), key=lambda f: f["page"])}, ids=[doc_id])
+
+    def clear_failed(self, doc_id: str, pages: list[int]) -> None:
+        """Forget failures of pages that are now indexed."""
+        gone = {int(p) for p in pages}
+        failed = self._failed(doc_id)
+        if any(f["page"] in gone for f in failed):
+            self.engine.set_payload({"failed": [f for f in failed if f["page"] not in gone]}, ids=[doc_id])
+
+    def failed_pages(self, doc_id: str | None = None) -> list:
+        """Failed pages of ``doc_id``, or of every document, in source and page order."""
+        from agree_core.index.catalog import FailedPage
+
+        where = F.all_of(_DOC, F.HasId((doc_id,)) if doc_id else None, F.Not(F.IsEmpty("failed")))
+        out = [FailedPage(p.payload["doc_id"], p.payload["source"], int(f["page"]), f["code"], f["message"])
+               for p in self.engine.scroll(where, payload=["doc_id", "source", "failed"])
+               for f in p.payload.get("failed") or ()]
+        return sorted(out, key=lambda f: (f.source, f.page))
+
+    def _failed(self, doc_id: str) -> list[dict[str, Any]]:
+        got = self.engine.retrieve([doc_id], payload=["failed"])
+        return list(got[doc_id].payload.get("failed") or ()) if doc_id in got else []
+
     def remove(self, doc_id: str) -> None:
         self.engine.delete([doc_id])
 
