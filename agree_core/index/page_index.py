@@ -243,8 +243,13 @@ class PageIndex:
     def scope(self, filters: dict[str, Any] | None, *, pdf_pages_only: bool = False) -> F.Node | None:
         """``filters`` (nested or flat) as an engine-neutral tree, restricted to what readers
         may see (:func:`~agree_core.index.schema.visible`)."""
-        unfinished = [d.doc_id for d in self.catalog.documents() if d.state != "ready"]
+        unfinished = self.unfinished()
         return F.all_of(F.compile_filter(filters), visible(unfinished, pdf_pages_only))
+
+    def unfinished(self) -> list[str]:
+        """Ids of the documents not ready (being indexed or removed): hidden from readers.
+        Asked by state, so a server's catalog sends only those, not every document."""
+        return [d.doc_id for state in ("indexing", "deleting") for d in self.catalog.documents(state=state)]
 
     def encode_queries(self, queries: Sequence[str]) -> list[torch.Tensor]:
         """Query vectors as this index scores them: with ``term_weighting="idf"`` and an

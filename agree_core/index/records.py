@@ -226,7 +226,7 @@ class RecordStore:
         """id -> (point id, payload) for the records and visible PDF pages with these ids."""
         candidates = {record_point_id(i): i for i in ids}
         candidates.update({i: i for i in ids if _is_uuid(i)})  # page ids are point ids
-        unfinished = {d.doc_id for d in self.index.catalog.documents() if d.state != "ready"}
+        unfinished = set(self.index.unfinished())
         out = {}
         for pid, point in self.index.engine.retrieve(list(candidates), exclude=_UNREAD).items():
             payload = point.payload
