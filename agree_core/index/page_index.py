@@ -226,8 +226,9 @@ class PageIndex:
             raise ValueError(f"k must be >= 1, got {k}")
         where = self.scope(_absolute_sources(filters), pdf_pages_only=True)
         vectors = [q.float().numpy() for q in self.encode_queries(queries)]
-        return [[self._hit(s.id, s.score, s.payload) for s in scored]
-                for scored in self.search_vectors(vectors, k, where, candidates)]
+        found = self.search_vectors(vectors, k, where, candidates)
+        images = self.images.local_paths({s.id: s.payload for scored in found for s in scored})  # one fetch
+        return [[self._hit(s.id, s.score, s.payload, images[s.id]) for s in scored] for scored in found]
 
     def search_vectors(self, queries: Sequence[np.ndarray], k: int, where: F.Node | None,
                        candidates: int | None = None) -> list[list[Any]]:
@@ -351,8 +352,7 @@ class PageIndex:
         self.catalog.set_state(doc_id, "deleting")
         self._purge(doc_id)
 
-    def _hit(self, page_id: str, score: float, payload: dict[str, Any]) -> Hit:
-        image = self.images.local_paths({page_id: payload})[page_id]
+    def _hit(self, page_id: str, score: float, payload: dict[str, Any], image: str) -> Hit:
         return Hit(payload["source"], int(payload["page"]), score, image, page_id, payload["doc_id"],
                    payload.get("meta", {}))
 

@@ -59,12 +59,13 @@ def shared_encoder(spec: str = DEFAULT_ENCODER, **options: Any) -> MultiVectorEn
 class SharedIndex:
     """An open index and the thread that owns it. Use :meth:`acquire` and :meth:`release`."""
 
-    def __init__(self, directory: Path):
+    def __init__(self, directory: Path | str):
         self.directory = directory
         self.users = 0
         self._index: PageIndex | None = None
         self._tasks: queue.Queue = queue.Queue()
-        self._thread = threading.Thread(target=self._work, name=f"agree-index:{directory.name}",
+        label = directory.name if isinstance(directory, Path) else directory  # a folder or a URL
+        self._thread = threading.Thread(target=self._work, name=f"agree-index:{label}",
                                         daemon=True)
         self._thread.start()
 
