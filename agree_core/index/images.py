@@ -25,12 +25,9 @@ import os
 import shutil
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import Any, Callable, Iterable
 
 from PIL import Image
-
-if TYPE_CHECKING:
-    from agree_core.index.engines.base import Engine
 
 IMAGES_DIR = "images"
 RECORDS_DIR = "_records"  # images/_records/<point id>-<content hash>.<ext>

@@ -16,7 +16,7 @@ from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.schema import NodeWithScore, QueryBundle
 
 from agree_core.encoders import DEFAULT_ENCODER, MultiVectorEncoder
-from agree_core.index import IndexConfig, PageIndex
+from agree_core.index import PageIndex
 from agree_core.index.shared import SharedIndex, shared_encoder
 from agree_core.index.storage import resolve_location
 from agree_core.rerank import PageRef, PageScorer

@@ -15,7 +15,7 @@ from llama_index.core.schema import NodeWithScore, QueryBundle
 from llama_index.core.vector_stores.types import MetadataFilters
 
 from agree_core.encoders import MultiVectorEncoder
-from agree_core.index import AddReport, IndexConfig, PageIndex
+from agree_core.index import AddReport, PageIndex
 from agree_core.index.filters import compile_filter
 from agree_core.index.shared import SharedIndex
 from agree_core.index.storage import is_url, resolve_location
