@@ -25,8 +25,10 @@ log = logging.getLogger("agree")
 
 
 def _index_arg(p: argparse.ArgumentParser, required: bool = True) -> None:
-    p.add_argument("--index", required=required, metavar="DIR",
-                   help="the index directory (created by `agree index` on first use)")
+    p.add_argument("--index", required=required, metavar="DIR|URL",
+                   help="the index: a directory, qdrant://HOST:PORT/COLLECTION (qdrants:// for "
+                        "TLS, API key from QDRANT_API_KEY) or qdrant-local:PATH (created by "
+                        "`agree index` on first use)")
     p.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
                    help="wait up to SECONDS while another process holds the index "
                         "(default 0: fail at once with exit code 4)")
@@ -105,6 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
     from agree_core.generation.ask import register as register_ask
 
     register_ask(sub)  # agree ask: agree_core/generation/ask.py
+    from agree_core.cli_migrate import register as register_migrate
+
+    register_migrate(sub)
 
     p = sub.add_parser("demo", help="the end-to-end demo: sample PDFs, index, questions, heatmaps")
     p.add_argument("--pdfs", default=None, metavar="DIR",
@@ -306,7 +311,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     if args.json:
         sys.stdout.write(json.dumps(info) + "\n")
         return EXIT_OK
-    sys.stdout.write(f"{info['directory']}: {info['pages']} pages in {len(info['documents'])} "
+    sys.stdout.write(f"{info['location']}: {info['pages']} pages in {len(info['documents'])} "
                      f"documents, encoder {info['encoder']}\n")
     for d in info["documents"]:
         sys.stdout.write(f"  {d['pages']:6d}  {d['source']}\n")
@@ -316,6 +321,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     for d in info["incomplete"]:
         sys.stdout.write(f"  {'(' + d['state'] + ')':>12}  {d['source']} (run `agree index` again "
                          "to finish it)\n")
+    if info["records"]:
+        sys.stdout.write(f"  and {info['records']} documents written by frameworks (not PDF files)\n")
     return EXIT_OK
 
 
@@ -424,6 +431,12 @@ def _dataset_synthesize(args: argparse.Namespace) -> int:
     return EXIT_OK if not report.skipped else EXIT_SKIPPED
 
 
+def _cmd_migrate(args: argparse.Namespace) -> int:
+    from agree_core.cli_migrate import cmd_migrate
+
+    return cmd_migrate(args)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     for stream in (sys.stdout, sys.stderr):  # file names that are not UTF-8 must not crash
@@ -439,7 +452,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     commands = {"index": cmd_index, "search": cmd_search, "show": cmd_show, "info": cmd_info,
                 "delete": cmd_delete, "demo": cmd_demo, "teacher": cmd_teacher,
-                "dataset": cmd_dataset, "ask": cmd_ask}
+                "dataset": cmd_dataset, "ask": cmd_ask, "migrate": _cmd_migrate}
     try:
         return commands[args.command](args)
     except IndexBusyError as e:

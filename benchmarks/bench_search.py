@@ -20,7 +20,7 @@ What it does:
    its base page, so the vectors-per-page distribution stays the real one (printed). Collections
    of N <= 1,560 pages are real pages only; larger ones hold all 1,560 real pages first.
 2. Scale (tables 1 and 2). For each size a shard is built through the product path
-   (``VectorShard(dir, 384, datatype, pooled=True).upsert(PageRecord...)`` in batches of 64,
+   (``EdgeEngine(dir, vector_specs(384, datatype, pooled=True)).upsert(Point...)`` in batches of 64,
    flushed every 1,024 pages; pooled = the ``pool_vectors`` k-means centroids; payload like the
    real one: source, page, doc_id, text, cells). A fresh process per shard then loads the
    encoder model, opens the shard and times, for real dev-set queries: exact MaxSim
@@ -222,7 +222,8 @@ def dir_bytes(path: Path) -> int:
 def build_shard(spec: Spec, corpus_path: Path, rebuild: bool, min_free: float) -> dict:
     """Build (or reuse) the shard of ``spec``; returns its build record. An interrupted build
     resumes after the last flushed page (``progress.json`` keeps the time spent so far)."""
-    from agree_core.index.shard import PageRecord, VectorShard
+    from agree_core.index.engines.base import Point
+    from agree_core.index.schema import POOLED, TOKENS
 
     d = SHARDS / spec.name
     record, progress = d / "build.json", d / "progress.json"
@@ -234,7 +235,7 @@ def build_shard(spec: Spec, corpus_path: Path, rebuild: bool, min_free: float) -
     else:
         shutil.rmtree(d, ignore_errors=True)
         d.mkdir(parents=True)
-    shard = VectorShard(d, DIM, spec.datatype, pooled=not spec.first_stage_only)
+    shard = _engine(d, spec)
     start = min(prev["done"], shard.count()) // BATCH * BATCH
     log(f"building {spec.name}" + (f", resuming at page {start:,}" if start else "") + " ...")
     batches = deque((lo, min(lo + BATCH, spec.size)) for lo in range(start, spec.size, BATCH))
@@ -257,7 +258,8 @@ def build_shard(spec: Spec, corpus_path: Path, rebuild: bool, min_free: float) -
             if batches:
                 pending.append(pool.apply_async(_produce, (batches.popleft(),)))
             t = time.perf_counter()
-            shard.upsert([PageRecord(str(uuid.UUID(int=i + 1)), v, None if spec.first_stage_only else p, pl)
+            shard.upsert([Point(str(uuid.UUID(int=i + 1)),
+                                {TOKENS: v} if spec.first_stage_only else {TOKENS: v, POOLED: p}, pl)
                           for i, v, p, pl in made])
             done = made[-1][0] + 1
             flushed = done % FLUSH_EVERY < BATCH
@@ -324,9 +326,23 @@ def _mapped(prefix: str) -> int:
     return sum(per_file.values())
 
 
+def _engine(d: Path, spec: Spec):
+    """The embedded engine of a benchmark shard (the index's own schema)."""
+    from agree_core.index.engines.edge import EdgeEngine
+    from agree_core.index.schema import vector_specs
+
+    return EdgeEngine(d / "shard", vector_specs(DIM, spec.datatype, pooled=not spec.first_stage_only))
+
+
+def _search(shard, q: np.ndarray, candidates: int | None):
+    from agree_core.index.schema import POOLED, TOKENS
+
+    return shard.search(q, 10, using=TOKENS, prefetch=POOLED if candidates else None,
+                        candidates=candidates or 0, exclude=["cells", "text", "terms"])
+
+
 def worker(spec: Spec, qids: list[str], candidates: list[int], exact_budget: float) -> dict:
     from agree_core.encoders import load_encoder
-    from agree_core.index.shard import VectorShard
 
     qs = {q["qid"]: q["query"] for q in load_questions()}
     mem = {"start": _status()}
@@ -347,7 +363,7 @@ def worker(spec: Spec, qids: list[str], candidates: list[int], exact_budget: flo
     torch.set_num_threads(threads)
     mem["model"] = _status()
     t = time.perf_counter()
-    shard = VectorShard(SHARDS / spec.name, DIM, spec.datatype, pooled=not spec.first_stage_only)
+    shard = _engine(SHARDS / spec.name, spec)
     open_ms = (time.perf_counter() - t) * 1000
     mem["open"] = _status()
     methods = {"exact": None, **{f"c{c}": c for c in ([] if spec.first_stage_only else candidates)}}
@@ -359,12 +375,12 @@ def worker(spec: Spec, qids: list[str], candidates: list[int], exact_budget: flo
     # query evicts the page cache and would make the next call look cold.
     for m, c in [*two.items(), ("exact", None)]:  # first call, kept apart: first touch of the files
         t = time.perf_counter()
-        shard.search(vectors[0], 10, None, c)
+        _search(shard, vectors[0], c)
         first_ms[m] = (time.perf_counter() - t) * 1000
 
     def timed(m: str, q: np.ndarray) -> float:
         t = time.perf_counter()
-        hits = shard.search(q, 10, None, methods[m])
+        hits = _search(shard, q, methods[m])
         dt = time.perf_counter() - t
         times[m].append(dt * 1000)
         tops[m].append([h.id for h in hits])

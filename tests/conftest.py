@@ -106,3 +106,25 @@ def book_pdf(tmp_path):
     """A 5-page PDF labelled i, ii, 1, 2, 3; physical page n names :func:`marker` (n)."""
     return make_labelled_pdf(tmp_path / "book.pdf", lorem_pages(5, "book", words=40),
                              [(0, 1, "/r", 1), (2, 4, "/D", 1)])
+# Both engines behind PageIndex: the embedded one (a folder) and the server one through
+# qdrant-client's local mode (``qdrant-local:PATH``). Local mode speaks the server engine's
+# client API but ignores vector datatypes, quantization, HNSW and on-disk settings and builds
+# no payload indexes: no test here checks those (tests/test_engines.py says what it checks).
+ENGINES = ("edge", "qdrant-local")
+
+
+@pytest.fixture(params=ENGINES)
+def engine_kind(request):
+    if request.param == "qdrant-local":
+        pytest.importorskip("qdrant_client")
+    return request.param
+
+
+@pytest.fixture
+def index_at(tmp_path, engine_kind):
+    """``index_at(name)``: where to open an index called ``name`` on the engine under test."""
+    def at(name: str = "ix"):
+        path = tmp_path / name
+        return str(path) if engine_kind == "edge" else f"qdrant-local:{path}"
+
+    return at

@@ -64,7 +64,7 @@ def test_kill_9_during_indexing_loses_nothing_and_a_rerun_completes(tmp_path, fo
 
     with PageIndex.open(directory) as index:
         info = index.info()
-        committed = index.shard.count()
+        committed = index.engine.count()
         ready_pages = info["pages"]
         assert ready_pages >= 2 * N_PAGES and ready_pages % N_PAGES == 0
         assert committed >= ready_pages  # pages of the unfinished document are kept too
@@ -80,7 +80,7 @@ def test_kill_9_during_indexing_loses_nothing_and_a_rerun_completes(tmp_path, fo
     with PageIndex.open(directory) as index:
         info = index.info()
         assert info["pages"] == N_FILES * N_PAGES and info["incomplete"] == []
-        assert index.shard.count() == N_FILES * N_PAGES
+        assert index.engine.count() == N_FILES * N_PAGES
         hits = index.search(f"doc7 {marker(12)}", k=1)
         assert (os.path.basename(hits[0].source), hits[0].page) == ("doc7.pdf", 12)
         assert all(os.path.exists(h.image) for h in index.search("animal", k=20))

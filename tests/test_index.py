@@ -1,7 +1,9 @@
 import json
+import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pikepdf
 import pytest
@@ -22,15 +24,15 @@ def docs(tmp_path):
     return folder
 
 
-def test_add_search_info_and_reopen(tmp_path, docs, encoder):
-    directory = tmp_path / "ix"
+def test_add_search_info_and_reopen(index_at, docs, encoder):
+    directory = index_at()
     with PageIndex.open(directory, encoder) as index:
         report = index.add([docs], progress=False)
         assert report.ok and report.pages == 3 and len(report.added) == 2
         hits = index.search("where can visitors park their car", k=3)
         assert (hits[0].source, hits[0].page) == (str(docs / "parking.pdf"), 1)
         assert hits[0].score > hits[1].score
-        assert all(h.image.endswith(".jpg") and (tmp_path / h.image).exists() for h in hits)
+        assert all(h.image.endswith(".jpg") and Path(h.image).is_file() for h in hits)
         info = index.info()
         first_hits = [(h.source, h.page, round(h.score, 4)) for h in index.search("battery capacity")]
     assert info["encoder"] == "text-layer" and info["pages"] == 3
@@ -43,8 +45,8 @@ def test_add_search_info_and_reopen(tmp_path, docs, encoder):
     assert again == first_hits and again[0][:2] == (str(docs / "solar.pdf"), 2)
 
 
-def test_re_add_is_idempotent_and_changed_file_replaces_pages(tmp_path, docs, encoder):
-    with PageIndex.open(tmp_path / "ix", encoder) as index:
+def test_re_add_is_idempotent_and_changed_file_replaces_pages(index_at, docs, encoder):
+    with PageIndex.open(index_at(), encoder) as index:
         index.add([docs], progress=False)
         again = index.add([docs], progress=False)
         assert again.pages == 0 and len(again.unchanged) == 2 and again.added == []
@@ -55,29 +57,29 @@ def test_re_add_is_idempotent_and_changed_file_replaces_pages(tmp_path, docs, en
         assert index.info()["pages"] == 4
         solar = [h for h in index.search("wind turbines", k=10) if h.source.endswith("solar.pdf")]
         assert sorted(h.page for h in solar) == [1, 2, 3]
-        assert not any(p for p in old_images if __import__("os").path.exists(p))
-        assert index.shard.count() == 4  # no stale vectors of the old version
+        assert old_images and not any(os.path.exists(p) for p in old_images)
+        assert index.engine.count() == 4  # no stale vectors of the old version
 
 
-def test_delete_by_source(tmp_path, docs, encoder):
-    with PageIndex.open(tmp_path / "ix", encoder) as index:
+def test_delete_by_source(index_at, docs, encoder):
+    with PageIndex.open(index_at(), encoder) as index:
         index.add([docs], progress=False)
         image = index.search("battery", k=1)[0].image
         assert index.delete(docs / "solar.pdf") == 2
         assert index.delete(docs / "solar.pdf") == 0
         assert index.info()["pages"] == 1
         assert all(h.source.endswith("parking.pdf") for h in index.search("battery", k=5))
-        assert not (tmp_path / image).exists()
+        assert Path(image).name and not Path(image).exists()
 
 
-def test_bad_files_are_skipped_with_reasons_and_the_rest_indexed(tmp_path, docs, encoder):
+def test_bad_files_are_skipped_with_reasons_and_the_rest_indexed(tmp_path, index_at, docs, encoder):
     (docs / "notes.pdf").write_text("not a pdf at all")
     data = (docs / "solar.pdf").read_bytes()
     (docs / "broken.pdf").write_bytes(data[: len(data) // 2])
     pikepdf.new().save(docs / "empty.pdf")
     with pikepdf.open(docs / "parking.pdf") as pdf:
         pdf.save(docs / "locked.pdf", encryption=pikepdf.Encryption(user="pw", owner="pw"))
-    with PageIndex.open(tmp_path / "ix", encoder) as index:
+    with PageIndex.open(index_at(), encoder) as index:
         report = index.add([docs, tmp_path / "missing.pdf"], progress=False)
         assert not report.ok
         codes = {e.path.split("/")[-1]: e.code for e in report.skipped}
@@ -86,8 +88,8 @@ def test_bad_files_are_skipped_with_reasons_and_the_rest_indexed(tmp_path, docs,
         assert index.info()["pages"] == 3
 
 
-def test_filters(tmp_path, docs, encoder):
-    with PageIndex.open(tmp_path / "ix", encoder) as index:
+def test_filters(index_at, docs, encoder):
+    with PageIndex.open(index_at(), encoder) as index:
         index.add([docs / "solar.pdf"], metadata={"team": "energy", "year": 2025}, progress=False)
         index.add([docs / "parking.pdf"], metadata={"team": "facilities"}, progress=False)
         only_solar = index.search("north", k=10, filters={"source": str(docs / "solar.pdf")})
@@ -112,8 +114,8 @@ def test_filters(tmp_path, docs, encoder):
             index.search("north", k=0)
 
 
-def test_config_is_checked_on_open(tmp_path, docs, encoder):
-    directory = tmp_path / "ix"
+def test_config_is_checked_on_open(index_at, docs, encoder):
+    directory = index_at()
     with PageIndex.open(directory, encoder) as index:
         index.add([docs / "parking.pdf"], progress=False)
     with pytest.raises(IndexConfigError, match="configured differently .*window: index has 256, encoder has 128"):
@@ -121,7 +123,12 @@ def test_config_is_checked_on_open(tmp_path, docs, encoder):
     with pytest.raises(IndexConfigError, match="built with encoder 'text-layer', not 'text-layer:/elsewhere'"):
         PageIndex.open(directory, "text-layer:/elsewhere")
     with pytest.raises(IndexConfigError, match="is not an agree index"):
-        PageIndex.open(tmp_path / "nothing-here", create=False)
+        PageIndex.open(index_at("nothing-here"), create=False)
+
+
+def test_a_folder_that_is_not_an_index_or_of_another_version_is_refused(tmp_path, docs, encoder):
+    directory = tmp_path / "ix"
+    PageIndex.open(directory, encoder).close()
     (tmp_path / "occupied").mkdir()
     (tmp_path / "occupied" / "file.txt").write_text("x")
     with pytest.raises(IndexConfigError, match="is not empty and holds no agree index"):
@@ -133,8 +140,12 @@ def test_config_is_checked_on_open(tmp_path, docs, encoder):
         PageIndex.open(directory)
 
 
-def test_a_second_process_gets_a_clear_busy_error(tmp_path, docs, encoder):
-    directory = tmp_path / "ix"
+BUSY = {"edge": r"is busy: process {pid} .* pass wait=SECONDS",
+        "qdrant-local": r"qdrant-local:.* is busy: another process holds it.* pass wait=SECONDS"}
+
+
+def test_a_second_process_gets_a_clear_busy_error(index_at, engine_kind, docs, encoder):
+    directory = index_at()
     PageIndex.open(directory, encoder).close()
     holder = subprocess.Popen(
         [sys.executable, "-c", "import sys, time; from agree_core.index import PageIndex; "
@@ -142,7 +153,7 @@ def test_a_second_process_gets_a_clear_busy_error(tmp_path, docs, encoder):
          str(directory)], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "open"
-        with pytest.raises(IndexBusyError, match=rf"is busy: process {holder.pid} .* pass wait=SECONDS"):
+        with pytest.raises(IndexBusyError, match=BUSY[engine_kind].format(pid=holder.pid)):
             PageIndex.open(directory)
         start = time.monotonic()
         with PageIndex.open(directory, wait=60) as index:  # waits for the holder to let go
@@ -152,9 +163,9 @@ def test_a_second_process_gets_a_clear_busy_error(tmp_path, docs, encoder):
         holder.wait(timeout=60)
 
 
-def test_interrupted_add_resumes_where_it_stopped(tmp_path, encoder, monkeypatch):
+def test_interrupted_add_resumes_where_it_stopped(tmp_path, index_at, encoder, monkeypatch):
     pdf = make_pdf(tmp_path / "long.pdf", lorem_pages(10))
-    directory = tmp_path / "ix"
+    directory = index_at()
     real_write = ingest.write
     calls = []
 
@@ -175,15 +186,15 @@ def test_interrupted_add_resumes_where_it_stopped(tmp_path, encoder, monkeypatch
         assert index.search(marker(1), k=5) == []  # unfinished documents are not searchable
         report = index.add([pdf], batch_size=4, progress=False)
         assert report.pages == 6  # pages 1-4 were kept; 5-10 are encoded now
-        assert index.info()["pages"] == 10 and index.shard.count() == 10
+        assert index.info()["pages"] == 10 and index.engine.count() == 10
         assert index.search(marker(7), k=1)[0].page == 7
 
 
-def test_query_tokens_are_weighted_by_idf_of_the_indexed_pages(tmp_path, encoder):
+def test_query_tokens_are_weighted_by_idf_of_the_indexed_pages(tmp_path, index_at, encoder):
     make_pdf(tmp_path / "common.pdf", ["quarterly report on revenue"] * 6)
     make_pdf(tmp_path / "rare.pdf", ["the zeppelin hangar"])
     (report,) = encoder.encode_query_terms(["report"])[0]
-    with PageIndex.open(tmp_path / "ix", encoder) as index:
+    with PageIndex.open(index_at(), encoder) as index:
         index.add([tmp_path / "common.pdf", tmp_path / "rare.pdf"], progress=False)
         n_pages, df = index.catalog.term_stats()
         assert n_pages == 7 and df[report] == 6
@@ -195,9 +206,9 @@ def test_query_tokens_are_weighted_by_idf_of_the_indexed_pages(tmp_path, encoder
         index.delete(tmp_path / "rare.pdf")
         n_pages, df = index.catalog.term_stats()
         assert n_pages == 6 and not set(terms[1:]) & set(df)
-    with PageIndex.open(tmp_path / "plain", encoder, term_weighting="none") as index:
+    with PageIndex.open(index_at("plain"), encoder, term_weighting="none") as index:
         index.add([tmp_path / "common.pdf"], progress=False)
         torch_equal = index.encode_queries(["report zeppelin"])[0].equal(encoder.encode_queries(["report zeppelin"])[0])
         assert torch_equal
     with pytest.raises(ValueError, match="term_weighting must be 'idf' or 'none', got 'bm25'"):
-        PageIndex.open(tmp_path / "bad", encoder, term_weighting="bm25")
+        PageIndex.open(index_at("bad"), encoder, term_weighting="bm25")

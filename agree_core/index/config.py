@@ -65,10 +65,15 @@ class IndexConfig:
             data = json.loads(path.read_text())
         except json.JSONDecodeError as e:
             raise IndexConfigError(f"{path} is not valid JSON ({e}); the index is damaged") from e
+        return cls.from_dict(data, str(directory))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], where: str) -> "IndexConfig":
+        """The config saved as ``data`` by the index at ``where`` (checks its version)."""
         version = data.get("format_version")
         if version != FORMAT_VERSION:
             raise IndexConfigError(
-                f"{directory} has index format version {version}; this agree reads version "
+                f"{where} has index format version {version}; this agree reads version "
                 f"{FORMAT_VERSION}: rebuild the index with this version (`agree index ...`)"
             )
         known = set(cls.__dataclass_fields__)

@@ -10,8 +10,13 @@ Isolation: a failure in any stage (render, text layer, OCR, image write, encode,
 write) costs one page, which is recorded in the catalog with a reason code and retried by
 the next add; a file none of whose pages can be indexed is skipped as a whole; nothing
 stops the run but an interrupt. Unexpected errors (bugs) are logged at WARNING with their
-traceback. Storage is used through a few narrow calls: upsert points, the pages already
-written for a document, abandon a document, mark it ready.
+traceback.
+
+Storage is used through a few narrow calls on the index: upsert points (built by
+:func:`~agree_core.index.schema.build_point`, the one point schema) into its engine, the
+pages already written for a document, replace a document's metadata, abandon a document,
+mark it ready. Page images go to the index's image store (files, or payload bytes for a
+server index).
 """
 
 from __future__ import annotations
@@ -24,12 +29,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
-import numpy as np
-
-from agree_core.index.shard import PageRecord
+from agree_core.index.schema import build_point
 from agree_core.pages import (DEFAULT_PAGE_TIMEOUT, Page, PdfError, PdfInfo, file_sha256, find_pdfs,
                               inspect_pdf, iter_pages)
-from agree_core.pooling import pool_vectors
 
 if TYPE_CHECKING:
     from agree_core.index.page_index import PageIndex
@@ -142,14 +144,14 @@ def plan(index: "PageIndex", source: Path, metadata: dict[str, Any] | None,
     metadata = metadata or {}
     if doc is not None and doc.state == "ready":
         if doc.meta != metadata:
-            index.shard.set_meta(doc_id, metadata)
+            index._set_document_meta(doc_id, metadata)
             index.catalog.set_meta(doc_id, metadata)
         failed = sorted(f.page for f in index.catalog.failed_pages(doc_id))
         return Plan(source, sha, doc_id, info, failed, had_pages=True) if failed else None
-    done = index.shard.page_numbers(doc_id) if doc is not None else set()
+    done = index._written_pages(doc_id) if doc is not None else set()
     index.catalog.begin(doc_id, str(source), sha, info.pages, metadata)
     if done and doc is not None and doc.meta != metadata:
-        index.shard.set_meta(doc_id, metadata)
+        index._set_document_meta(doc_id, metadata)
     for old in index.catalog.documents(state="deleting", source=str(source)):
         index._purge(old.doc_id)  # the previous version of a changed file
     return Plan(source, sha, doc_id, info, [p for p in range(1, info.pages + 1) if p not in done],
@@ -230,7 +232,7 @@ def produce(index: "PageIndex", plans: list[Plan], batch_size: int,
 
 def write(index: "PageIndex", plan: Plan, pages: list[Page]) -> None:
     """Encode ``pages`` of ``plan``'s document and upsert their points."""
-    index.shard.upsert(_records(index, plan, pages, index.encoder.encode_pages(pages)))
+    index.engine.upsert(_points(index, plan, pages, index.encoder.encode_pages(pages)))
 
 
 def _write_batch(index: "PageIndex", plan: Plan, pages: list[Page]) -> None:
@@ -248,8 +250,8 @@ def _write_batch(index: "PageIndex", plan: Plan, pages: list[Page]) -> None:
             for page in good:
                 try:
                     embeddings = _stage("encode", page, index.encoder.encode_pages, [page])
-                    _stage("vector_write", page, index.shard.upsert,
-                           _records(index, plan, [page], embeddings))
+                    _stage("vector_write", page, index.engine.upsert,
+                           _points(index, plan, [page], embeddings))
                     written.append(page.page_no)
                 except PdfError as pe:
                     failed.append(pe)
@@ -284,26 +286,16 @@ def _save_image(index: "PageIndex", plan: Plan, page: Page) -> None:
         page.image = None
 
 
-def _records(index: "PageIndex", plan: Plan, pages: list[Page], embeddings: list) -> list[PageRecord]:
-    config = index.config
+def _points(index: "PageIndex", plan: Plan, pages: list[Page], embeddings: list) -> list:
+    """The engine points of written pages (:func:`~agree_core.index.schema.build_point`)."""
     doc = index.catalog.get(plan.doc_id)
-    records = []
-    for page, emb in zip(pages, embeddings):
-        vectors = emb.vectors.float()
-        pooled = (pool_vectors(vectors, config.pooled_vectors).numpy()
-                  if config.pooled_vectors > 0 else None)
-        payload = {
-            "doc_id": plan.doc_id, "source": str(plan.source), "sha256": plan.sha256,
-            "page": page.page_no, "image": str(index.images.path(plan.doc_id, page.page_no)
-                                               .relative_to(index.directory)),
-            "grid": list(emb.grid), "cells": emb.cells.tolist(),
-            "terms": emb.terms.tolist() if emb.terms is not None else None,
-            "text": emb.text if emb.text is not None else page.text,
-            "width_pt": page.width_pt, "height_pt": page.height_pt,
-            "meta": doc.meta if doc else {},
-        }
-        records.append(PageRecord(page.id, vectors.numpy().astype(np.float32), pooled, payload))
-    return records
+    return [build_point(
+        page.id, emb, pooled=index.config.pooled_vectors,
+        text=emb.text if emb.text is not None else page.text, source=str(plan.source),
+        page=page.page_no, doc_id=plan.doc_id, meta=doc.meta if doc else {},
+        image=index.images.page_fields(plan.doc_id, page.page_no),
+        sha256=plan.sha256, width_pt=page.width_pt, height_pt=page.height_pt)
+        for page, emb in zip(pages, embeddings)]
 
 
 class _Ocr:

@@ -1,5 +1,9 @@
 """PageIndex: PDFs in, pages ranked by MaxSim out, persistent with add and delete.
 
+An index is named by a folder (the embedded engine), ``qdrant://HOST:PORT/COLLECTION`` (a
+Qdrant server or cluster) or ``qdrant-local:PATH`` (see :mod:`agree_core.index.storage`);
+everything here runs over the engine interface (:mod:`agree_core.index.engines`).
+
 Layout of an index directory::
 
     agree-index.json   the IndexConfig (encoder, its config, dim, storage), checked on open
@@ -11,7 +15,9 @@ Crash safety: a document is recorded as ``indexing`` before its first page is wr
 turns ``ready`` after its last page is flushed. Pages are written in batches through the
 engine's write-ahead log, so a killed process loses only the batch in flight; reopening
 purges half-deleted documents, search never sees unfinished ones, and adding the same file
-again resumes at the first missing page.
+again resumes at the first missing page. A server index keeps the same things in the
+server: the collection's points, a ``<collection>-catalog`` collection (documents, term
+counts, the config) and the page images in the points' payload.
 """
 
 from __future__ import annotations
@@ -24,24 +30,21 @@ from typing import TYPE_CHECKING, Any, Sequence
 import torch
 
 from agree_core.encoders import DEFAULT_ENCODER, MultiVectorEncoder, PageEmbedding, load_encoder
-from agree_core.index.catalog import Catalog
+from agree_core.index import filters as F
 from agree_core.index.config import IndexConfig, IndexConfigError
-from agree_core.index.images import ImageStore
-from agree_core.index.lock import DirectoryLock
 from agree_core.index import ingest
 from agree_core.index.ingest import AddReport  # noqa: F401 - a public name of this module
-from agree_core.index.shard import VectorShard, build_filter
+from agree_core.index.schema import POOLED, SEARCH_EXCLUDE, TOKENS, candidates_for, visible
+from agree_core.index.storage import Storage
 from agree_core.pages import DEFAULT_PAGE_TIMEOUT
 from agree_core.pages import page_id as make_page_id
 from agree_core.scoring import idf_weights, similarity_map
 
 if TYPE_CHECKING:
-    from agree_core.index.records import PageRecords
+    from agree_core.index.records import RecordStore
 
 log = logging.getLogger(__name__)
 
-EXACT_SEARCH_MAX_PAGES = 2_000  # below this, every search is exact MaxSim over all vectors
-DEFAULT_CANDIDATES = 800  # pages the pooled first stage passes to exact rescoring (BENCHMARKS.md)
 
 
 @dataclass
@@ -65,25 +68,27 @@ class PageIndex:
     manager: one process at a time can hold an index directory.
     """
 
-    def __init__(self, directory: Path, config: IndexConfig, encoder: MultiVectorEncoder | None,
-                 lock: DirectoryLock, encoder_options: dict[str, Any] | None = None):
-        self.directory = directory
+    def __init__(self, storage: Storage, config: IndexConfig, encoder: MultiVectorEncoder | None,
+                 encoder_options: dict[str, Any] | None = None):
+        self.storage = storage
+        self.location = storage.location  # the name the index was opened by
+        self.directory = storage.directory  # the index folder; None for a server index
         self.config = config
         self._encoder = encoder
         self._encoder_options = encoder_options or {}
-        self._lock = lock
-        self.catalog = Catalog(directory)
-        self.images = ImageStore(directory, config.image_format, config.image_quality)
-        self.shard = VectorShard(directory, config.dim, config.vector_datatype,
-                                 pooled=config.pooled_vectors > 0)
+        storage.attach(config)
+        self.engine = storage.engine
+        self.catalog = storage.catalog
+        self.images = storage.images
         self._term_stats: tuple[int, dict[int, int]] | None = None  # cached catalog.term_stats()
+        self._open = True
         self._recover()
 
     # -- opening ----------------------------------------------------------------------------
     @classmethod
     def open(
         cls,
-        directory: str | Path,
+        location: str | Path,
         encoder: str | MultiVectorEncoder | None = None,
         *,
         create: bool = True,
@@ -91,37 +96,37 @@ class PageIndex:
         encoder_options: dict[str, Any] | None = None,
         **settings: Any,
     ) -> "PageIndex":
-        """Open the index at ``directory``, creating it when ``create`` and it does not exist.
+        """Open the index at ``location``, creating it when ``create`` and it does not exist.
 
         Args:
+            location: a folder (embedded engine), ``qdrant://HOST:PORT/COLLECTION`` or
+                ``qdrants://...`` (a Qdrant server or cluster; API key from
+                ``QDRANT_API_KEY``), or ``qdrant-local:PATH`` (qdrant-client's local mode).
             encoder: a registry spec (``"text-layer"``) or an encoder object; default: the
                 index's own encoder, or ``text-layer`` for a new index.
             wait: seconds to wait while another process holds the index.
             encoder_options: runtime options for a spec (device, dtype, batch sizes).
             settings: IndexConfig fields for a new index (vector_datatype, pooled_vectors,
-                image_format, image_quality, dpi).
+                image_format, image_quality, dpi); for a new server collection also
+                ``shard_number``, ``replication_factor``, ``on_disk_payload``.
 
         Raises:
             IndexConfigError: not an index, another format version, or an encoder that does
                 not match the one that built it.
             IndexBusyError: another process holds the index.
         """
-        directory = Path(directory).absolute()
-        exists = (directory / "agree-index.json").is_file()
-        if not exists:
-            if not create:
-                IndexConfig.load(directory)  # raises the "not an agree index" error
-            if directory.exists() and not directory.is_dir():
-                raise IndexConfigError(f"{directory} exists and is not a directory")
-            if directory.is_dir() and any(p.name != ".lock" for p in directory.iterdir()):
-                raise IndexConfigError(f"{directory} is not empty and holds no agree index; "
-                                       "choose an empty or new directory")
-            directory.mkdir(parents=True, exist_ok=True)
-        lock = DirectoryLock(directory)
-        lock.acquire(wait)
+        from agree_core.index.storage import SERVER_SETTINGS
+
+        server = {k: settings.pop(k) for k in SERVER_SETTINGS if k in settings}
+        if "client_options" in settings:
+            server["client_options"] = settings.pop("client_options")
+        storage = Storage.open(location, create=create, wait=wait, **server)
         try:
-            if exists:
-                config = IndexConfig.load(directory)
+            config = storage.load_config()
+            if config is None and not create:
+                raise IndexConfigError(f"{storage.location} is not an agree index; create one with "
+                                       f"`agree index PDF... --index {storage.location}`")
+            if config is not None:
                 unknown = set(settings) - {"dpi"}
                 if unknown:
                     log.debug("ignoring %s for an existing index", sorted(unknown))
@@ -134,10 +139,10 @@ class PageIndex:
                 enc = _resolve_encoder(encoder or DEFAULT_ENCODER, None, None, encoder_options)
                 config = IndexConfig(encoder=enc.name, encoder_config=enc.config, dim=enc.dim,
                                      **settings)
-                config.save(directory)
-            return cls(directory, config, enc, lock, encoder_options)
+                storage.save_config(config)
+            return cls(storage, config, enc, encoder_options)
         except BaseException:
-            lock.release()
+            storage.close()
             raise
 
     @property
@@ -148,22 +153,20 @@ class PageIndex:
         return self._encoder
 
     @property
-    def records(self) -> "PageRecords":
+    def records(self) -> "RecordStore":
         """Pages written by callers (a framework's documents), next to the PDF pages: see
         :mod:`agree_core.index.records`."""
-        from agree_core.index.records import PageRecords
+        from agree_core.index.records import RecordStore
 
         if self.__dict__.get("_records") is None:
-            self._records = PageRecords(self)
+            self._records = RecordStore(self)
         return self._records
 
     def close(self) -> None:
-        if self._lock is None:
+        if not self._open:
             return
-        self.shard.close()
-        self.catalog.close()
-        self._lock.release()
-        self._lock = None
+        self._open = False
+        self.storage.close()
 
     def __enter__(self) -> "PageIndex":
         return self
@@ -207,7 +210,7 @@ class PageIndex:
         removed = 0
         for doc in self.catalog.documents(source=source):
             self.catalog.set_state(doc.doc_id, "deleting")
-            removed += self.shard.count(build_filter({"doc_id": doc.doc_id}))
+            removed += self.engine.count(F.Match("doc_id", doc.doc_id))
             self._purge(doc.doc_id)
         return removed
 
@@ -218,25 +221,46 @@ class PageIndex:
 
     def search_batch(self, queries: Sequence[str], k: int = 10, filters: dict[str, Any] | None = None,
                      candidates: int | None = None) -> list[list[Hit]]:
-        """Top ``k`` pages for each query.
+        """Top ``k`` PDF pages for each query (records written by frameworks are searched
+        through :attr:`records`).
 
         Args:
-            filters: ``{"source": PATH or [PATHS], "page": N or {"gte": a, "lte": b},
-                "<meta key>": value}``; see :func:`~agree_core.index.shard.build_filter`.
+            filters: the flat form ``{"source": PATH or [PATHS], "page": N or {"gte": a,
+                "lte": b}, "<meta key>": value}``, or the nested one of
+                :mod:`agree_core.index.filters` (AND, OR, NOT).
             candidates: pages kept by the pooled first stage before exact MaxSim rescoring;
-                default exact search up to 2,000 pages and 800 candidates above.
+                default exact search up to 2,000 pages and 800 candidates above
+                (:func:`~agree_core.index.schema.candidates_for`).
         """
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
-        flt = self._filter(filters)
-        if candidates is None and self.shard.count() > EXACT_SEARCH_MAX_PAGES:
-            candidates = DEFAULT_CANDIDATES
-        vectors = self.encode_queries(queries)
-        results = []
-        for q in vectors:
-            scored = self.shard.search(q.float().numpy(), k, flt, candidates)
-            results.append([self._hit(s.id, s.score, s.payload) for s in scored])
-        return results
+        where = self.scope(_absolute_sources(filters), pdf_pages_only=True)
+        vectors = [q.float().numpy() for q in self.encode_queries(queries)]
+        found = self.search_vectors(vectors, k, where, candidates)
+        images = self.images.local_paths({s.id: s.payload for scored in found for s in scored})  # one fetch
+        return [[self._hit(s.id, s.score, s.payload, images[s.id]) for s in scored] for scored in found]
+
+    def search_vectors(self, queries: Sequence[np.ndarray], k: int, where: F.Node | None,
+                       candidates: int | None = None) -> list[list[Any]]:
+        """The one query path: each query ``(n_q, dim)`` scored by MaxSim over the points
+        matching ``where`` (see :meth:`scope`), through the pooled first stage on large
+        indexes; the engine's scored points, best first."""
+        n = candidates_for(self.engine.count() if candidates is None else 0, candidates)
+        pooled = POOLED if self.config.pooled_vectors > 0 else None
+        return self.engine.search_batch(list(queries), k, using=TOKENS, where=where,
+                                        prefetch=pooled, candidates=n if pooled else 0,
+                                        exclude=SEARCH_EXCLUDE)
+
+    def scope(self, filters: dict[str, Any] | None, *, pdf_pages_only: bool = False) -> F.Node | None:
+        """``filters`` (nested or flat) as an engine-neutral tree, restricted to what readers
+        may see (:func:`~agree_core.index.schema.visible`)."""
+        unfinished = self.unfinished()
+        return F.all_of(F.compile_filter(filters), visible(unfinished, pdf_pages_only))
+
+    def unfinished(self) -> list[str]:
+        """Ids of the documents not ready (being indexed or removed): hidden from readers.
+        Asked by state, so a server's catalog sends only those, not every document."""
+        return [d.doc_id for state in ("indexing", "deleting") for d in self.catalog.documents(state=state)]
 
     def encode_queries(self, queries: Sequence[str]) -> list[torch.Tensor]:
         """Query vectors as this index scores them: with ``term_weighting="idf"`` and an
@@ -256,10 +280,10 @@ class PageIndex:
 
     def page_embedding(self, page_id: str) -> tuple[PageEmbedding, dict[str, Any]]:
         """A stored page's vectors, grid and cells, and its payload."""
-        got = self.shard.retrieve([page_id], vectors=True)
+        got = self.engine.retrieve([page_id], vectors=[TOKENS], exclude=["image_data"])
         if page_id not in got:
             raise KeyError(f"page {page_id} is not in the index")
-        payload, vectors = got[page_id]
+        payload, vectors = got[page_id].payload, got[page_id].vectors[TOKENS]
         emb = PageEmbedding(torch.from_numpy(vectors), tuple(payload["grid"]),
                             torch.tensor(payload["cells"], dtype=torch.long), payload.get("text"))
         return emb, payload
@@ -284,14 +308,17 @@ class PageIndex:
 
     def page_vectors(self, page_ids: Sequence[str]) -> dict[str, torch.Tensor]:
         """Stored vectors ``(n, dim)`` of the pages found, by page id."""
-        got = self.shard.retrieve(list(page_ids), vectors=True)
-        return {pid: torch.from_numpy(v) for pid, (_, v) in got.items()}
+        got = self.engine.retrieve(list(page_ids), payload=False, vectors=[TOKENS])
+        return {pid: torch.from_numpy(p.vectors[TOKENS]) for pid, p in got.items()}
 
     def page_text(self, page_id: str) -> str:
-        got = self.shard.retrieve([page_id])
-        return got[page_id][0].get("text", "") if page_id in got else ""
+        got = self.engine.retrieve([page_id], payload=["text"])
+        return got[page_id].payload.get("text", "") if page_id in got else ""
 
     def info(self) -> dict[str, Any]:
+        """What the index holds. ``pages`` and ``documents`` are the ready PDF files (the
+        contract of ``agree info --json``); documents written by frameworks are counted
+        apart, in ``records``."""
         docs = self.catalog.documents()
         ready = [d for d in docs if d.state == "ready"]
         failed = self.catalog.failed_pages()
@@ -305,9 +332,12 @@ class PageIndex:
             "failed_pages": [f.to_json() for f in failed],
             "incomplete": [{"source": d.source, "pages": d.pages, "state": d.state}
                            for d in docs if d.state != "ready"],
+            "records": self.engine.count(F.Match("kind", F.RECORD_KIND)),
             "dim": self.config.dim,
             "vector_datatype": self.config.vector_datatype,
-            "directory": str(self.directory),
+            "engine": self.engine.capabilities.name,
+            "location": self.location,
+            "directory": str(self.directory) if self.directory is not None else None,
         }
 
     # -- internals --------------------------------------------------------------------------
@@ -318,17 +348,17 @@ class PageIndex:
 
     def _set_ready(self, doc_id: str) -> None:
         """Flush the document's pages, then record it ready with its term counts."""
-        self.shard.flush()
+        self.engine.flush()
         term_pages: dict[int, int] = {}
-        for terms in self.shard.page_terms(doc_id):
-            for t in set(terms):
+        for p in self.engine.scroll(F.Match("doc_id", doc_id), payload=["terms"], batch=256):
+            for t in set(p.payload.get("terms") or ()):
                 term_pages[t] = term_pages.get(t, 0) + 1
         self.catalog.set_ready(doc_id, term_pages)
         self._term_stats = None
 
     def _purge(self, doc_id: str) -> None:
-        self.shard.delete_document(doc_id)
-        self.shard.flush()
+        self.engine.delete_where(F.Match("doc_id", doc_id))
+        self.engine.flush()
         self.images.delete_document(doc_id)
         self.catalog.remove(doc_id)
         self._term_stats = None
@@ -337,19 +367,28 @@ class PageIndex:
         self.catalog.set_state(doc_id, "deleting")
         self._purge(doc_id)
 
-    def _filter(self, filters: dict[str, Any] | None) -> Any:
-        filters = dict(filters or {})
-        if "source" in filters:  # sources are stored as absolute paths
-            src = filters["source"]
-            filters["source"] = ([str(Path(s).absolute()) for s in src]
-                                 if isinstance(src, (list, tuple)) else str(Path(src).absolute()))
-        unfinished = [d.doc_id for d in self.catalog.documents() if d.state != "ready"]
-        return build_filter(filters, exclude_docs=unfinished)
-
-    def _hit(self, page_id: str, score: float, payload: dict[str, Any]) -> Hit:
-        return Hit(payload["source"], int(payload["page"]), score,
-                   str(self.directory / payload["image"]), page_id, payload["doc_id"],
+    def _hit(self, page_id: str, score: float, payload: dict[str, Any], image: str) -> Hit:
+        return Hit(payload["source"], int(payload["page"]), score, image, page_id, payload["doc_id"],
                    payload.get("meta", {}))
+
+    def _set_document_meta(self, doc_id: str, meta: dict[str, Any]) -> None:
+        """Replace the metadata of a document's pages (never merged: keys may disappear)."""
+        self.engine.delete_payload(["meta"], where=F.Match("doc_id", doc_id))
+        self.engine.set_payload({"meta": meta}, where=F.Match("doc_id", doc_id))
+
+    def _written_pages(self, doc_id: str) -> set[int]:
+        """Pages of a document already in the engine (to resume an interrupted add)."""
+        return {int(p.payload["page"]) for p in
+                self.engine.scroll(F.Match("doc_id", doc_id), payload=["page"], batch=1024)}
+
+
+def _absolute_sources(filters: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Flat filters name sources as the user typed them; the index stores absolute paths."""
+    if not filters or "source" not in filters or F.is_nested(filters):
+        return filters
+    src = filters["source"]
+    return {**filters, "source": [str(Path(s).absolute()) for s in src]
+            if isinstance(src, (list, tuple)) else str(Path(src).absolute())}
 
 
 def _resolve_encoder(spec: str | MultiVectorEncoder | None, index_spec: str | None,

@@ -10,20 +10,20 @@ from __future__ import annotations
 import json
 from typing import Any, Iterator
 
-from agree_core.index.records import PageRecords, payload_meta
+from agree_core.index.records import RecordStore, payload_meta
 
 __all__ = ["meta_values", "distinct_values", "meta_fields", "meta_min_max"]
 
 _TYPES = {bool: "boolean", int: "long", float: "double", str: "keyword", list: "list", dict: "object"}
 
 
-def _metas(records: PageRecords, where: dict[str, Any] | None) -> Iterator[dict[str, Any]]:
-    for _, payload, _ in records.index.shard.scroll(
-            records._scope(where), payload=["kind", "meta", "meta_json", "source", "page"]):
-        yield payload_meta(payload)
+def _metas(records: RecordStore, where: dict[str, Any] | None) -> Iterator[dict[str, Any]]:
+    for p in records.index.engine.scroll(
+            records.scope(where), payload=["kind", "meta", "meta_json", "source", "page"]):
+        yield payload_meta(p.payload)
 
 
-def meta_values(records: PageRecords, key: str, where: dict[str, Any] | None = None) -> list[Any]:
+def meta_values(records: RecordStore, key: str, where: dict[str, Any] | None = None) -> list[Any]:
     """The value of ``key`` in each document that has it (``None`` values left out)."""
     key = key.removeprefix("meta.")
     return [m[key] for m in _metas(records, where) if m.get(key) is not None]
@@ -45,7 +45,7 @@ def distinct_values(values: list[Any], search: str | None = None) -> list[Any]:
     return sorted(out, key=_sort_key)
 
 
-def meta_fields(records: PageRecords, where: dict[str, Any] | None = None) -> dict[str, str]:
+def meta_fields(records: RecordStore, where: dict[str, Any] | None = None) -> dict[str, str]:
     """Each metadata key and the type of its first non-null value (``keyword``, ``long``,
     ``double``, ``boolean``, ``list`` or ``object``)."""
     fields: dict[str, str] = {}
@@ -56,7 +56,7 @@ def meta_fields(records: PageRecords, where: dict[str, Any] | None = None) -> di
     return fields
 
 
-def meta_min_max(records: PageRecords, key: str, where: dict[str, Any] | None = None) -> tuple[Any, Any]:
+def meta_min_max(records: RecordStore, key: str, where: dict[str, Any] | None = None) -> tuple[Any, Any]:
     """``(min, max)`` of a numeric (or text) key; ``(None, None)`` when no document has it."""
     values = [v for v in meta_values(records, key, where) if not isinstance(v, (bool, list, dict))]
     numbers = [v for v in values if isinstance(v, (int, float))]

@@ -1,6 +1,11 @@
 """Pages written by callers (a framework's documents), side by side with the pages of PDFs.
 
-A record is one point of the shard: the caller's id (mapped to a UUID point id), its text,
+Names: a :class:`Record` is one such page as a caller gives it (or gets it back); the
+:class:`RecordStore` (``index.records``) reads and writes them; a
+:class:`~agree_core.index.engines.base.Point` is what any page, PDF or record, is stored as
+(:func:`~agree_core.index.schema.build_point`).
+
+A record is one point of the index: the caller's id (mapped to a UUID point id), its text,
 an optional file kept byte for byte (the page image, usually), JSON metadata, and vectors,
 given by the caller or encoded with the index's encoder (see :mod:`record_pages`).
 Reads, counts, filters and search see records and the pages of ready PDF documents alike;
@@ -17,39 +22,32 @@ refused with a :class:`ValueError` before anything is changed.
 
 from __future__ import annotations
 
-import hashlib
-import io
 import json
 import logging
-import os
-import shutil
 import time
 import uuid
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
-import numpy as np
 import torch
-from PIL import Image
 
 from agree_core.encoders import PageEmbedding
-from agree_core.index.filters import RECORD_KIND, check_types, compile_filter
-from agree_core.index.images import IMAGES_DIR
+from agree_core.index import filters as F
+from agree_core.index.engines.base import Point
+from agree_core.index.filters import RECORD_KIND, check_types
+from agree_core.index.images import IMAGE_DATA
 from agree_core.index.record_pages import embed_records
-from agree_core.index.shard import PageRecord
-from agree_core.pooling import pool_vectors
+from agree_core.index.schema import IS_RECORD, TOKENS, build_point
 
 if TYPE_CHECKING:
     from agree_core.index import PageIndex
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Record", "PageRecords", "DuplicateRecordError", "record_point_id"]
+__all__ = ["Record", "RecordStore", "DuplicateRecordError", "record_point_id"]
 
 RECORD_NAMESPACE = uuid.UUID("3c8f2b6e-9d41-4f7a-b0e5-7a2d91c4e6f0")
-RECORDS_DIR = "_records"  # images/_records/<point id>-<content hash>.<ext>
-_EXT = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "TIFF": "tif", "BMP": "bmp"}
 _MIME = {"jpg": "image/jpeg", "png": "image/png", "webp": "image/webp"}
 _CONFLICT = ("replace", "skip", "error")
 
@@ -88,23 +86,16 @@ class Record:
 
 
 def record_point_id(record_id: str) -> str:
-    """The shard's point id of the record ``record_id``."""
+    """The point id of the record ``record_id``."""
     return str(uuid.uuid5(RECORD_NAMESPACE, record_id))
 
 
-def _qe():
-    import qdrant_edge
-
-    return qdrant_edge
-
-
-class PageRecords:
+class RecordStore:
     """The records of one open :class:`PageIndex` (``index.records``)."""
 
     def __init__(self, index: "PageIndex"):
         self.index = index
         self._seq = 0
-        self._prepared = False
 
     # -- writing ----------------------------------------------------------------------------
     def write(self, records: Iterable[Record], on_conflict: str = "replace", batch_size: int = 16) -> int:
@@ -126,19 +117,17 @@ class PageRecords:
                 continue
             unique[r.id] = r
         pids = {rid: record_point_id(rid) for rid in unique}
-        old = {pid: payload for pid, (payload, _) in self.index.shard.retrieve(pids.values()).items()}
+        old = {pid: p.payload for pid, p in
+               self.index.engine.retrieve(pids.values(), payload=["seq", "image"]).items()}
         if on_conflict == "error" and (repeated or any(pid in old for pid in pids.values())):
             raise DuplicateRecordError(repeated + [rid for rid, pid in pids.items() if pid in old])
         todo = [r for rid, r in unique.items() if on_conflict == "replace" or pids[rid] not in old]
-        self._prepare()
         for start in range(0, len(todo), batch_size):
             batch = todo[start : start + batch_size]
             points = [self._point(r, e, old.get(pids[r.id])) for r, e in zip(batch, self._embed(batch))]
-            self.index.shard.upsert(points)
-            for r, p in zip(batch, points):
-                stale = (old.get(p.id) or {}).get("image")
-                if stale and stale != p.payload["image"]:
-                    (self.index.directory / stale).unlink(missing_ok=True)
+            self.index.engine.upsert(points)
+            self.index.images.discard(old[p.id] for p in points
+                                      if p.id in old and old[p.id].get("image") != p.payload["image"])
         return len(todo)
 
     def update_meta(self, where: dict[str, Any] | None, meta: dict[str, Any]) -> int:
@@ -146,11 +135,12 @@ class PageRecords:
         if not isinstance(meta, dict):
             raise ValueError(f"meta must be a dict, got {type(meta).__name__}")
         self._refuse_pages(where, "update")
-        found = list(self.index.shard.scroll(self._scope(where, records_only=True), payload=["meta_json"]))
-        for pid, payload, _ in found:
-            merged = {**json.loads(payload["meta_json"]), **meta}
-            self.index.shard.set_payload([pid], {"meta": merged, "meta_json": json.dumps(merged),
-                                                 **_located(merged)})
+        found = list(self.index.engine.scroll(self.scope(where, records_only=True), payload=["meta_json"]))
+        for p in found:
+            merged = {**json.loads(p.payload["meta_json"]), **meta}
+            self.index.engine.delete_payload(["meta"], ids=[p.id])
+            self.index.engine.set_payload({"meta": merged, "meta_json": json.dumps(merged),
+                                           **_located(merged)}, ids=[p.id])
         return len(found)
 
     def delete(self, ids: Iterable[str] | None = None, *, where: dict[str, Any] | None = None) -> int:
@@ -166,22 +156,18 @@ class PageRecords:
             victims = {pid: payload for pid, payload in found.values()}
         else:
             self._refuse_pages(where, "delete")
-            victims = {pid: payload for pid, payload, _ in
-                       self.index.shard.scroll(self._scope(where, records_only=True), payload=["image"])}
-        self.index.shard.delete_points(victims)
-        for payload in victims.values():
-            if payload.get("image"):
-                (self.index.directory / payload["image"]).unlink(missing_ok=True)
+            victims = {p.id: p.payload for p in
+                       self.index.engine.scroll(self.scope(where, records_only=True), payload=["image"])}
+        self.index.engine.delete(victims)
+        self.index.images.discard(victims.values())
         return len(victims)
 
     def delete_all(self) -> int:
         """Delete every record and every PDF document; returns the number of pages removed."""
-        qe = _qe()
-        is_record = qe.Filter(must=[qe.FieldCondition("kind", match=qe.MatchValue(RECORD_KIND))])
-        n = self.index.shard.count(is_record)
+        n = self.index.engine.count(IS_RECORD)
         if n:
-            self.index.shard.delete_matching(is_record)
-        shutil.rmtree(self.index.directory / IMAGES_DIR / RECORDS_DIR, ignore_errors=True)
+            self.index.engine.delete_where(IS_RECORD)
+        self.index.images.delete_records()
         for source in sorted({d.source for d in self.index.catalog.documents()}):
             n += self.index.delete(source)
         return n
@@ -189,13 +175,14 @@ class PageRecords:
     # -- reading ----------------------------------------------------------------------------
     def count(self, where: dict[str, Any] | None = None) -> int:
         """Records and pages of ready PDF documents matching ``where``."""
-        return self.index.shard.count(self._scope(where))
+        return self.index.engine.count(self.scope(where))
 
     def find(self, where: dict[str, Any] | None = None, *, with_blobs: bool = True) -> list[Record]:
         """Everything matching ``where``: PDF pages by source and page, then records in the
         order they were first written."""
-        found = sorted(self.index.shard.scroll(self._scope(where)), key=lambda item: _order(item[1]))
-        return [self._record(pid, payload, with_blobs) for pid, payload, _ in found]
+        found = sorted(self.index.engine.scroll(self.scope(where), exclude=_UNREAD),
+                       key=lambda p: _order(p.payload))
+        return [self._record(p.id, p.payload, with_blobs) for p in found]
 
     def get(self, ids: Sequence[str], *, with_blobs: bool = True) -> list[Record]:
         """The records (or PDF pages, by page id) with these ids that exist, in that order."""
@@ -205,15 +192,13 @@ class PageRecords:
     def vectors(self, ids: Sequence[str]) -> dict[str, torch.Tensor]:
         """Stored vectors ``(n, dim)`` by record or page id, for the ids found."""
         found = self._lookup(list(ids))
-        got = self.index.shard.retrieve([pid for pid, _ in found.values()], vectors=True)
-        return {rid: torch.from_numpy(got[pid][1]) for rid, (pid, _) in found.items() if pid in got}
+        got = self.index.engine.retrieve([pid for pid, _ in found.values()], payload=False, vectors=[TOKENS])
+        return {rid: torch.from_numpy(got[pid].vectors[TOKENS]) for rid, (pid, _) in found.items() if pid in got}
 
     def search(self, query: str | torch.Tensor, k: int = 10, where: dict[str, Any] | None = None, *,
                candidates: int | None = None, with_blobs: bool = True) -> list[Record]:
         """The ``k`` best records and PDF pages by MaxSim for a query (text, or its vectors
         ``(n_tokens, dim)``), with their ``score``."""
-        from agree_core.index.page_index import DEFAULT_CANDIDATES, EXACT_SEARCH_MAX_PAGES
-
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
         # text is weighted as PageIndex.search weights it (IDF, when the index does); vectors are used as given
@@ -222,40 +207,25 @@ class PageRecords:
             raise ValueError(f"query vectors must be (n_tokens >= 1, {self.index.config.dim}), got "
                              f"{tuple(q.shape)}: embed queries with the index's encoder "
                              f"({self.index.config.encoder})")
-        flt = self._scope(where)
-        if candidates is None and self.index.shard.count() > EXACT_SEARCH_MAX_PAGES:
-            candidates = DEFAULT_CANDIDATES
-        scored = self.index.shard.search(q.float().numpy(), k, flt, candidates)
-        full = self.index.shard.retrieve([s.id for s in scored])
-        return [replace(self._record(s.id, full[s.id][0], with_blobs), score=s.score)
+        (scored,) = self.index.search_vectors([q.float().numpy()], k, self.scope(where), candidates)
+        full = self.index.engine.retrieve([s.id for s in scored], exclude=_UNREAD)
+        return [replace(self._record(s.id, full[s.id].payload, with_blobs), score=s.score)
                 for s in scored if s.id in full]
 
     # -- internals --------------------------------------------------------------------------
-    def _scope(self, where: dict[str, Any] | None, records_only: bool = False) -> Any:
+    def scope(self, where: dict[str, Any] | None, records_only: bool = False) -> Any:
         """``where`` as an engine filter, over records (only) and ready documents."""
-        qe = _qe()
         check_types(where, self._stored_types)
-        flt = compile_filter(where)
-        must = ([flt] if flt is not None else []) + (
-            [qe.FieldCondition("kind", match=qe.MatchValue(RECORD_KIND))] if records_only else [])
-        unfinished = [d.doc_id for d in self.index.catalog.documents() if d.state != "ready"]
-        must_not = [qe.FieldCondition("doc_id", match=qe.MatchAny(unfinished))] if unfinished else []
-        if not must and not must_not:
-            return None
-        return qe.Filter(must=must or None, must_not=must_not or None)
+        return F.all_of(self.index.scope(where), IS_RECORD if records_only else None)
 
     def _stored_types(self, key: str) -> set[type]:
         """The types of the values of metadata ``key`` in records and PDF pages."""
-        return {type(m[key]) for _, payload, _ in self.index.shard.scroll(
+        return {type(m[key]) for point in self.index.engine.scroll(
             None, payload=["kind", "meta", "meta_json", "source", "page"])
-            if key in (m := payload_meta(payload))}
+            if key in (m := payload_meta(point.payload))}
 
     def _refuse_pages(self, where: dict[str, Any] | None, what: str) -> None:
-        qe = _qe()
-        scope = self._scope(where)
-        pdf_pages = qe.Filter(must=[scope] if scope is not None else None,
-                              must_not=[qe.FieldCondition("kind", match=qe.MatchValue(RECORD_KIND))])
-        n = self.index.shard.count(pdf_pages)
+        n = self.index.engine.count(F.all_of(self.scope(where), F.Not(IS_RECORD)))
         if n:
             raise ValueError(_PAGES_MESSAGE.format(n=n, what=what))
 
@@ -263,9 +233,10 @@ class PageRecords:
         """id -> (point id, payload) for the records and visible PDF pages with these ids."""
         candidates = {record_point_id(i): i for i in ids}
         candidates.update({i: i for i in ids if _is_uuid(i)})  # page ids are point ids
-        unfinished = {d.doc_id for d in self.index.catalog.documents() if d.state != "ready"}
+        unfinished = set(self.index.unfinished())
         out = {}
-        for pid, (payload, _) in self.index.shard.retrieve(list(candidates)).items():
+        for pid, point in self.index.engine.retrieve(list(candidates), exclude=_UNREAD).items():
+            payload = point.payload
             is_record = payload.get("kind") == RECORD_KIND
             if (is_record and payload.get("record_id") == candidates[pid]) or (
                     not is_record and pid == candidates[pid] and payload.get("doc_id") not in unfinished):
@@ -274,16 +245,18 @@ class PageRecords:
 
     def _record(self, pid: str, payload: dict[str, Any], with_blob: bool) -> Record:
         image = payload.get("image") or ""
-        path = self.index.directory / image if image else None
-        blob = path.read_bytes() if with_blob and path is not None and path.is_file() else None
+        # a server index's file is fetched (and cached) only when asked for
+        path = self.index.images.local_paths({pid: payload})[pid] if image and (
+            with_blob or not self.index.images.in_payload) else ""
+        blob = Path(path).read_bytes() if with_blob and path and Path(path).is_file() else None
         meta = payload_meta(payload)
         if payload.get("kind") == RECORD_KIND:
             text = payload.get("text") if payload.get("text_given", True) else None
             return Record(payload["record_id"], text, blob, payload.get("mime_type"), meta,
-                          extra=json.loads(payload.get("extra") or "{}"), image_path=str(path) if path else None)
+                          extra=json.loads(payload.get("extra") or "{}"), image_path=path or None)
         mime = _MIME.get(Path(image).suffix.lstrip("."))
         return Record(pid, payload.get("text", ""), blob, mime, meta, kind="page",
-                      image_path=str(path) if path else None)
+                      image_path=path or None)
 
     def _embed(self, batch: list[Record]) -> list[PageEmbedding]:
         dim = self.index.config.dim
@@ -305,49 +278,23 @@ class PageRecords:
                 out[i] = emb
         return out  # type: ignore[return-value]
 
-    def _point(self, r: Record, emb: PageEmbedding, old: dict | None) -> PageRecord:
+    def _point(self, r: Record, emb: PageEmbedding, old: dict | None) -> Point:
         pid = record_point_id(r.id)
-        image = self._save_blob(pid, r.blob) if r.blob else ""
-        vectors = emb.vectors.float()  # (n, dim)
-        k = self.index.config.pooled_vectors
-        pooled = pool_vectors(vectors, k).numpy() if k > 0 else None
-        payload = {
-            "kind": RECORD_KIND, "record_id": r.id, "doc_id": pid, **_located(r.meta),
-            "image": image, "mime_type": r.mime_type,
-            "text": r.text if r.text is not None else (emb.text or ""), "text_given": r.text is not None,
-            "grid": list(emb.grid), "cells": emb.cells.tolist(), "meta": r.meta,
-            "terms": emb.terms.tolist() if emb.terms is not None else None,
+        return build_point(
+            pid, emb, pooled=self.index.config.pooled_vectors, text=r.text, doc_id=pid,
+            **_located(r.meta), meta=r.meta,
+            image=self.index.images.blob_fields(pid, r.blob) if r.blob else {"image": ""},
+            kind=RECORD_KIND, record_id=r.id, mime_type=r.mime_type, text_given=r.text is not None,
             # exact copies: the engine reads JSON floats to within one unit in the last place
-            "meta_json": json.dumps(r.meta), "extra": json.dumps(r.extra),
-            "seq": old["seq"] if old and "seq" in old else self._next_seq(),
-        }
-        return PageRecord(pid, vectors.numpy().astype(np.float32), pooled, payload)
-
-    def _save_blob(self, pid: str, blob: bytes) -> str:
-        """Write the record's file atomically, under a name of its own (a new version never
-        overwrites the file the stored point names); its path relative to the index."""
-        try:
-            ext = _EXT.get(Image.open(io.BytesIO(blob)).format or "", "img")
-        except (OSError, ValueError):
-            ext = "bin"
-        digest = hashlib.sha256(blob).hexdigest()[:16]
-        path = self.index.directory / IMAGES_DIR / RECORDS_DIR / f"{pid}-{digest}.{ext}"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_bytes(blob)
-        os.replace(tmp, path)
-        return str(path.relative_to(self.index.directory))
-
-    def _prepare(self) -> None:
-        if not self._prepared:
-            for name, kind in (("kind", "keyword"), ("record_id", "keyword"), ("seq", "integer")):
-                self.index.shard.ensure_field_index(name, kind)
-            self._prepared = True
+            meta_json=json.dumps(r.meta), extra=json.dumps(r.extra),
+            seq=old["seq"] if old and "seq" in old else self._next_seq())
 
     def _next_seq(self) -> int:
         self._seq = max(time.time_ns(), self._seq + 1)
         return self._seq
 
+
+_UNREAD = (IMAGE_DATA,)  # files are read through the image store, when asked for
 
 _PAGES_MESSAGE = ("{n} of the pages matched belong to indexed PDF files, which cannot {what} "
                   "pages one by one: remove the whole file with PageIndex.delete(source) "

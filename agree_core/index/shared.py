@@ -32,6 +32,7 @@ from typing import Any, Callable, TypeVar
 from agree_core.encoders import DEFAULT_ENCODER, MultiVectorEncoder, load_encoder
 from agree_core.index.config import CONFIG_FILE, IndexConfig, IndexConfigError
 from agree_core.index.page_index import PageIndex
+from agree_core.index.storage import is_url, location_key
 
 log = logging.getLogger(__name__)
 
@@ -85,12 +86,13 @@ def open_indexes() -> dict[str, int]:
 class SharedIndex:
     """An open index and the thread that owns it. Use :meth:`acquire` and :meth:`release`."""
 
-    def __init__(self, directory: Path):
+    def __init__(self, directory: Path | str):
         self.directory = directory
         self.users = 0
         self._index: PageIndex | None = None
         self._tasks: queue.Queue = queue.Queue()
-        self._thread = threading.Thread(target=self._work, name=f"agree-index:{directory.name}",
+        label = directory.name if isinstance(directory, Path) else directory  # a folder or a URL
+        self._thread = threading.Thread(target=self._work, name=f"agree-index:{label}",
                                         daemon=True)
         self._thread.start()
 
@@ -105,7 +107,7 @@ class SharedIndex:
         Raises what :meth:`PageIndex.open` raises (IndexConfigError, IndexBusyError); with
         ``create=False``, :func:`require_index`'s error when there is no index.
         """
-        path = Path(directory).expanduser().absolute()
+        path = location_key(directory) if is_url(directory) else Path(directory).expanduser().absolute()
         with _GUARD:
             shared = _OPEN.get(path)
             if shared is None:
@@ -188,11 +190,13 @@ class SharedIndex:
             self._thread.join()
 
 
-def _encoder_for(path: Path, encoder: str | MultiVectorEncoder | None,
+def _encoder_for(path: Path | str, encoder: str | MultiVectorEncoder | None,
                  options: dict[str, Any]) -> str | MultiVectorEncoder:
     """The encoder object to open ``path`` with (a shared one), or a spec string that
     :meth:`PageIndex.open` rejects with its own message when it is not the index's."""
     if not isinstance(encoder, str) and encoder is not None:
+        return encoder
+    if is_url(path):  # a server index: its config is read when it opens
         return encoder
     if (path / CONFIG_FILE).is_file():
         config = IndexConfig.load(path)

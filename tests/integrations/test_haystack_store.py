@@ -35,9 +35,12 @@ from haystack.testing.document_store import (  # noqa: E402
 from haystack_integrations.document_stores.agree import AgreeDocumentStore  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def shared_store(tmp_path_factory):
-    store = AgreeDocumentStore(index_dir=tmp_path_factory.mktemp("haystack_suite") / "index", create=True)
+@pytest.fixture(scope="module", params=["edge", "qdrant-local"])
+def shared_store(request, tmp_path_factory):
+    """The suite on both engines: an index folder, and the server engine over local mode."""
+    folder = tmp_path_factory.mktemp("haystack_suite") / "index"
+    store = AgreeDocumentStore(index_dir=folder if request.param == "edge" else f"qdrant-local:{folder}",
+                               create=True)
     yield store
     store.close()
 

@@ -20,6 +20,7 @@ from llama_index.core.schema import NodeWithScore, QueryBundle
 from agree_core.encoders import DEFAULT_ENCODER, MultiVectorEncoder
 from agree_core.index import PageIndex
 from agree_core.index.shared import SharedIndex, require_index, shared_encoder
+from agree_core.index.storage import is_url, resolve_location
 from agree_core.rerank import PageRef, PageScorer, rank
 from llama_index.postprocessor.agree_rerank.refs import page_ref
 from llama_index.retrievers.agree.base import open_index, query_of
@@ -86,9 +87,10 @@ class AgreeRerank(BaseNodePostprocessor):
         if index_dir is not None and encoder is not None:
             raise ValueError("give index_dir or encoder, not both: an index scores with its own encoder")
         if index_dir is not None:
-            require_index(index_dir)  # "no agree index at PATH" now, not at the first query
+            # "no agree index at PATH" now, not at the first query
+            index_dir = resolve_location(index_dir) if is_url(index_dir) else require_index(index_dir)
         spec = encoder if encoder is None or isinstance(encoder, str) else None
-        super().__init__(top_n=top_n, index_dir=str(Path(index_dir).absolute()) if index_dir else None,
+        super().__init__(top_n=top_n, index_dir=str(index_dir) if index_dir else None,
                          encoder=spec, **kwargs)
         self._encoder_obj = None if spec is not None else encoder
 

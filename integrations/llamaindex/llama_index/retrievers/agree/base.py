@@ -20,6 +20,7 @@ from agree_core.index import AddReport, PageIndex
 from agree_core.index.filters import compile_filter
 from agree_core.index.node_fields import resolve_node_fields
 from agree_core.index.shared import SharedIndex, require_index
+from agree_core.index.storage import is_url, resolve_location
 from llama_index.retrievers.agree.filters import to_agree_filters
 from llama_index.retrievers.agree.nodes import page_nodes, search_nodes
 
@@ -66,7 +67,8 @@ class AgreeVisualRetriever(BaseRetriever):
                  verbose: bool = False) -> None:
         if similarity_top_k is not None and top_k is not None and similarity_top_k != top_k:
             raise ValueError(f"give similarity_top_k or its alias top_k, not both ({similarity_top_k} and {top_k})")
-        self.index_dir = require_index(index_dir)  # a typo is an error now, not an empty index
+        # a folder (a typo is an error now, not an empty index), qdrant:// or qdrant-local: URL
+        self.index_dir = resolve_location(index_dir) if is_url(index_dir) else require_index(index_dir)
         self.similarity_top_k = similarity_top_k if similarity_top_k is not None else top_k if top_k is not None else 5
         self.filters = filters
         self.encoder = encoder
@@ -110,10 +112,12 @@ class AgreeVisualRetriever(BaseRetriever):
         """Write this retriever's settings to ``persist_dir/agree-retriever.json`` (default
         ``persist_dir``: the index directory). The pages are in the index already: the file
         names the index by its path relative to ``persist_dir``, it does not copy it."""
+        if persist_dir is None and is_url(self.index_dir):
+            raise ValueError(f"give a persist_dir: the index {self.index_dir} is not a folder")
         root = Path(persist_dir).absolute() if persist_dir is not None else self.index_dir
         root.mkdir(parents=True, exist_ok=True)
         settings = {
-            "index_dir": os.path.relpath(self.index_dir, root),
+            "index_dir": self.index_dir if is_url(self.index_dir) else os.path.relpath(self.index_dir, root),
             "similarity_top_k": self.similarity_top_k,
             "filters": self.filters.model_dump(mode="json") if self.filters else None,
             "encoder": self.encoder if isinstance(self.encoder, str) else None,
@@ -131,7 +135,8 @@ class AgreeVisualRetriever(BaseRetriever):
         settings = json.loads(path.read_text()) if path.is_file() else {}
         if "top_k" in settings:  # written by an earlier version
             settings["similarity_top_k"] = settings.pop("top_k")
-        index_dir = root / settings.pop("index_dir", ".")
+        index_dir = settings.pop("index_dir", ".")
+        index_dir = index_dir if is_url(index_dir) else root / index_dir
         if "top_k" in kwargs:
             kwargs["similarity_top_k"] = kwargs.pop("top_k")
         if settings.get("filters"):
@@ -234,7 +239,7 @@ _LIVE: "weakref.WeakSet[AgreeVisualRetriever]" = weakref.WeakSet()
 def open_index(index_dir: str | Path) -> SharedIndex | None:
     """The index a retriever of this process holds open at ``index_dir``, acquired for the
     caller (who releases it), else ``None``: never opens an index nobody holds."""
-    path = Path(index_dir).absolute()
+    path = resolve_location(index_dir, must_exist=False)
     if any(r.index_dir == path and r._shared is not None for r in list(_LIVE)):
         return SharedIndex.acquire(path, create=False)
     return None

@@ -1,0 +1,125 @@
+"""The engine interface: what :class:`~agree_core.index.PageIndex` asks of a vector engine.
+
+An engine stores points (an id, named multivectors, a JSON payload), filters them with the
+engine-neutral tree of :mod:`agree_core.index.filters` (each engine compiles it in its own
+module) and scores them by MaxSim. Everything else (the catalog's rules, which points are
+visible, IDF statistics, payload layout) lives above it and is written once.
+
+Two implementations: :mod:`.edge` (qdrant-edge-py, embedded in the process) and
+:mod:`.server` (qdrant-client: a Qdrant server or cluster, or qdrant-client's local mode).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Iterator, Sequence
+
+import numpy as np
+
+from agree_core.index.filters import Node
+
+__all__ = ["Engine", "Point", "Scored", "VectorSpec", "Capabilities", "Payload"]
+
+Payload = dict[str, Any]
+
+
+@dataclass
+class Point:
+    """One point: ``vectors`` maps a vector name to its ``(n, dim)`` float32 multivector
+    (empty for points that hold only a payload, such as catalog entries)."""
+
+    id: str
+    vectors: dict[str, np.ndarray] = field(default_factory=dict)
+    payload: Payload = field(default_factory=dict)
+
+
+@dataclass
+class Scored:
+    id: str
+    score: float
+    payload: Payload
+
+
+@dataclass(frozen=True)
+class VectorSpec:
+    """A named MaxSim multivector of the collection. ``index``: build an HNSW graph (off for
+    vectors that are only rescored); ``on_disk``: keep the vectors on disk, not in RAM."""
+
+    name: str
+    dim: int
+    datatype: str = "float16"  # float32 | float16
+    index: bool = False
+    on_disk: bool = False
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What an engine does with the schema it is given, so callers and tests do not pretend."""
+
+    name: str
+    datatypes: bool  # stores vectors in the requested datatype (else float32 regardless)
+    hnsw: bool  # honours HNSW / on-disk settings
+    concurrent_clients: bool  # several processes or machines may use it at once
+    payload_indexes: bool  # builds payload indexes (else filters scan)
+
+
+class Engine(ABC):
+    """A collection of points. Filters are :mod:`agree_core.index.filters` nodes; ``payload``
+    selects what comes back: ``True`` (all), ``False``, a list of keys to include, or
+    ``exclude=[keys]`` to leave some out."""
+
+    capabilities: Capabilities
+
+    @abstractmethod
+    def upsert(self, points: Sequence[Point]) -> None: ...
+
+    @abstractmethod
+    def delete(self, ids: Iterable[str]) -> None: ...
+
+    @abstractmethod
+    def delete_where(self, where: Node) -> None: ...
+
+    @abstractmethod
+    def set_payload(self, payload: Payload, *, ids: Iterable[str] | None = None,
+                    where: Node | None = None) -> None:
+        """Set these top-level keys (others are kept) on the points given by ids or filter."""
+
+    @abstractmethod
+    def delete_payload(self, keys: Sequence[str], *, ids: Iterable[str] | None = None,
+                       where: Node | None = None) -> None: ...
+
+    @abstractmethod
+    def retrieve(self, ids: Iterable[str], *, payload: bool | list[str] = True,
+                 exclude: Sequence[str] = (), vectors: Sequence[str] = ()) -> dict[str, Point]:
+        """The points with these ids that exist, by id."""
+
+    @abstractmethod
+    def scroll(self, where: Node | None = None, *, payload: bool | list[str] = True,
+               exclude: Sequence[str] = (), vectors: Sequence[str] = (),
+               batch: int = 512) -> Iterator[Point]:
+        """Every point matching ``where``, in id order, fetched ``batch`` at a time."""
+
+    @abstractmethod
+    def count(self, where: Node | None = None) -> int: ...
+
+    @abstractmethod
+    def search_batch(self, queries: Sequence[np.ndarray], limit: int, *, using: str,
+                     where: Node | None = None, prefetch: str | None = None,
+                     candidates: int = 0, exclude: Sequence[str] = ()) -> list[list[Scored]]:
+        """Top ``limit`` points by MaxSim of each query ``(n_q, dim)`` against vector
+        ``using``, exact. With ``prefetch`` and ``candidates``, MaxSim over the vector
+        ``prefetch`` first keeps ``candidates`` points and ``using`` rescores them."""
+
+    def search(self, query: np.ndarray, limit: int, **kwargs: Any) -> list[Scored]:
+        return self.search_batch([query], limit, **kwargs)[0]
+
+    @abstractmethod
+    def ensure_field_index(self, key: str, kind: str) -> None:
+        """A payload index on ``key`` (``"keyword"`` or ``"integer"``) unless there is one."""
+
+    @abstractmethod
+    def flush(self) -> None: ...
+
+    @abstractmethod
+    def close(self) -> None: ...

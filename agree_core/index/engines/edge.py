@@ -1,0 +1,194 @@
+"""The embedded engine: a Qdrant Edge shard in this process (qdrant-edge-py).
+
+The only module that imports ``qdrant_edge``. One process at a time holds a shard (its
+write-ahead log is exclusive); :class:`~agree_core.index.lock.DirectoryLock` turns that into
+a clear "index is busy" error before the engine is touched.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+import numpy as np
+
+from agree_core.index import filters as F
+from agree_core.index.engines.base import Capabilities, Engine, Payload, Point, Scored, VectorSpec
+
+__all__ = ["EdgeEngine"]
+
+
+def _qe():
+    try:
+        import qdrant_edge
+    except ImportError as e:  # a core dependency; say so if the install is broken
+        raise ImportError("qdrant-edge-py is missing: pip install qdrant-edge-py") from e
+    return qdrant_edge
+
+
+class EdgeEngine(Engine):
+    """A shard at ``path`` with the named multivectors ``vectors`` (created when missing)."""
+
+    capabilities = Capabilities("qdrant-edge", datatypes=True, hnsw=False,
+                                concurrent_clients=False, payload_indexes=True)
+
+    def __init__(self, path: Path, vectors: Sequence[VectorSpec], keyword_fields: Sequence[str] = (),
+                 integer_fields: Sequence[str] = ()):
+        qe = _qe()
+        datatypes = {"float32": qe.VectorStorageDatatype.Float32,
+                     "float16": qe.VectorStorageDatatype.Float16}
+        for v in vectors:
+            if v.datatype not in datatypes:
+                raise ValueError(f"vector datatype must be one of {sorted(datatypes)}, got {v.datatype!r}")
+        config = qe.EdgeConfig(vectors={v.name: qe.EdgeVectorParams(
+            size=v.dim, distance=qe.Distance.Dot, datatype=datatypes[v.datatype],
+            multivector_config=qe.MultiVectorConfig(qe.MultiVectorComparator.MaxSim)) for v in vectors})
+        self.names = [v.name for v in vectors]
+        if path.exists() and any(path.iterdir()):
+            self._shard = qe.EdgeShard.load(str(path), config)
+        else:
+            path.mkdir(parents=True, exist_ok=True)
+            self._shard = qe.EdgeShard.create(str(path), config)
+            for key in keyword_fields:
+                self.ensure_field_index(key, "keyword")
+            for key in integer_fields:
+                self.ensure_field_index(key, "integer")
+
+    # -- writing ----------------------------------------------------------------------------
+    def upsert(self, points: Sequence[Point]) -> None:
+        qe = _qe()
+        if points:
+            self._shard.update(qe.UpdateOperation.upsert_points(
+                [qe.Point(p.id, dict(p.vectors), p.payload) for p in points]))
+
+    def delete(self, ids: Iterable[str]) -> None:
+        ids = list(ids)
+        if ids:
+            self._shard.update(_qe().UpdateOperation.delete_points(ids))
+
+    def delete_where(self, where: F.Node) -> None:
+        self._shard.update(_qe().UpdateOperation.delete_points_by_filter(to_edge(where)))
+
+    def set_payload(self, payload: Payload, *, ids: Iterable[str] | None = None,
+                    where: F.Node | None = None) -> None:
+        op = _qe().UpdateOperation
+        if where is not None:
+            self._shard.update(op.set_payload_by_filter(to_edge(where), payload))
+        elif ids := list(ids or ()):
+            self._shard.update(op.set_payload(ids, payload))
+
+    def delete_payload(self, keys: Sequence[str], *, ids: Iterable[str] | None = None,
+                       where: F.Node | None = None) -> None:
+        op = _qe().UpdateOperation
+        if where is not None:
+            self._shard.update(op.delete_payload_by_filter(to_edge(where), list(keys)))
+        elif ids := list(ids or ()):
+            self._shard.update(op.delete_payload(ids, list(keys)))
+
+    def ensure_field_index(self, key: str, kind: str) -> None:
+        qe = _qe()
+        if key not in self._shard.info().payload_schema:
+            schema = {"keyword": qe.PayloadSchemaType.Keyword, "integer": qe.PayloadSchemaType.Integer}[kind]
+            self._shard.update(qe.UpdateOperation.create_field_index(key, schema))
+
+    def flush(self) -> None:
+        self._shard.flush()
+
+    def close(self) -> None:
+        self._shard.close()
+
+    # -- reading ----------------------------------------------------------------------------
+    def count(self, where: F.Node | None = None) -> int:
+        return self._shard.count(_qe().CountRequest(filter=to_edge(where), exact=True))
+
+    def retrieve(self, ids: Iterable[str], *, payload: bool | list[str] = True,
+                 exclude: Sequence[str] = (), vectors: Sequence[str] = ()) -> dict[str, Point]:
+        ids = list(ids)
+        if not ids:
+            return {}
+        records = self._shard.retrieve(ids, with_payload=_selector(payload, exclude),
+                                       with_vector=list(vectors) or False)
+        return {str(r.id): _point(r, vectors) for r in records}
+
+    def scroll(self, where: F.Node | None = None, *, payload: bool | list[str] = True,
+               exclude: Sequence[str] = (), vectors: Sequence[str] = (),
+               batch: int = 512) -> Iterator[Point]:
+        qe = _qe()
+        flt, offset = to_edge(where), None
+        while True:
+            records, offset = self._shard.scroll(qe.ScrollRequest(
+                offset=offset, limit=batch, filter=flt, with_payload=_selector(payload, exclude),
+                with_vector=list(vectors) or False))
+            for r in records:
+                yield _point(r, vectors)
+            if offset is None:
+                return
+
+    def search_batch(self, queries: Sequence[np.ndarray], limit: int, *, using: str,
+                     where: F.Node | None = None, prefetch: str | None = None,
+                     candidates: int = 0, exclude: Sequence[str] = ()) -> list[list[Scored]]:
+        qe = _qe()
+        exact, flt, select = qe.SearchParams(exact=True), to_edge(where), _selector(True, exclude)
+        out = []
+        for q in queries:
+            q = np.ascontiguousarray(q, dtype=np.float32)  # (n_q, dim)
+            prefetches = ([qe.Prefetch(limit=max(candidates, limit), filter=flt, params=exact,
+                                       query=qe.Query.Nearest(q, using=prefetch))]
+                          if prefetch and candidates else None)
+            request = qe.QueryRequest(limit=limit, query=qe.Query.Nearest(q, using=using),
+                                      prefetches=prefetches, filter=flt, params=exact,
+                                      with_payload=select)
+            out.append([Scored(str(p.id), float(p.score), p.payload or {})
+                        for p in self._shard.query(request)])
+        return out
+
+
+def _selector(payload: bool | list[str], exclude: Sequence[str]) -> Any:
+    qe = _qe()
+    if exclude:
+        return qe.PayloadSelector.Exclude(list(exclude))
+    return qe.PayloadSelector.Include(payload) if isinstance(payload, list) else payload
+
+
+def _point(r: Any, vectors: Sequence[str]) -> Point:
+    vecs = {n: np.asarray(r.vector[n], dtype=np.float32) for n in vectors} if vectors else {}
+    return Point(str(r.id), vecs, r.payload or {})
+
+
+def to_edge(node: F.Node | None) -> Any:
+    """The qdrant-edge filter of a :mod:`~agree_core.index.filters` tree (``None`` for none).
+
+    >>> type(to_edge(F.Match("kind", "record"))).__name__
+    'Filter'
+    """
+    if node is None:
+        return None
+    qe = _qe()
+    c = _condition(node)
+    return c if isinstance(c, qe.Filter) else qe.Filter(must=[c])
+
+
+def _condition(node: F.Node) -> Any:
+    qe = _qe()
+    if isinstance(node, F.And):
+        return qe.Filter(must=[_condition(n) for n in node.items])
+    if isinstance(node, F.Or):
+        return qe.Filter(should=[_condition(n) for n in node.items])
+    if isinstance(node, F.Not):
+        return qe.Filter(must_not=[_condition(node.item)])
+    if isinstance(node, F.Match):
+        value = np.bool_(node.value) if isinstance(node.value, bool) else node.value  # 0.9 reads bool as 0/1
+        return qe.FieldCondition(node.key, match=qe.MatchValue(value))
+    if isinstance(node, F.MatchAny):
+        return qe.FieldCondition(node.key, match=qe.MatchAny(list(node.values)))
+    if isinstance(node, F.Range):
+        return qe.FieldCondition(node.key, range=qe.RangeFloat(
+            gt=node.gt, gte=node.gte, lt=node.lt, lte=node.lte))
+    if isinstance(node, F.DateRange):
+        return qe.FieldCondition(node.key, range=qe.RangeDateTime(
+            gt=node.gt, gte=node.gte, lt=node.lt, lte=node.lte))
+    if isinstance(node, F.IsEmpty):
+        return qe.IsEmptyCondition(node.key)
+    if isinstance(node, F.HasId):
+        return qe.HasIdCondition(set(node.ids))
+    raise TypeError(f"not a filter node: {node!r}")
