@@ -54,6 +54,8 @@ PALIGEMMA_KEYS: list[tuple[str, str]] = [
 # our in-memory names -> the published (transformers 4.4x) ones, to save adapters in that layout
 TO_PUBLISHED: dict[str, list[tuple[str, str]]] = {
     "qwen": [(r"^language_model\.", "model.")],
+    # ColQwen3 was published from transformers 5.x (colpali-engine's qwen3_vl key map)
+    "qwen3": [(r"^language_model\.", "model.language_model."), (r"^visual\.", "model.visual.")],
     "paligemma": [(r"^model\.language_model\.", "model.language_model.model."),
                   (r"^model\.vision_tower\.", "model.vision_tower.vision_model.")],
 }
@@ -65,6 +67,7 @@ LORA_TARGET_MODULES = {
     "colqwen2.5": f"(.*(model)(?!.*visual).*{_PROJ}.*$|.*(custom_text_proj).*$)",
     "colqwen2": f"(.*(model).*{_PROJ}.*$|.*(custom_text_proj).*$)",
     "colpali": f"(.*(language_model).*{_PROJ}.*$|.*(custom_text_proj).*$)",
+    "colqwen3": f"(.*(model)(?!.*visual).*{_PROJ}.*$|.*(custom_text_proj).*$)",
 }
 # the language-model heads are not used by a retriever (and are often absent: tied weights)
 _DROPPED = re.compile(r"^(lm_head|model\.lm_head|model\.language_model\.lm_head)\.")
@@ -212,6 +215,26 @@ def apply_lora_adapter(model: torch.nn.Module, directory: Path, rules: Sequence[
             f"{len(result.unexpected_keys)} adapter weights match no module, {len(missing)} LoRA "
             f"weights not in the adapter; e.g. {', '.join(bad)})")
     return peft_model.merge_and_unload() if merge else peft_model
+
+
+def save_adapter(model: torch.nn.Module, directory: Path, rules: Sequence[tuple[str, str]],
+                 base_spec: str | None, tokenizer) -> None:
+    """Save the LoRA adapter of a peft ``model`` in the published layout (weights renamed by
+    ``rules``, ``base_model_name_or_path`` = ``base_spec``), so ``NAME:DIR`` loads it."""
+    from peft import get_peft_model_state_dict
+    from safetensors.torch import save_file
+
+    directory.mkdir(parents=True, exist_ok=True)
+    prefix = "base_model.model."
+    weights = {prefix + rename_key(k[len(prefix):], rules): v.detach().cpu().contiguous()
+               for k, v in get_peft_model_state_dict(model).items()}
+    save_file(weights, str(directory / "adapter_model.safetensors"), metadata={"format": "pt"})
+    config = model.peft_config["default"].to_dict()
+    config = {k: (sorted(v) if isinstance(v, set) else v) for k, v in config.items()}
+    config.update(base_model_name_or_path=base_spec, peft_type="LORA",
+                  task_type="FEATURE_EXTRACTION", inference_mode=True)
+    (directory / "adapter_config.json").write_text(json.dumps(config, indent=2, default=str))
+    tokenizer.save_pretrained(str(directory))
 
 
 def build_model(factory: Callable[[], torch.nn.Module], dtype: torch.dtype,
