@@ -35,7 +35,7 @@ def load_encoder(spec: str = DEFAULT_ENCODER, **options: Any) -> MultiVectorEnco
     >>> load_encoder("no-such-encoder")
     Traceback (most recent call last):
     ...
-    ValueError: unknown encoder 'no-such-encoder'; available: text-layer, colpali, colqwen2, colqwen2.5, colqwen3, st
+    ValueError: unknown encoder 'no-such-encoder'; available: text-layer, colmodernvbert, colpali, colqwen2, colqwen2.5, colqwen3, st
     """
     _register_builtins()
     name, _, checkpoint = spec.partition(":")
@@ -60,4 +60,4 @@ def _trained_with(checkpoint: str) -> dict[str, Any]:
 
 def _register_builtins() -> None:
     # Imported here, not at module import: building the registry loads no model.
-    from agree_core.encoders import colvision, st_multivector, text_layer  # noqa: F401
+    from agree_core.encoders import colmodernvbert, colvision, st_multivector, text_layer  # noqa: F401

@@ -195,6 +195,11 @@ class SentenceTransformersEncoder:
         for start in range(0, len(order), batch_size):
             chunk = order[start : start + batch_size]
             features = st.preprocess([inputs[i] for i in chunk], prompt=prompt, task=task)
+            if "input_ids" not in features:
+                name = type(st[0].processor).__name__
+                raise ValueError(f"{self.cfg.model}: sentence-transformers gives its {name} page images without a "
+                                 "prompt (no input_ids), so the model cannot run on them; load this checkpoint "
+                                 "with its own family instead (e.g. --encoder colmodernvbert:PATH)")
             features = st(batch_to_device(features, self.device), task=task)
             tokens = features["token_embeddings"]  # (b, L, dim)
             kept = features["attention_mask"].bool()  # (b, L): the model's scoring mask
