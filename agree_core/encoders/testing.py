@@ -92,3 +92,22 @@ def save_tiny_st_colbert(directory: str | Path, *, seed: int = 0, hidden: int = 
     out = directory / "model"
     model.save(str(out))
     return out
+
+
+def save_tiny_standin(family: str, directory: str | Path, *, adapter: bool = True) -> str:
+    """A registry spec (``FAMILY:PATH``) of a tiny random checkpoint of ``family`` in its
+    published layout, for dry runs: ColVision families as adapter over base (or the base alone,
+    ``adapter=False``), ``colmodernvbert`` as a native checkpoint, ``st`` as a ColBERT save."""
+    from agree_core.encoders.colvision.encoder import FAMILIES
+
+    directory = Path(directory)
+    if family in FAMILIES:
+        from agree_core.encoders.colvision.testing import save_published_checkpoint
+
+        adapter_dir, base_dir = save_published_checkpoint(family, directory)
+        return f"{family}:{adapter_dir if adapter else base_dir}"
+    if family == "colmodernvbert":
+        return f"colmodernvbert:{save_tiny_colmodernvbert(directory / 'colmodernvbert')}"
+    if family == "st":
+        return f"st:{save_tiny_st_colbert(directory / 'st')}"
+    raise ValueError(f"no tiny stand-in for encoder {family!r}")

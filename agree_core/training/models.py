@@ -76,12 +76,16 @@ class TrainableEncoder:
 
     def enable_gradient_checkpointing(self) -> None:
         base = self.module.get_base_model() if hasattr(self.module, "get_base_model") else self.module
-        if hasattr(base, "activation_checkpointing_enable"):  # transformers >= 5.x's name
-            base.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-        elif hasattr(base, "gradient_checkpointing_enable"):
-            base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        # the model itself, or (a wrapper such as ColModernVBertForRetrieval) its backbone
+        found = [m for m in base.modules() if getattr(m, "supports_gradient_checkpointing", False)]
+        if not found:
+            raise ValueError(f"{self.name} does not support gradient checkpointing: "
+                             "set gradient_checkpointing: false")
+        target = found[0]
+        if hasattr(target, "activation_checkpointing_enable"):  # transformers >= 5.x's name
+            target.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         else:
-            raise ValueError(f"{self.name} does not support gradient checkpointing")
+            target.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         if hasattr(self.module, "enable_input_require_grads"):
             self.module.enable_input_require_grads()
 
