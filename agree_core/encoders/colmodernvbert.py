@@ -260,6 +260,8 @@ def _processor(tok_dir: Path, base: Path, cfg: ColModernVBertConfig):
     return processor
 
 
-@register_encoder("colmodernvbert")
+@register_encoder("colmodernvbert", default_checkpoint=DEFAULT_CHECKPOINT, dim=128, gpu=False, parameters="250M",
+                  layouts="transformers-native ColModernVBertForRetrieval (model_type colmodernvbert), "
+                          "or a LoRA adapter over one")
 def _build(checkpoint: str | None = None, **options: Any) -> ColModernVBertEncoder:
     return ColModernVBertEncoder(checkpoint, **options)

@@ -390,6 +390,7 @@ def _check_queries(queries: Sequence[str]) -> None:
             raise ValueError(f"queries must be non-empty strings, got {q!r}")
 
 
-@register_encoder("st")
+@register_encoder("st", layouts="a Sentence Transformers MultiVectorEncoder save, PyLate or Stanford ColBERT "
+                                "(text), transformers *ForRetrieval (visual)")
 def _build(checkpoint: str | None = None, **options: Any) -> SentenceTransformersEncoder:
     return SentenceTransformersEncoder(checkpoint, **options)

@@ -362,7 +362,8 @@ def _text(words: list[Word]) -> str:
     return " ".join(w.text for w in words)
 
 
-@register_encoder("text-layer")
+@register_encoder("text-layer", default_checkpoint=DEFAULT_MODEL, dim=384, gpu=False, parameters="22M",
+                  layouts="a BERT-style model directory or hub id (transformers), or a LoRA adapter over one")
 def _build(checkpoint: str | None = None, **options: Any) -> TextLayerEncoder:
     return TextLayerEncoder(checkpoint, **options)
 
