@@ -51,7 +51,7 @@ def load_encoder(spec: str = DEFAULT_ENCODER, **options: Any) -> MultiVectorEnco
     >>> load_encoder("no-such-encoder")
     Traceback (most recent call last):
     ...
-    ValueError: unknown encoder 'no-such-encoder'; available: text-layer, colmodernvbert, colpali, colqwen2, colqwen2.5, colqwen3, st
+    ValueError: unknown encoder 'no-such-encoder'; available: text-layer, colmodernvbert, colpali, colqwen2, colqwen2.5, colqwen3, jina-v4, st
     """
     _register_builtins()
     name, _, checkpoint = spec.partition(":")

@@ -5,7 +5,7 @@ and plumbing benchmarks (nothing is downloaded: tokenizers are trained on the sp
   ``processor_config.json`` (the layout of ``ModernVBERT/colmodernvbert-merged``);
 - :func:`save_tiny_st_colbert`: a Sentence Transformers ``MultiVectorEncoder`` save (Transformer,
   Dense, MultiVectorMask, Normalize; ``[Q] ``/``[D] `` prompts), the layout of PyLate-style models;
-- :func:`save_tiny_st_visual`: a transformers-native visual retriever for ``st:``.
+- :func:`save_tiny_jina_v4`: jina-embeddings-v4's repo layout (weights + ``adapters/TASK``).
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["save_tiny_colmodernvbert", "save_tiny_st_colbert", "MODERNVBERT_SPECIALS"]
+__all__ = ["save_tiny_colmodernvbert", "save_tiny_st_colbert", "save_tiny_jina_v4", "save_tiny_standin",
+           "MODERNVBERT_SPECIALS"]
 
 MODERNVBERT_SPECIALS = (["<|begin_of_text|>", "<|end_of_text|>", "<pad>", "<fake_token_around_image>", "<image>",
                          "<end_of_utterance>", "<global-img>"]
@@ -101,6 +102,8 @@ def save_tiny_standin(family: str, directory: str | Path, *, adapter: bool = Tru
     from agree_core.encoders.colvision.encoder import FAMILIES
 
     directory = Path(directory)
+    if family == "jina-v4":
+        return f"jina-v4:{save_tiny_jina_v4(directory / 'jina-v4')}"
     if family in FAMILIES:
         from agree_core.encoders.colvision.testing import save_published_checkpoint
 
@@ -111,3 +114,54 @@ def save_tiny_standin(family: str, directory: str | Path, *, adapter: bool = Tru
     if family == "st":
         return f"st:{save_tiny_st_colbert(directory / 'st')}"
     raise ValueError(f"no tiny stand-in for encoder {family!r}")
+
+
+def save_tiny_jina_v4(directory: str | Path, *, seed: int = 0, tasks: tuple[str, ...] = ("retrieval",)) -> Path:
+    """A random jina-embeddings-v4 in its published layout: Qwen2.5-VL weights saved by
+    transformers >= 4.52 (``model.language_model.*``, ``model.visual.*``, ``lm_head``) plus
+    ``multi_vector_projector.*``, and one LoRA adapter per task under ``adapters/TASK`` (the
+    language model's projections and the projector, non-zero so that it matters)."""
+    import json
+
+    from peft import LoraConfig, get_peft_model, get_peft_model_state_dict
+    from safetensors.torch import save_file
+
+    from agree_core.encoders.colvision import checkpoint as ckpt
+    from agree_core.encoders.colvision.modeling import ColQwen2_5
+    from agree_core.encoders.colvision.testing import make_tokenizer, preprocessor_config, tiny_config
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tokenizer = make_tokenizer("qwen")
+    config = tiny_config("colqwen2.5", tokenizer)
+    config.architectures = ["JinaEmbeddingsV4Model"]
+    torch.manual_seed(seed)
+    model = ColQwen2_5(config, dim=128).eval()
+    rules = ckpt.TO_PUBLISHED["jina"]
+    weights = {ckpt.rename_key(k, rules): v.contiguous() for k, v in model.state_dict().items()}
+    weights["lm_head.weight"] = weights["model.language_model.embed_tokens.weight"].clone()
+    save_file(weights, str(directory / "model.safetensors"), metadata={"format": "pt"})
+    config.save_pretrained(str(directory))
+    tokenizer.save_pretrained(str(directory))
+    (directory / "preprocessor_config.json").write_text(json.dumps(preprocessor_config("colqwen2.5"), indent=2))
+    targets = ckpt.LORA_TARGET_MODULES["jina-v4"].replace("custom_text_proj", "multi_vector_projector")
+    for i, task in enumerate(tasks):
+        lora = LoraConfig(r=4, lora_alpha=4, target_modules=ckpt.LORA_TARGET_MODULES["jina-v4"],
+                          init_lora_weights="gaussian", task_type="FEATURE_EXTRACTION")
+        peft_model = get_peft_model(ColQwen2_5(config, dim=128).eval(), lora)
+        peft_model.load_state_dict({f"base_model.model.{k}": v for k, v in model.state_dict().items()}, strict=False)
+        with torch.no_grad():
+            for name, p in peft_model.named_parameters():
+                if "lora_B" in name:
+                    p.normal_(0, 0.2, generator=torch.Generator().manual_seed(seed + i))
+        prefix = "base_model.model."
+        adapter = {prefix + ckpt.rename_key(k[len(prefix):], rules): v.contiguous()
+                   for k, v in get_peft_model_state_dict(peft_model).items()}
+        out = directory / "adapters" / task
+        out.mkdir(parents=True, exist_ok=True)
+        save_file(adapter, str(out / "adapter_model.safetensors"), metadata={"format": "pt"})
+        record = {k: (sorted(v) if isinstance(v, set) else v) for k, v in lora.to_dict().items()}
+        record.update(base_model_name_or_path="jinaai/jina-embeddings-v4", peft_type="LORA",
+                      target_modules=targets, task_type="FEATURE_EXTRACTION")
+        (out / "adapter_config.json").write_text(json.dumps(record, indent=2, default=str))
+    return directory

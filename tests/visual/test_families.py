@@ -24,7 +24,7 @@ from visual.images import noise_image
 def tiny(tmp_path_factory):
     """family -> registry spec of a tiny checkpoint in the family's published layout."""
     from agree_core.encoders.colvision.testing import save_published_checkpoint
-    from agree_core.encoders.testing import save_tiny_colmodernvbert, save_tiny_st_colbert
+    from agree_core.encoders.testing import save_tiny_colmodernvbert, save_tiny_jina_v4, save_tiny_st_colbert
     from agree_core.rerankers.testing import save_tiny_reranker
 
     root = tmp_path_factory.mktemp("families")
@@ -32,12 +32,14 @@ def tiny(tmp_path_factory):
     return {"colqwen3": f"colqwen3:{adapter}", "colqwen3-base": str(base),
             "colmodernvbert": f"colmodernvbert:{save_tiny_colmodernvbert(root / 'cmvb')}",
             "st": f"st:{save_tiny_st_colbert(root / 'st')}",
+            "jina-v4": f"jina-v4:{save_tiny_jina_v4(root / 'jina', tasks=('retrieval', 'code'))}",
             "reranker": str(save_tiny_reranker(root / "reranker"))}
 
 
 @pytest.fixture(scope="session")
 def loaded(tiny):
-    return {f: load_encoder(tiny[f], device="cpu", dtype="float32") for f in ("colqwen3", "colmodernvbert", "st")}
+    return {f: load_encoder(tiny[f], device="cpu", dtype="float32")
+            for f in ("colqwen3", "colmodernvbert", "st", "jina-v4")}
 
 
 def image_pages(*sizes):
@@ -109,7 +111,29 @@ def test_st_equals_sentence_transformers_and_ties_tokens_to_their_words(loaded):
     torch.testing.assert_close(enc.encode_queries(["falcon meadow"])[0], st.encode_query(["falcon meadow"])[0].cpu())
 
 
-@pytest.mark.parametrize("family", ["colqwen3", "colmodernvbert", "st"])
+def test_jina_v4_runs_its_task_adapter_with_its_prompts_and_truncates(tiny, loaded):
+    enc = loaded["jina-v4"]
+    path = tiny["jina-v4"].split(":", 1)[1]
+    assert enc.adapter_dir == __import__("pathlib").Path(path) / "adapters" / "retrieval" and enc.dim == 128
+    tokens = enc._inputs.tokenizer.decode(enc._inputs.query("what is shown").input_ids)
+    assert tokens == "Query: what is shown"  # no augmentation tokens
+    page = image_pages((150, 200))
+    got = enc.encode_pages(page)[0]
+    assert enc._inputs.tokenizer.decode(enc._inputs.page(page[0].image).input_ids).endswith("<|im_end|>\n")
+    code = load_encoder(tiny["jina-v4"], device="cpu", dtype="float32", task="code").encode_pages(page)[0]
+    assert (code.vectors - got.vectors).abs().max() > 1e-2  # another task, another adapter
+    short = load_encoder(tiny["jina-v4"], device="cpu", dtype="float32", truncate_dim=32)
+    cut = short.encode_pages(page)[0].vectors
+    assert short.dim == 32 and cut.shape == (len(got.vectors), 32)
+    torch.testing.assert_close(cut, torch.nn.functional.normalize(
+        load_encoder(tiny["jina-v4"], device="cpu", dtype="float32").model(**__import__(
+            "agree_core.encoders.colvision.processing", fromlist=["collate"]).collate(
+            [enc._inputs.page(page[0].image)], enc._inputs.pad_id, "left"))[0][:, :32], dim=-1), atol=1e-5, rtol=1e-4)
+    with pytest.raises(CheckpointError, match="no adapters/nope/adapter_config.json for task 'nope'; it has code, retrieval"):
+        load_encoder(tiny["jina-v4"], task="nope").model
+
+
+@pytest.mark.parametrize("family", ["colqwen3", "colmodernvbert", "st", "jina-v4"])
 def test_vectors_do_not_depend_on_batch_size_or_padding(family, tiny, loaded):
     together = load_encoder(tiny[family], device="cpu", dtype="float32", batch_size=3)
     pages = (image_pages((150, 200), (90, 60), (300, 120)) if family != "st" else
@@ -142,13 +166,13 @@ def test_training_sees_the_vectors_search_sees_and_gets_gradients(family, tiny):
 
 
 # -- the CLI, index -> search -> show -------------------------------------------------------------
-@pytest.mark.parametrize("family", ["colqwen3", "colmodernvbert", "st"])
+@pytest.mark.parametrize("family", ["colqwen3", "colmodernvbert", "st", "jina-v4"])
 def test_index_search_and_show_through_the_cli(family, tiny, tmp_path, capsys):
     pdf = make_pdf(tmp_path / "doc.pdf", lorem_pages(2))
     index = tmp_path / "index"
     assert main(["-q", "index", str(pdf), "--index", str(index), "--encoder", tiny[family], "--dpi", "40"]) == 0
     config = json.loads((index / "agree-index.json").read_text())
-    assert config["encoder"] == tiny[family] and config["dim"] == {"colqwen3": 320, "colmodernvbert": 128, "st": 16}[family]
+    assert config["encoder"] == tiny[family] and config["dim"] == {"colqwen3": 320, "colmodernvbert": 128, "st": 16, "jina-v4": 128}[family]
     capsys.readouterr()
     assert main(["-q", "search", "--index", str(index), "falcon", "--json", "-k", "2"]) == 0
     hits = json.loads(capsys.readouterr().out)["hits"]
@@ -169,7 +193,7 @@ def test_index_search_and_show_through_the_cli(family, tiny, tmp_path, capsys):
 def test_agree_encoders_lists_every_family(capsys):
     assert main(["encoders", "--json"]) == 0
     rows = {r["name"]: r for r in map(json.loads, capsys.readouterr().out.splitlines())}
-    assert {"text-layer", "colqwen2.5", "colqwen3", "colmodernvbert", "st"} <= set(rows)
+    assert {"text-layer", "colqwen2.5", "colqwen3", "colmodernvbert", "jina-v4", "st"} <= set(rows)
     assert rows["colqwen3"]["dim"] == 320 and rows["colqwen3"]["gpu"] is True
     assert rows["colmodernvbert"]["gpu"] is False and rows["st"]["default_checkpoint"] is None
     assert main(["encoders"]) == 0 and "colmodernvbert" in capsys.readouterr().out

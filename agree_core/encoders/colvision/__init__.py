@@ -11,6 +11,8 @@ colqwen2       vidore/colqwen2-v1.0        vidore/colqwen2-base        <= 768 (o
 colpali        vidore/colpali-v1.3         vidore/colpaligemma-3b-pt-448-base   1024 (32 x 32)
 colqwen3       TomoroAI/tomoro-colqwen3-    (a full checkpoint; verify) <= 768 (option)
                embed-4b (320-d)
+jina-v4        jinaai/jina-embeddings-v4   the repo itself, adapter    <= 768 (option)
+                                           adapters/retrieval
 =============  ==========================  ==========================  ==================
 
 ``load_encoder("colqwen2.5")``, ``load_encoder("colqwen2.5:/runs/agree-lora")``; options:
@@ -39,9 +41,11 @@ def _factory(family: str):
     return build
 
 
-_SIZES = {"colqwen2.5": "3B", "colqwen2": "2B", "colpali": "3B", "colqwen3": "4B"}
+_SIZES = {"colqwen2.5": "3B", "colqwen2": "2B", "colpali": "3B", "colqwen3": "4B", "jina-v4": "3.8B"}
+_LAYOUTS = "colpali-engine: a LoRA adapter (adapter_config.json) over its *-base repo, or a full directory with custom_text_proj"
 for _name, _family in FAMILIES.items():
     register_encoder(_name, default_checkpoint=_family.default_checkpoint, dim=_family.dim, gpu=True,
                      parameters=_SIZES.get(_name, ""),
-                     layouts="colpali-engine: a LoRA adapter (adapter_config.json) over its *-base repo, or a "
-                             "full directory with custom_text_proj")(_factory(_name))
+                     layouts=("the jina repo (Qwen2.5-VL weights + multi_vector_projector) with its task adapters "
+                              "in adapters/TASK (option task, default retrieval), or a LoRA adapter over it"
+                              if _name == "jina-v4" else _LAYOUTS))(_factory(_name))

@@ -39,6 +39,9 @@ class Family:
     max_visual_tokens: int | None  # None: fixed-size images (ColPali)
     query_prefix: str = "Query: "  # as ColQwen2 v1.0 / ColQwen2.5 v0.2 / ColPali v1.x were trained
     dim: int = 128  # the published projection size (the loaded weights decide)
+    query_augmentation: int = 10  # augmentation tokens after the query
+    adapters: str | None = None  # task adapters inside the checkpoint: "adapters/{task}" (jina-v4)
+    kind: str = ""  # weight layout: "qwen", "qwen3", "paligemma", "jina" (default from model_type)
 
 
 FAMILIES = {
@@ -48,7 +51,12 @@ FAMILIES = {
         Family("colpali", "vidore/colpali-v1.3", "paligemma", "<image><bos>Describe the image.", "\n", None),
         # colpali-engine >= 0.3.13 (ColQwen3's era) adds no query prefix; 320-d projection
         Family("colqwen3", "TomoroAI/tomoro-colqwen3-embed-4b", "qwen3_vl", QWEN_PAGE_PROMPT, "", 768,
-               query_prefix="", dim=320),
+               query_prefix="", dim=320, kind="qwen3"),
+        # jina-embeddings-v4, multi-vector mode: Qwen2.5-VL-3B + multi_vector_projector (128-d), the
+        # task's LoRA adapter from adapters/TASK, "Query: "/"Passage: " prompts, no augmentation
+        Family("jina-v4", "jinaai/jina-embeddings-v4", "qwen2_5_vl",
+               "<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>Describe the image.<|im_end|>\n",
+               "", 768, query_augmentation=0, adapters="adapters/{task}", kind="jina"),
     )
 }
 
@@ -62,9 +70,11 @@ class ColVisionConfig:
     max_visual_tokens: int | None = None  # ColQwen: cap on image tokens per page (768)
     page_prompt: str | None = None
     query_prefix: str | None = None  # default: the family's ("Query: " up to ColQwen2.5, "" for ColQwen3)
-    query_augmentation: int = 10  # augmentation tokens (<|endoftext|> / <pad>) after the query
     query_suffix: str | None = None  # ColPali: "\n", as in training; ColQwen: ""
     image_tokens_only: bool = False  # keep only image-patch vectors (colpali's mask_non_image_embeddings)
+    task: str = "retrieval"  # jina-v4: the task adapter (adapters/TASK in the checkpoint)
+    truncate_dim: int | None = None  # keep the first N dims of each vector (re-normalised); None: all
+    query_augmentation: int | None = None  # default: the family's (10 for colpali-engine models)
 
 
 class ColVisionEncoder:
@@ -111,6 +121,10 @@ class ColVisionEncoder:
             self.cfg.query_suffix = self.family.query_suffix
         if self.cfg.query_prefix is None:
             self.cfg.query_prefix = self.family.query_prefix
+        if self.cfg.query_augmentation is None:
+            self.cfg.query_augmentation = self.family.query_augmentation
+        if self.cfg.truncate_dim is not None and self.cfg.truncate_dim < 1:
+            raise ValueError(f"truncate_dim must be >= 1, got {self.cfg.truncate_dim}")
         if self.family.max_visual_tokens is None:
             if self.cfg.max_visual_tokens is not None:
                 raise ValueError(f"{family} takes fixed-size images: max_visual_tokens does not apply")
@@ -136,7 +150,8 @@ class ColVisionEncoder:
 
     @property
     def dim(self) -> int:
-        return int(self.model.custom_text_proj.out_features)
+        full = int(self.model.custom_text_proj.out_features)
+        return min(full, self.cfg.truncate_dim) if self.cfg.truncate_dim else full
 
     @property
     def model(self) -> torch.nn.Module:
@@ -209,7 +224,7 @@ class ColVisionEncoder:
     # -- internals --------------------------------------------------------------------------
     @property
     def _kind(self) -> str:
-        return {"paligemma": "paligemma", "qwen3_vl": "qwen3"}.get(self.family.model_type, "qwen")
+        return self.family.kind or ("paligemma" if self.family.model_type == "paligemma" else "qwen")
 
     def _forward(self, items: list[Inputs]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(vectors (n, L, dim) float32, mask (n, L) bool, input_ids (n, L))`` on the device,
@@ -219,6 +234,9 @@ class ColVisionEncoder:
         if "pixel_values" in batch:
             batch["pixel_values"] = batch["pixel_values"].to(self.dtype)
         vectors = self._model(**batch).float()  # (n, L, dim)
+        if self.cfg.truncate_dim and self.cfg.truncate_dim < vectors.shape[-1]:  # Matryoshka-style prefix
+            vectors = torch.nn.functional.normalize(vectors[..., : self.cfg.truncate_dim], dim=-1)
+            vectors = vectors * batch["attention_mask"][..., None]
         return vectors, batch["attention_mask"].bool(), batch["input_ids"]
 
     def _page_inputs(self, page: Page, i: int) -> Inputs:
@@ -255,7 +273,16 @@ class ColVisionEncoder:
         what = family.name
         path = ckpt.resolve(self.cfg.model, f"{what} checkpoint")
         adapter = (path / "adapter_config.json").is_file()
-        if adapter:
+        inner = path / family.adapters.format(task=self.cfg.task) if family.adapters else None
+        if family.adapters and not adapter and (path / "config.json").is_file():
+            if not (inner / "adapter_config.json").is_file():  # jina-v4: the task's adapter inside the repo
+                found = sorted(p.name for p in (path / "adapters").glob("*/")) if (path / "adapters").is_dir() else []
+                raise ckpt.CheckpointError(f"{path} has no {family.adapters.format(task=self.cfg.task)}"
+                                           f"/adapter_config.json for task {self.cfg.task!r}"
+                                           f"{'; it has ' + ', '.join(found) if found else ''}")
+            base, self.base_spec = path, self.cfg.model
+            path, adapter = inner, True
+        elif adapter:
             recorded = ckpt.read_json(path / "adapter_config.json").get("base_model_name_or_path")
             base_spec = self.cfg.base or recorded
             if not base_spec:
@@ -271,12 +298,13 @@ class ColVisionEncoder:
                 f"{path} is not a {family.name} checkpoint: expected adapter_config.json (a LoRA "
                 "adapter over a base model) or config.json with model weights")
         config = _backbone_config(base, family)
-        rules = ckpt.PALIGEMMA_KEYS if family.model_type == "paligemma" else ckpt.QWEN_KEYS
+        rules = {"paligemma": ckpt.PALIGEMMA_KEYS, "jina": ckpt.JINA_KEYS}.get(self._kind, ckpt.QWEN_KEYS)
         dim = _projection_dim(base, rules)
         model = ckpt.build_model(lambda: _model_class(family)(config, dim=dim), self.dtype, self.device)
         ckpt.load_weights(model, base, rules, what)
         if adapter:
-            model = ckpt.apply_lora_adapter(model, path, rules, what, merge=merge_adapter)
+            model = ckpt.apply_lora_adapter(model, path, rules, what, merge=merge_adapter,
+                                            module_renames={"multi_vector_projector": "custom_text_proj"})
         self.adapter_dir = path if adapter else None
         self._model = model.eval()
         tok_dir = path if (path / "tokenizer_config.json").is_file() else base
