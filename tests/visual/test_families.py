@@ -114,6 +114,7 @@ def test_st_equals_sentence_transformers_and_ties_tokens_to_their_words(loaded):
 def test_jina_v4_runs_its_task_adapter_with_its_prompts_and_truncates(tiny, loaded):
     enc = loaded["jina-v4"]
     path = tiny["jina-v4"].split(":", 1)[1]
+    enc.model  # noqa: B018 - loaded on first use
     assert enc.adapter_dir == __import__("pathlib").Path(path) / "adapters" / "retrieval" and enc.dim == 128
     tokens = enc._inputs.tokenizer.decode(enc._inputs.query("what is shown").input_ids)
     assert tokens == "Query: what is shown"  # no augmentation tokens
