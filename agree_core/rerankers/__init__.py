@@ -5,6 +5,6 @@
 offered by the LlamaIndex and Haystack rerankers.
 """
 
-from agree_core.rerankers.vlm import RERANKERS, VLMReranker, load_reranker, rerank_batch
+from agree_core.rerankers.vlm import RERANKERS, VLMReranker, load_reranker, rerank_batch, shared_reranker
 
-__all__ = ["VLMReranker", "load_reranker", "rerank_batch", "RERANKERS"]
+__all__ = ["VLMReranker", "load_reranker", "shared_reranker", "rerank_batch", "RERANKERS"]

@@ -141,6 +141,37 @@ class VLMReranker:
                 scores += self._model(**batch).float().cpu().tolist()
         return scores
 
+    def score_refs(self, query: str, refs: Sequence[Any], *, dpi: int = 100) -> list[float | None]:
+        """Scores of candidate pages given as :class:`agree_core.rerank.PageRef` (a page image,
+        or a PDF ``source`` and ``page`` rendered at ``dpi``), ``None`` for one that names no
+        readable page (the reason is logged): what the framework rerankers call."""
+        from agree_core.pages import PdfError, iter_pages
+
+        images: list[Image.Image | None] = [None] * len(refs)
+        by_pdf: dict[str, list[int]] = {}
+        for i, ref in enumerate(refs):
+            if ref.image is not None:
+                images[i] = ref.image if isinstance(ref.image, Image.Image) else Image.open(ref.image)
+            elif ref.source and ref.page and Path(ref.source).is_file():
+                by_pdf.setdefault(str(Path(ref.source).absolute()), []).append(i)
+            else:
+                log.warning("cannot rerank candidate %r: no page image and no existing PDF with a page number",
+                            ref.key if ref.key is not None else ref)
+        for source, positions in by_pdf.items():
+            try:
+                pages = {p.page_no: p for p in iter_pages(source, dpi=dpi, text=False,
+                                                          pages=sorted({refs[i].page for i in positions}))}
+            except (PdfError, ValueError) as e:
+                log.warning("cannot rerank pages of %s: %s", source, e)
+                continue
+            for i in positions:
+                images[i] = pages[refs[i].page].image if refs[i].page in pages else None
+        found = [i for i, im in enumerate(images) if im is not None]
+        out: list[float | None] = [None] * len(refs)
+        for i, s in zip(found, self.score(query, [images[i].convert("RGB") for i in found]) if found else []):
+            out[i] = s
+        return out
+
     def rerank(self, query: str, hits: Sequence[Any], top_n: int | None = None) -> list[Any]:
         """``hits`` (anything with an ``image`` path and a ``score``, e.g. ``PageIndex`` hits)
         sorted by this model's score, which replaces theirs; the first-stage score is kept in
@@ -211,6 +242,17 @@ class VLMReranker:
         self._pad_id = int(tok.pad_token_id if tok.pad_token_id is not None else _token_id(tok, "<|endoftext|>"))
         self._head = self._tokens(DOCUMENT_PREFIX)
         log.info("loaded %s from %s (%s, %s)", self.family.name, path, self.device, self.dtype)
+
+
+_SHARED: dict[tuple, "VLMReranker"] = {}
+
+
+def shared_reranker(spec: str, **options: Any) -> "VLMReranker":
+    """The reranker ``load_reranker(spec, **options)`` builds, loaded once per process."""
+    key = (spec, tuple(sorted(options.items())))
+    if key not in _SHARED:
+        _SHARED[key] = load_reranker(spec, **options)
+    return _SHARED[key]
 
 
 def rerank_batch(spec: str, queries: Sequence[str], results: Sequence[Sequence[Any]], k: int,

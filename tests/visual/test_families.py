@@ -269,3 +269,32 @@ def test_search_rerank_through_the_cli(tiny, tmp_path, capsys):
     assert main(["-q", "search", "--index", str(index), "falcon", "--rerank", "jina-m9"]) == 1
     assert main(["-q", "search", "--index", str(index), "falcon", "--rerank", f"jina-m0:{tiny['colqwen3-base']}"]) == 1
     assert main(["-q", "search", "--index", str(index), "falcon", "--rerank-top", "0"]) == 2
+
+
+def test_both_frameworks_rerank_with_the_multimodal_reranker(tiny, tmp_path):
+    from haystack import Document
+    from haystack.dataclasses import ByteStream
+    from haystack_integrations.components.rankers.agree import AgreeRanker
+    from llama_index.core.schema import ImageNode, NodeWithScore, QueryBundle
+    from llama_index.postprocessor.agree_rerank import AgreeRerank
+
+    from agree_core.rerankers import load_reranker
+
+    spec = f"jina-m0:{tiny['reranker']}"
+    paths = []
+    for i in range(3):
+        noise_image(90 + 20 * i, 100, seed=i).save(tmp_path / f"{i}.png")
+        paths.append(str(tmp_path / f"{i}.png"))
+    want = load_reranker(spec, device="cpu").score("revenue", [Image.open(p) for p in paths])
+    best_first = sorted(range(3), key=lambda i: -want[i])
+
+    nodes = [NodeWithScore(node=ImageNode(image_path=p, id_=str(i)), score=1.0) for i, p in enumerate(paths)]
+    got = AgreeRerank(top_n=2, reranker=spec).postprocess_nodes(nodes, QueryBundle("revenue"))
+    assert [n.node.node_id for n in got] == [str(i) for i in best_first[:2]]
+    assert [n.score for n in got] == pytest.approx([want[i] for i in best_first[:2]], abs=1e-4)
+
+    ranker = AgreeRanker(reranker=spec, top_k=3)
+    docs = [Document(id=str(i), blob=ByteStream.from_file_path(__import__("pathlib").Path(p))) for i, p in enumerate(paths)]
+    ranked = ranker.run(documents=docs, query="revenue")["documents"]
+    assert [d.id for d in ranked] == [str(i) for i in best_first]
+    assert AgreeRanker.from_dict(ranker.to_dict()).reranker == spec

@@ -51,6 +51,8 @@ class AgreeRerank(BaseNodePostprocessor):
     encoder: Optional[str] = Field(default=None, description="Encoder spec without an index.")
     batch_size: int = Field(default=16, description="Pages encoded per forward pass.")
     dpi: int = Field(default=100, description="Render resolution of pages read from PDFs.")
+    reranker: Optional[str] = Field(default=None, description="A multimodal reranker (jina-m0[:CKPT]) that "
+                                    "reads query and page image together, instead of MaxSim.")
     keep_retrieval_score: bool = Field(
         default=False, description="Keep each node's previous score in metadata['retrieval_score'].")
     on_missing_page: Literal["raise", "keep"] = Field(
@@ -109,6 +111,11 @@ class AgreeRerank(BaseNodePostprocessor):
 
     def _scorer(self, query: str, nodes: List[NodeWithScore]) -> Callable[[PageIndex | None], list]:
         """The scoring call, holding plain values only (the index's thread may keep it)."""
+        if self.reranker:  # the second stage reads the page images, not the index's vectors
+            from agree_core.rerankers import shared_reranker
+
+            refs = [page_ref(n.node) for n in nodes]
+            return lambda _index: shared_reranker(self.reranker).score_refs(query, refs, dpi=self.dpi)
         return functools.partial(_scores, query, [page_ref(n.node) for n in nodes],
                                  self._encoder_obj or self.encoder, self.batch_size, self.dpi)
 

@@ -35,11 +35,13 @@ class AgreeRanker:
     :param top_k: Documents returned.
     :param score_threshold: drop Documents scoring below this.
     :param batch_size: pages encoded per forward pass.
+    :param reranker: a multimodal reranker (``jina-m0[:CKPT]``) that reads the query and each
+        page image (``blob``, or ``meta["source"]`` + ``meta["page"]``) instead of MaxSim.
     """
 
     def __init__(self, document_store: AgreeDocumentStore | None = None, *, encoder: str | None = None,
                  encoder_options: dict[str, Any] | None = None, top_k: int = 10,
-                 score_threshold: float | None = None, batch_size: int = 16):
+                 score_threshold: float | None = None, batch_size: int = 16, reranker: str | None = None):
         if document_store is not None and not isinstance(document_store, AgreeDocumentStore):
             raise ValueError(f"document_store must be an AgreeDocumentStore, got {type(document_store).__name__}")
         if document_store is not None and (encoder is not None or encoder_options is not None):
@@ -53,6 +55,7 @@ class AgreeRanker:
         self.top_k = top_k
         self.score_threshold = score_threshold
         self.batch_size = batch_size
+        self.reranker = reranker
         self._encoder: MultiVectorEncoder | None = None
 
     def warm_up(self) -> None:
@@ -80,6 +83,12 @@ class AgreeRanker:
         :param top_k: Documents returned (default: the init ``top_k``).
         :param score_threshold: drop Documents below this (default: the init threshold).
         """
+        if self.reranker and documents:
+            from agree_core.rerankers import shared_reranker
+
+            scores = shared_reranker(self.reranker).score_refs(query or "", [_page_ref(d) for d in documents])
+            return {"documents": self._ranked(documents, [-float("inf") if s is None else s for s in scores],
+                                              top_k, score_threshold)}
         q, records = self._inputs(documents, query, query_multivector_embedding, top_k)
         if not records:
             return {"documents": []}
@@ -116,3 +125,15 @@ class AgreeRanker:
         kept = [dataclasses.replace(documents[i], score=s) for s, i in ranked
                 if threshold is None or s >= threshold]
         return kept[: top_k or self.top_k]
+
+
+def _page_ref(document: Document):  # the page a Document names, for the multimodal reranker
+    import io
+
+    from PIL import Image
+
+    from agree_core.rerank import PageRef
+
+    image = Image.open(io.BytesIO(document.blob.data)) if document.blob is not None else None
+    return PageRef(source=document.meta.get("source"), page=document.meta.get("page"), image=image,
+                   key=document.id)
