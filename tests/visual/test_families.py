@@ -298,3 +298,14 @@ def test_both_frameworks_rerank_with_the_multimodal_reranker(tiny, tmp_path):
     ranked = ranker.run(documents=docs, query="revenue")["documents"]
     assert [d.id for d in ranked] == [str(i) for i in best_first]
     assert AgreeRanker.from_dict(ranker.to_dict()).reranker == spec
+
+
+def test_published_sizes_count_like_the_published_models_and_are_refused_without_memory(monkeypatch):
+    from agree_core.encoders import published_sizes
+
+    assert abs(published_sizes.parameter_count("qwen2-vl-2b") / 2.209e9 - 1) < 0.01  # Qwen2-VL-2B: 2.21B
+    monkeypatch.setattr(published_sizes, "_available_memory", lambda: 2**30)
+    with pytest.raises(MemoryError, match=r"qwen2.5-vl-3b needs 14.0 GiB of weights in float32 .* 1.0 GiB available"):
+        published_sizes.check_fits("qwen2.5-vl-3b", torch.float32, torch.device("cpu"))
+    with pytest.raises(ValueError, match="unknown architecture 'qwen9'"):
+        published_sizes.check_fits("qwen9", torch.float32, torch.device("cpu"))
