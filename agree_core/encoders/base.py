@@ -12,7 +12,7 @@ import torch
 from agree_core.pages import Page
 
 __all__ = ["PageEmbedding", "MultiVectorEncoder", "TrainableMultiVectorEncoder", "VectorBatch",
-           "pad_vectors", "page_grid"]
+           "pad_vectors", "page_grid", "check_options", "local_spec"]
 
 
 @dataclass
@@ -143,6 +143,32 @@ def pad_vectors(vectors: list[torch.Tensor], cells: list[torch.Tensor] | None = 
     cell = torch.nn.utils.rnn.pad_sequence([c.to(padded.device) for c in cells], batch_first=True,
                                            padding_value=-1)
     return VectorBatch(padded, mask.to(padded.device), cell, list(grids or []))
+
+
+def check_options(family: str, fields: Sequence[str], config: dict[str, Any], dtype: str,
+                  *batch_sizes: int) -> None:
+    """The checks every encoder constructor makes of its runtime options.
+
+    >>> check_options("st", ["model"], {"window": 3}, "auto", 1)
+    Traceback (most recent call last):
+    ...
+    TypeError: unknown st options ['window']; known: device, dtype, batch_size, query_batch_size, model
+    """
+    unknown = set(config) - set(fields)
+    if unknown:
+        raise TypeError(f"unknown {family} options {sorted(unknown)}; known: device, dtype, batch_size, "
+                        f"query_batch_size, {', '.join(fields)}")
+    if dtype not in ("auto", "float32", "bfloat16"):
+        raise ValueError(f"dtype must be 'auto', 'float32' or 'bfloat16', got {dtype!r} "
+                         "(float16 overflows in Qwen2-VL and is emulated on CPUs)")
+    if any(b < 1 for b in batch_sizes):
+        raise ValueError(f"batch sizes must be >= 1, got {' and '.join(map(str, batch_sizes))}")
+
+
+def local_spec(spec: str) -> str:
+    """A checkpoint spec as recorded: the absolute path when it names an existing path."""
+    path = Path(spec).expanduser()
+    return str(path.absolute()) if path.exists() else spec
 
 
 def page_grid(width: float, height: float, n_cells: int = 1024) -> tuple[int, int]:

@@ -24,7 +24,7 @@ from typing import Any, Sequence
 
 import torch
 
-from agree_core.encoders.base import PageEmbedding, VectorBatch
+from agree_core.encoders.base import PageEmbedding, VectorBatch, check_options, local_spec
 from agree_core.encoders.colvision import checkpoint as ckpt
 from agree_core.encoders.image_cells import tile_cells, tile_layout
 from agree_core.encoders.registry import register_encoder
@@ -63,17 +63,9 @@ class ColModernVBertEncoder:
                  **config: Any):
         from agree_core.encoders.colvision.encoder import _dtype
 
-        unknown = set(config) - set(ColModernVBertConfig.__dataclass_fields__)
-        if unknown:
-            raise TypeError(f"unknown colmodernvbert options {sorted(unknown)}; known: device, dtype, "
-                            f"batch_size, query_batch_size, {', '.join(ColModernVBertConfig.__dataclass_fields__)}")
-        if dtype not in ("auto", "float32", "bfloat16"):
-            raise ValueError(f"dtype must be 'auto', 'float32' or 'bfloat16', got {dtype!r}")
-        if batch_size < 1 or query_batch_size < 1:
-            raise ValueError(f"batch sizes must be >= 1, got {batch_size} and {query_batch_size}")
-        spec = config.pop("model", None) or checkpoint or DEFAULT_CHECKPOINT
-        if Path(spec).expanduser().exists():
-            spec = str(Path(spec).expanduser().absolute())
+        check_options("colmodernvbert", list(ColModernVBertConfig.__dataclass_fields__), config, dtype,
+                      batch_size, query_batch_size)
+        spec = local_spec(config.pop("model", None) or checkpoint or DEFAULT_CHECKPOINT)
         self.cfg = ColModernVBertConfig(model=spec, **config)
         if self.cfg.query_augmentation < 0:
             raise ValueError(f"query_augmentation must be >= 0, got {self.cfg.query_augmentation}")
@@ -129,16 +121,10 @@ class ColModernVBertEncoder:
         self._model = module
 
     def embed_pages(self, pages: Sequence[Page]) -> VectorBatch:
-        from agree_core.encoders.colvision.processing import check_image
+        from agree_core.encoders.colvision.processing import page_images
 
         self.model  # noqa: B018
-        images = []
-        for i, page in enumerate(pages):
-            try:
-                images.append(check_image(page.image))
-            except ValueError as e:
-                raise ValueError(f"page {page.page_no or i + 1} of {page.source}: {e}") from e
-        batch = self._processor.process_images(images)
+        batch = self._processor.process_images(page_images(pages))
         vectors, mask = self._forward(batch)
         ids = batch["input_ids"]
         cells, grids = torch.full_like(ids, -1), []

@@ -27,7 +27,8 @@ from typing import Any, Sequence
 
 import torch
 
-from agree_core.encoders.base import PageEmbedding, VectorBatch, cell_of, page_grid, pad_vectors
+from agree_core.encoders.base import (PageEmbedding, VectorBatch, cell_of, check_options, local_spec, page_grid,
+                                     pad_vectors)
 from agree_core.encoders.colvision.checkpoint import CheckpointError
 from agree_core.encoders.image_cells import sequence_cells, tile_cells, tile_layout
 from agree_core.encoders.registry import register_encoder
@@ -67,17 +68,9 @@ class SentenceTransformersEncoder:
         if not checkpoint and not config.get("model"):
             raise ValueError("the st encoder needs a checkpoint: --encoder st:ID_OR_PATH (a Sentence "
                              "Transformers MultiVectorEncoder directory or hub id)")
-        unknown = set(config) - set(SentenceTransformersConfig.__dataclass_fields__)
-        if unknown:
-            raise TypeError(f"unknown st options {sorted(unknown)}; known: device, dtype, batch_size, "
-                            f"query_batch_size, {', '.join(SentenceTransformersConfig.__dataclass_fields__)}")
-        if dtype not in ("auto", "float32", "bfloat16"):
-            raise ValueError(f"dtype must be 'auto', 'float32' or 'bfloat16', got {dtype!r}")
-        if batch_size < 1 or query_batch_size < 1:
-            raise ValueError(f"batch sizes must be >= 1, got {batch_size} and {query_batch_size}")
-        spec = config.pop("model", None) or checkpoint
-        if Path(spec).expanduser().exists():
-            spec = str(Path(spec).expanduser().absolute())
+        check_options("st", list(SentenceTransformersConfig.__dataclass_fields__), config, dtype,
+                      batch_size, query_batch_size)
+        spec = local_spec(config.pop("model", None) or checkpoint)
         self.cfg = SentenceTransformersConfig(model=spec, **config)
         if self.cfg.ocr not in ("auto", "on", "off"):
             raise ValueError(f"ocr must be 'auto', 'on' or 'off', got {self.cfg.ocr!r}")
@@ -214,14 +207,9 @@ class SentenceTransformersEncoder:
         """``(vectors, cells, grid, text)`` per page."""
         self.model  # noqa: B018
         if self._visual:
-            from agree_core.encoders.colvision.processing import check_image
+            from agree_core.encoders.colvision.processing import page_images
 
-            images = []
-            for i, page in enumerate(pages):
-                try:
-                    images.append(check_image(page.image))
-                except ValueError as e:
-                    raise ValueError(f"page {page.page_no or i + 1} of {page.source}: {e}") from e
+            images = page_images(pages)
             out = []
             for vectors, ids, kept, thw in self._run(images, "document", batch_size):
                 grid, cells = self._layout.cells(ids, thw)
