@@ -104,6 +104,11 @@ class AgreeRanker:
                         query_multivector_embedding: list[list[float]] | None = None, top_k: int | None = None,
                         score_threshold: float | None = None) -> dict[str, list[Document]]:
         """:meth:`run` without blocking the event loop while pages are scored."""
+        if self.reranker:
+            import asyncio
+
+            return await asyncio.to_thread(self.run, documents, query, query_multivector_embedding, top_k,
+                                           score_threshold)
         if self.document_store is None:
             return self.run(documents, query, query_multivector_embedding, top_k, score_threshold)
         q, records = self._inputs(documents, query, query_multivector_embedding, top_k)
