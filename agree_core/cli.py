@@ -19,6 +19,8 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+from agree_core import cli_encoders
+
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_SKIPPED, EXIT_BUSY, EXIT_CONFIG = 0, 1, 2, 3, 4, 5
 
 log = logging.getLogger("agree")
@@ -84,6 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--candidates", type=int, default=None,
                    help="pages the pooled first stage keeps for exact rescoring "
                         "(default: exact search up to 2,000 pages, 800 above)")
+    p.add_argument("--rerank", metavar="MODEL[:CKPT]", default=None,
+                   help="rerank with a multimodal reranker that reads query and page image (jina-m0)")
+    p.add_argument("--rerank-top", type=int, default=20, metavar="N",
+                   help="first-stage pages the reranker reads per query (default 20)")
 
     p = sub.add_parser("show", help="write a PNG of the top pages with heatmaps of why they matched")
     p.add_argument("query", help="the question")
@@ -121,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "phrases taken from your PDFs' pages)")
     _teacher_parser(sub)
     _dataset_parser(sub)
+    cli_encoders.add_parser(sub)
     return parser
 
 
@@ -267,10 +274,16 @@ def cmd_search(args: argparse.Namespace) -> int:
         return _usage("give either a QUERY or --queries FILE")
     if args.k < 1:
         return _usage(f"-k must be >= 1, got {args.k}")
+    if args.rerank_top < 1:
+        return _usage(f"--rerank-top must be >= 1, got {args.rerank_top}")
     queries = _read_queries(args.queries) if args.queries else [(1, args.query)]
     with PageIndex.open(args.index, create=False, wait=args.wait) as index:
-        results = index.search_batch([q for _, q in queries], args.k,
+        results = index.search_batch([q for _, q in queries], max(args.k, args.rerank_top) if args.rerank else args.k,
                                      _pairs(args.filter, "--filter"), args.candidates)
+    if args.rerank:  # the second stage: the reranker reads each query with its pages
+        from agree_core.rerankers import rerank_batch
+
+        results = rerank_batch(args.rerank, [q for _, q in queries], results, args.k, args.rerank_top)
     for (qid, query), hits in zip(queries, results):
         if args.json:
             sys.stdout.write(json.dumps({"qid": qid, "query": query,
@@ -452,7 +465,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     commands = {"index": cmd_index, "search": cmd_search, "show": cmd_show, "info": cmd_info,
                 "delete": cmd_delete, "demo": cmd_demo, "teacher": cmd_teacher,
-                "dataset": cmd_dataset, "ask": cmd_ask, "migrate": _cmd_migrate}
+                "dataset": cmd_dataset, "ask": cmd_ask, "migrate": _cmd_migrate,
+                "encoders": cli_encoders.cmd_encoders}
     try:
         return commands[args.command](args)
     except IndexBusyError as e:

@@ -12,6 +12,8 @@ what ``output_attentions=True`` keeps: layers x heads x L x L float32.
 
     .venv/bin/python benchmarks/bench_teacher.py
     .venv/bin/python benchmarks/bench_teacher.py --layers 16 --hidden 1024 --heads 16
+    .venv/bin/python benchmarks/bench_teacher.py --architecture qwen2.5-vl-7b   # the published
+        teacher at full size, random weights (refused on a CPU without the memory for it)
 """
 
 from __future__ import annotations
@@ -80,6 +82,9 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--variant", choices=["lean", "eager"], help=argparse.SUPPRESS)
     p.add_argument("--checkpoint", help=argparse.SUPPRESS)
+    p.add_argument("--architecture", default=None,
+                   help="a published architecture at full size with random weights (qwen2.5-vl-7b, "
+                        "qwen2.5-vl-3b, qwen2-vl-2b) instead of the small config")
     args = p.parse_args()
     if args.variant:
         return child(args)
@@ -87,9 +92,27 @@ def main() -> None:
     from agree_core.encoders.colvision.testing import save_tiny_teacher
     from benchmarks.common import machine
 
+    if args.architecture:
+        import torch
+
+        from agree_core.encoders.published_sizes import ARCHITECTURES, check_fits
+
+        try:
+            check_fits(args.architecture, torch.float32, torch.device("cpu"))
+        except (MemoryError, ValueError) as e:
+            sys.exit(f"bench_teacher: {e}")
+        text = ARCHITECTURES[args.architecture][1]
+        args.layers, args.hidden = text["num_hidden_layers"], text["hidden_size"]
+        args.heads, args.kv_heads = text["num_attention_heads"], text["num_key_value_heads"]
     with tempfile.TemporaryDirectory() as tmp:
-        ckpt = save_tiny_teacher("colqwen2.5", Path(tmp) / "teacher", hidden=args.hidden,
-                                 layers=args.layers, heads=args.heads, kv_heads=args.kv_heads)
+        if args.architecture:
+            from agree_core.encoders.published_sizes import save_random_published
+
+            ckpt = save_random_published(args.architecture, Path(tmp) / "teacher", dtype=torch.float32,
+                                         teacher=True)
+        else:
+            ckpt = save_tiny_teacher("colqwen2.5", Path(tmp) / "teacher", hidden=args.hidden,
+                                     layers=args.layers, heads=args.heads, kv_heads=args.kv_heads)
         rows = []
         for variant in ("lean", "eager"):
             cmd = [sys.executable, __file__, "--variant", variant, "--checkpoint", str(ckpt),

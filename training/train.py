@@ -494,7 +494,7 @@ def train(cfg: Config, resume: str | None = None) -> dict[str, Any]:
         if world.main:
             model.save(out)
             (out / "train_config.yaml").write_text(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
-            log.info("done: %s holds the adapter; index with --encoder %s:%s", out,
+            log.info("done: %s holds the trained model; index with --encoder %s:%s", out,
                      cfg.encoder.split(":")[0], out.absolute())
     if log_file:
         log_file.close()

@@ -6,20 +6,36 @@ from typing import Any, Callable
 
 from agree_core.encoders.base import MultiVectorEncoder
 
-__all__ = ["register_encoder", "load_encoder", "available_encoders", "DEFAULT_ENCODER"]
+__all__ = ["register_encoder", "load_encoder", "available_encoders", "encoder_info", "DEFAULT_ENCODER"]
 
 DEFAULT_ENCODER = "text-layer"
 
 # name -> factory(checkpoint: str | None, **options) -> encoder
 _FACTORIES: dict[str, Callable[..., MultiVectorEncoder]] = {}
+# name -> what `agree encoders` shows (default checkpoint, dim, gpu, layouts, parameters)
+_INFO: dict[str, dict[str, Any]] = {}
 
 
-def register_encoder(name: str) -> Callable[[Callable[..., MultiVectorEncoder]], Callable[..., MultiVectorEncoder]]:
+def register_encoder(name: str, *, default_checkpoint: str | None = None, dim: int | None = None,
+                     gpu: bool | None = None, layouts: str = "", parameters: str = ""
+                     ) -> Callable[[Callable[..., MultiVectorEncoder]], Callable[..., MultiVectorEncoder]]:
+    """Register ``factory(checkpoint, **options)`` under ``name``, with what ``agree encoders``
+    lists about it: the default checkpoint (``None``: a checkpoint must be given), the vector
+    dim (``None``: the checkpoint's), whether a GPU is needed to be practical (``None``: it
+    depends on the checkpoint), the checkpoint layouts accepted and the model size."""
     def wrap(factory: Callable[..., MultiVectorEncoder]) -> Callable[..., MultiVectorEncoder]:
         _FACTORIES[name] = factory
+        _INFO[name] = {"name": name, "default_checkpoint": default_checkpoint, "dim": dim, "gpu": gpu,
+                       "layouts": layouts, "parameters": parameters}
         return factory
 
     return wrap
+
+
+def encoder_info() -> list[dict[str, Any]]:
+    """What is known about each registered encoder without loading it (default first)."""
+    _register_builtins()
+    return [_INFO[n] for n in sorted(_INFO, key=lambda n: (n != DEFAULT_ENCODER, n))]
 
 
 def available_encoders() -> list[str]:
@@ -35,7 +51,7 @@ def load_encoder(spec: str = DEFAULT_ENCODER, **options: Any) -> MultiVectorEnco
     >>> load_encoder("no-such-encoder")
     Traceback (most recent call last):
     ...
-    ValueError: unknown encoder 'no-such-encoder'; available: text-layer, colpali, colqwen2, colqwen2.5
+    ValueError: unknown encoder 'no-such-encoder'; available: text-layer, colmodernvbert, colpali, colqwen2, colqwen2.5, colqwen3, jina-v4, st
     """
     _register_builtins()
     name, _, checkpoint = spec.partition(":")
@@ -60,4 +76,4 @@ def _trained_with(checkpoint: str) -> dict[str, Any]:
 
 def _register_builtins() -> None:
     # Imported here, not at module import: building the registry loads no model.
-    from agree_core.encoders import colvision, text_layer  # noqa: F401
+    from agree_core.encoders import colmodernvbert, colvision, st_multivector, text_layer  # noqa: F401

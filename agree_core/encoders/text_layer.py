@@ -17,7 +17,7 @@ from typing import Any, Sequence
 
 import torch
 
-from agree_core.encoders.base import PageEmbedding, cell_of, page_grid
+from agree_core.encoders.base import PageEmbedding, VectorBatch, cell_of, page_grid, pad_vectors
 from agree_core.encoders.registry import register_encoder
 from agree_core.pages import Page, Word
 
@@ -61,6 +61,9 @@ class TextLayerEncoder:
     """
 
     name = "text-layer"
+    needs_images = False
+    full_finetuning = True
+    lora_targets = ["query", "key", "value", "dense"]  # BERT attention and feed-forward projections
 
     def __init__(
         self,
@@ -132,6 +135,58 @@ class TextLayerEncoder:
         """The vocabulary id behind each vector :meth:`encode_queries` returns (no model run)."""
         return [torch.as_tensor(q_ids)[self._query_keep(q_ids)].tolist()
                 for q_ids in self._query_ids(queries)]
+
+    # -- training (agree_core.encoders.base.TrainableMultiVectorEncoder) ----------------------
+    def load_trainable(self) -> torch.nn.Module:
+        """The model for training; an adapter checkpoint stays a trainable peft model."""
+        if self.dtype_name == "bfloat16":
+            raise ValueError("the text layer trains in float32 (it is small; bf16 autocast applies on GPU)")
+        self.dtype_name = "float32"
+        self._load(merge_adapter=False)
+        return self._model
+
+    def use_module(self, module: torch.nn.Module) -> None:
+        self._model = module
+
+    def embed_pages(self, pages: Sequence[Page]) -> VectorBatch:
+        self._load()
+        words = [self._words(p) for p in pages]
+        tokens = [self._tokenize_words(ws) for ws in words]
+        vectors = self._encode_token_lists([ids for ids, _ in tokens], grad=torch.is_grad_enabled())
+        out_v, out_c, grids = [], [], []
+        for page, ws, (ids, word_idx), vecs in zip(pages, words, tokens, vectors):
+            grid = page_grid(page.width_pt, page.height_pt, self.cfg.grid_cells)
+            keep = self._keep_mask(ids).to(vecs.device)
+            grids.append(grid)
+            if not bool(keep.any()):  # a blank page: one zero vector off the grid
+                out_v.append(torch.zeros(1, vecs.shape[1], device=self.device))
+                out_c.append(torch.full((1,), -1, dtype=torch.long, device=self.device))
+                continue
+            word_cells = torch.tensor([cell_of(w.box, grid) for w in ws], dtype=torch.long)
+            out_v.append(vecs[keep])
+            out_c.append(word_cells[torch.as_tensor(word_idx)[keep.cpu()]].to(self.device))
+        return pad_vectors(out_v, out_c, grids)
+
+    def embed_queries(self, queries: Sequence[str]) -> VectorBatch:
+        ids = self._query_ids(queries)
+        vectors = self._encode_token_lists(ids, grad=torch.is_grad_enabled())
+        return pad_vectors([v[self._query_keep(q).to(v.device)] for q, v in zip(ids, vectors)])
+
+    def save_trained(self, directory: str | Path) -> None:
+        """An adapter directory (``text-layer:DIR`` loads it over its base) or, after full
+        fine-tuning, a complete model directory."""
+        import json
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self._model.save_pretrained(str(directory))
+        if hasattr(self._model, "peft_config"):
+            config_file = directory / "adapter_config.json"
+            config = json.loads(config_file.read_text())
+            config["base_model_name_or_path"] = self.base_spec  # the registry name, not the wheel path
+            config_file.write_text(json.dumps(config, indent=2))
+        else:
+            self._tokenizer.save_pretrained(str(directory))
 
     # -- internals --------------------------------------------------------------------------
     def _query_ids(self, queries: Sequence[str]) -> list[list[int]]:
@@ -318,7 +373,8 @@ def _text(words: list[Word]) -> str:
     return " ".join(w.text for w in words)
 
 
-@register_encoder("text-layer")
+@register_encoder("text-layer", default_checkpoint=DEFAULT_MODEL, dim=384, gpu=False, parameters="22M",
+                  layouts="a BERT-style model directory or hub id (transformers), or a LoRA adapter over one")
 def _build(checkpoint: str | None = None, **options: Any) -> TextLayerEncoder:
     return TextLayerEncoder(checkpoint, **options)
 

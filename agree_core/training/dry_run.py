@@ -25,7 +25,7 @@ __all__ = ["dry_run"]
 
 def dry_run(cfg: Any, train: Callable[..., dict[str, Any]], directory: str | Path | None = None) -> str:
     """Run ``train`` once on stand-ins for ``cfg`` and return a short report."""
-    from agree_core.encoders.colvision.encoder import FAMILIES
+    from agree_core.encoders.testing import save_tiny_standin
     from agree_core.samples import SAMPLE_QUESTIONS, build_samples
 
     with tempfile.TemporaryDirectory(prefix="agree-dry-run-") as tmp:
@@ -35,16 +35,11 @@ def dry_run(cfg: Any, train: Callable[..., dict[str, Any]], directory: str | Pat
         data.write_text("".join(json.dumps({"qid": f"s{i}", "query": q, "pdf": f"pdfs/{name}", "page": page}) + "\n"
                                 for i, (q, name, page) in enumerate(SAMPLE_QUESTIONS)))
         family, _, checkpoint = cfg.encoder.partition(":")
-        if family in FAMILIES:
-            from agree_core.encoders.colvision.testing import save_published_checkpoint
-
-            adapter, base = save_published_checkpoint(family, root / "model")
-            is_adapter = checkpoint and not checkpoint.rstrip("/").endswith("-base")
-            encoder = f"{family}:{adapter if is_adapter else base}"
-        elif family == "text-layer":
+        if family == "text-layer":
             encoder = cfg.encoder
-        else:
-            raise ValueError(f"cannot train encoder {family!r}")
+        else:  # the same family, tiny and random, in its published layout
+            is_adapter = bool(checkpoint) and not checkpoint.rstrip("/").endswith("-base")
+            encoder = save_tiny_standin(family, root / "model", adapter=is_adapter)
         maps = None
         if cfg.local_loss != "none" and cfg.local_weight > 0:
             from agree_core.encoders.colvision.testing import save_tiny_teacher

@@ -210,3 +210,13 @@ def test_full_fine_tuning_of_the_text_layer_saves_a_complete_model(dataset, tmp_
     assert (out / "config.json").is_file() and not (out / "adapter_config.json").exists()
     vectors = load_encoder(f"text-layer:{out}", dtype="float32").encode_queries(["solar site"])[0]
     assert vectors.shape[1] == 384
+
+
+@pytest.mark.parametrize("encoder, local", [("colmodernvbert", "cosine"), ("st:lightonai/LateOn", "cosine"),
+                                            ("colqwen3", "none"), ("jina-v4", "none")])
+def test_every_family_dry_runs_through_the_same_training_code(encoder, local, capsys):
+    args = ["--encoder", encoder, "--teacher-maps", "-", "--local-loss", local, "--lora-r", "4", "--dry-run"]
+    assert train_py.main(args) == 0
+    report = capsys.readouterr().out
+    assert f"dry run of {encoder}" in report and "eval {'step': 1" in report
+    assert ("model.safetensors" if encoder.startswith("st:") else "adapter_model.safetensors") in report

@@ -45,10 +45,11 @@ def _hand_merged(family, adapter, base):
     from agree_core.encoders.colvision.encoder import FAMILIES as SPECS, _backbone_config, _model_class
 
     config = _backbone_config(base, SPECS[family])
-    model = _model_class(SPECS[family])(config, dim=128).eval()
+    model = _model_class(SPECS[family])(config, dim=SPECS[family].dim).eval()
     renames = ([("model.language_model.model.", "model.language_model."),
                 ("model.vision_tower.vision_model.", "model.vision_tower.")] if family == "colpali"
-               else [("model.", "language_model.")])
+               else [("model.language_model.", "language_model."), ("model.visual.", "visual.")]
+               if family == "colqwen3" else [("model.", "language_model.")])
     state = {}
     for k, v in load_file(str(base / "model.safetensors")).items():
         for old, new in renames:

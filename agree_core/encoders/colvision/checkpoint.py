@@ -35,7 +35,7 @@ import torch
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CheckpointError", "resolve", "rename_key", "QWEN_KEYS", "PALIGEMMA_KEYS", "TO_PUBLISHED",
+__all__ = ["CheckpointError", "resolve", "rename_key", "QWEN_KEYS", "JINA_KEYS", "PALIGEMMA_KEYS", "TO_PUBLISHED",
            "load_weights", "apply_lora_adapter", "read_json", "LORA_TARGET_MODULES"]
 
 # (pattern, replacement), applied in order as a chain (each may rewrite the previous result)
@@ -45,6 +45,9 @@ QWEN_KEYS: list[tuple[str, str]] = [
     (r"^model\.visual\.", "visual."),
     (r"^model\.(?=(layers|embed_tokens|norm)\.)", "language_model."),  # transformers 4.4x
 ]
+# jina-embeddings-v4: Qwen2.5-VL + ``multi_vector_projector`` (our ``custom_text_proj``)
+JINA_KEYS: list[tuple[str, str]] = [(r"^(base_model\.model\.)?multi_vector_projector\.", "custom_text_proj."),
+                                    *QWEN_KEYS]
 PALIGEMMA_KEYS: list[tuple[str, str]] = [
     (r"^base_model\.model\.custom_text_proj\.", "custom_text_proj."),
     (r"^model\.model\.", "model."),  # a PaliGemmaForConditionalGeneration wrapper saved by 5.x
@@ -54,6 +57,10 @@ PALIGEMMA_KEYS: list[tuple[str, str]] = [
 # our in-memory names -> the published (transformers 4.4x) ones, to save adapters in that layout
 TO_PUBLISHED: dict[str, list[tuple[str, str]]] = {
     "qwen": [(r"^language_model\.", "model.")],
+    # ColQwen3 was published from transformers 5.x (colpali-engine's qwen3_vl key map)
+    "qwen3": [(r"^language_model\.", "model.language_model."), (r"^visual\.", "model.visual.")],
+    "jina": [(r"^language_model\.", "model.language_model."), (r"^visual\.", "model.visual."),
+             (r"^custom_text_proj\.", "multi_vector_projector.")],
     "paligemma": [(r"^model\.language_model\.", "model.language_model.model."),
                   (r"^model\.vision_tower\.", "model.vision_tower.vision_model.")],
 }
@@ -65,6 +72,8 @@ LORA_TARGET_MODULES = {
     "colqwen2.5": f"(.*(model)(?!.*visual).*{_PROJ}.*$|.*(custom_text_proj).*$)",
     "colqwen2": f"(.*(model).*{_PROJ}.*$|.*(custom_text_proj).*$)",
     "colpali": f"(.*(language_model).*{_PROJ}.*$|.*(custom_text_proj).*$)",
+    "colqwen3": f"(.*(model)(?!.*visual).*{_PROJ}.*$|.*(custom_text_proj).*$)",
+    "jina-v4": f"(.*(model)(?!.*visual).*{_PROJ}.*$|.*(custom_text_proj).*$)",
 }
 # the language-model heads are not used by a retriever (and are often absent: tied weights)
 _DROPPED = re.compile(r"^(lm_head|model\.lm_head|model\.language_model\.lm_head)\.")
@@ -170,7 +179,8 @@ def load_weights(model: torch.nn.Module, directory: Path, rules: Sequence[tuple[
 
 
 def apply_lora_adapter(model: torch.nn.Module, directory: Path, rules: Sequence[tuple[str, str]],
-                       what: str, *, merge: bool = True) -> torch.nn.Module:
+                       what: str, *, merge: bool = True,
+                       module_renames: dict[str, str] | None = None) -> torch.nn.Module:
     """Load the LoRA adapter in ``directory`` through peft and merge it into ``model``
     (``merge=False``: return the peft model with the adapter trainable, to fine-tune it further).
 
@@ -189,6 +199,11 @@ def apply_lora_adapter(model: torch.nn.Module, directory: Path, rules: Sequence[
     if config.get("peft_type", "LORA") != "LORA":
         raise CheckpointError(f"{directory}: a {config.get('peft_type')} adapter; only LoRA is supported")
     lora = LoraConfig.from_pretrained(str(directory))
+    for published, ours in (module_renames or {}).items():  # module names that differ from ours
+        if isinstance(lora.target_modules, str):
+            lora.target_modules = lora.target_modules.replace(published, ours)
+        elif lora.target_modules:
+            lora.target_modules = {ours if t == published else t for t in lora.target_modules}
     lora.inference_mode = merge
     lora.base_model_name_or_path = model.__dict__.get("name_or_path") or None  # base chosen already
     weights_file = directory / "adapter_model.safetensors"
@@ -212,6 +227,26 @@ def apply_lora_adapter(model: torch.nn.Module, directory: Path, rules: Sequence[
             f"{len(result.unexpected_keys)} adapter weights match no module, {len(missing)} LoRA "
             f"weights not in the adapter; e.g. {', '.join(bad)})")
     return peft_model.merge_and_unload() if merge else peft_model
+
+
+def save_adapter(model: torch.nn.Module, directory: Path, rules: Sequence[tuple[str, str]],
+                 base_spec: str | None, tokenizer) -> None:
+    """Save the LoRA adapter of a peft ``model`` in the published layout (weights renamed by
+    ``rules``, ``base_model_name_or_path`` = ``base_spec``), so ``NAME:DIR`` loads it."""
+    from peft import get_peft_model_state_dict
+    from safetensors.torch import save_file
+
+    directory.mkdir(parents=True, exist_ok=True)
+    prefix = "base_model.model."
+    weights = {prefix + rename_key(k[len(prefix):], rules): v.detach().cpu().contiguous()
+               for k, v in get_peft_model_state_dict(model).items()}
+    save_file(weights, str(directory / "adapter_model.safetensors"), metadata={"format": "pt"})
+    config = model.peft_config["default"].to_dict()
+    config = {k: (sorted(v) if isinstance(v, set) else v) for k, v in config.items()}
+    config.update(base_model_name_or_path=base_spec, peft_type="LORA",
+                  task_type="FEATURE_EXTRACTION", inference_mode=True)
+    (directory / "adapter_config.json").write_text(json.dumps(config, indent=2, default=str))
+    tokenizer.save_pretrained(str(directory))
 
 
 def build_model(factory: Callable[[], torch.nn.Module], dtype: torch.dtype,

@@ -16,7 +16,7 @@ from typing import Any, Sequence
 
 import torch
 
-from agree_core.encoders.base import PageEmbedding
+from agree_core.encoders.base import PageEmbedding, VectorBatch
 from agree_core.encoders.colvision import checkpoint as ckpt
 from agree_core.encoders.colvision.processing import Inputs, PaliGemmaInputs, QwenInputs, collate
 from agree_core.pages import Page
@@ -37,6 +37,11 @@ class Family:
     page_prompt: str
     query_suffix: str
     max_visual_tokens: int | None  # None: fixed-size images (ColPali)
+    query_prefix: str = "Query: "  # as ColQwen2 v1.0 / ColQwen2.5 v0.2 / ColPali v1.x were trained
+    dim: int = 128  # the published projection size (the loaded weights decide)
+    query_augmentation: int = 10  # augmentation tokens after the query
+    adapters: str | None = None  # task adapters inside the checkpoint: "adapters/{task}" (jina-v4)
+    kind: str = ""  # weight layout: "qwen", "qwen3", "paligemma", "jina" (default from model_type)
 
 
 FAMILIES = {
@@ -44,6 +49,14 @@ FAMILIES = {
         Family("colqwen2.5", "vidore/colqwen2.5-v0.2", "qwen2_5_vl", QWEN_PAGE_PROMPT, "", 768),
         Family("colqwen2", "vidore/colqwen2-v1.0", "qwen2_vl", QWEN_PAGE_PROMPT, "", 768),
         Family("colpali", "vidore/colpali-v1.3", "paligemma", "<image><bos>Describe the image.", "\n", None),
+        # colpali-engine >= 0.3.13 (ColQwen3's era) adds no query prefix; 320-d projection
+        Family("colqwen3", "TomoroAI/tomoro-colqwen3-embed-4b", "qwen3_vl", QWEN_PAGE_PROMPT, "", 768,
+               query_prefix="", dim=320, kind="qwen3"),
+        # jina-embeddings-v4, multi-vector mode: Qwen2.5-VL-3B + multi_vector_projector (128-d), the
+        # task's LoRA adapter from adapters/TASK, "Query: "/"Passage: " prompts, no augmentation
+        Family("jina-v4", "jinaai/jina-embeddings-v4", "qwen2_5_vl",
+               "<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>Describe the image.<|im_end|>\n",
+               "", 768, query_augmentation=0, adapters="adapters/{task}", kind="jina"),
     )
 }
 
@@ -56,10 +69,12 @@ class ColVisionConfig:
     base: str | None = None  # base checkpoint of an adapter; default: the adapter's own record
     max_visual_tokens: int | None = None  # ColQwen: cap on image tokens per page (768)
     page_prompt: str | None = None
-    query_prefix: str = "Query: "  # as ColQwen2 v1.0 / ColQwen2.5 v0.2 / ColPali v1.x were trained
-    query_augmentation: int = 10  # augmentation tokens (<|endoftext|> / <pad>) after the query
+    query_prefix: str | None = None  # default: the family's ("Query: " up to ColQwen2.5, "" for ColQwen3)
     query_suffix: str | None = None  # ColPali: "\n", as in training; ColQwen: ""
     image_tokens_only: bool = False  # keep only image-patch vectors (colpali's mask_non_image_embeddings)
+    task: str = "retrieval"  # jina-v4: the task adapter (adapters/TASK in the checkpoint)
+    truncate_dim: int | None = None  # keep the first N dims of each vector (re-normalised); None: all
+    query_augmentation: int | None = None  # default: the family's (10 for colpali-engine models)
 
 
 class ColVisionEncoder:
@@ -76,6 +91,9 @@ class ColVisionEncoder:
         progress: show a progress bar over batches; default when encoding more than 64 pages.
         config: :class:`ColVisionConfig` fields.
     """
+
+    needs_images = True
+    full_finetuning = False  # a VLM trains through LoRA
 
     def __init__(self, family: str, checkpoint: str | None = None, *, device: str | None = None,
                  dtype: str = "auto", batch_size: int = 4, query_batch_size: int = 32,
@@ -101,6 +119,12 @@ class ColVisionEncoder:
             self.cfg.page_prompt = self.family.page_prompt
         if self.cfg.query_suffix is None:
             self.cfg.query_suffix = self.family.query_suffix
+        if self.cfg.query_prefix is None:
+            self.cfg.query_prefix = self.family.query_prefix
+        if self.cfg.query_augmentation is None:
+            self.cfg.query_augmentation = self.family.query_augmentation
+        if self.cfg.truncate_dim is not None and self.cfg.truncate_dim < 1:
+            raise ValueError(f"truncate_dim must be >= 1, got {self.cfg.truncate_dim}")
         if self.family.max_visual_tokens is None:
             if self.cfg.max_visual_tokens is not None:
                 raise ValueError(f"{family} takes fixed-size images: max_visual_tokens does not apply")
@@ -126,7 +150,8 @@ class ColVisionEncoder:
 
     @property
     def dim(self) -> int:
-        return int(self.model.custom_text_proj.out_features)
+        full = int(self.model.custom_text_proj.out_features)
+        return min(full, self.cfg.truncate_dim) if self.cfg.truncate_dim else full
 
     @property
     def model(self) -> torch.nn.Module:
@@ -158,12 +183,62 @@ class ColVisionEncoder:
 
     def encode_queries(self, queries: Sequence[str]) -> list[torch.Tensor]:
         self.model  # noqa: B018
-        for q in queries:
-            if not isinstance(q, str) or not q.strip():
-                raise ValueError(f"queries must be non-empty strings, got {q!r}")
+        _check_queries(queries)
         return self._run([self._inputs.query(q) for q in queries], self.query_batch_size)
 
+    # -- training (agree_core.encoders.base.TrainableMultiVectorEncoder) ----------------------
+    @property
+    def lora_targets(self) -> str:
+        return ckpt.LORA_TARGET_MODULES[self.family.name]
+
+    def load_trainable(self) -> torch.nn.Module:
+        """The model for training; a published or fine-tuned adapter stays a trainable peft model."""
+        if self._model is None:
+            self._load(merge_adapter=False)
+        return self._model
+
+    def use_module(self, module: torch.nn.Module) -> None:
+        self._model = module
+
+    def embed_pages(self, pages: Sequence[Page]) -> VectorBatch:
+        self.model  # noqa: B018
+        items = [self._page_inputs(p, i) for i, p in enumerate(pages)]
+        vectors, mask, ids = self._forward(items)
+        is_image = ids == self._inputs.image_token_id  # (n, L)
+        cells = torch.where(is_image, is_image.long().cumsum(1) - 1, torch.full_like(ids, -1))
+        if self.cfg.image_tokens_only:
+            mask = mask & is_image
+        return VectorBatch(vectors, mask, cells, [x.grid for x in items])
+
+    def embed_queries(self, queries: Sequence[str]) -> VectorBatch:
+        self.model  # noqa: B018
+        _check_queries(queries)
+        vectors, mask, ids = self._forward([self._inputs.query(q) for q in queries])
+        return VectorBatch(vectors, mask, torch.full_like(ids, -1))
+
+    def save_trained(self, directory: str | Path) -> None:
+        """A LoRA adapter in the published layout over ``base_spec``: ``NAME:DIR`` loads it."""
+        ckpt.save_adapter(self._model, Path(directory), ckpt.TO_PUBLISHED[self._kind], self.base_spec,
+                          self._inputs.tokenizer)
+
     # -- internals --------------------------------------------------------------------------
+    @property
+    def _kind(self) -> str:
+        return self.family.kind or ("paligemma" if self.family.model_type == "paligemma" else "qwen")
+
+    def _forward(self, items: list[Inputs]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(vectors (n, L, dim) float32, mask (n, L) bool, input_ids (n, L))`` on the device,
+        differentiable when autograd is enabled."""
+        batch = collate(items, self._inputs.pad_id, self._inputs.padding_side)
+        batch = {k: v.to(self.device) for k, v in batch.items()}
+        if "pixel_values" in batch:
+            batch["pixel_values"] = batch["pixel_values"].to(self.dtype)
+        vectors = self._model(**batch).float()  # (n, L, dim)
+        if self.cfg.truncate_dim and self.cfg.truncate_dim < vectors.shape[-1]:  # Matryoshka-style prefix
+            vectors = torch.nn.functional.normalize(vectors[..., : self.cfg.truncate_dim], dim=-1)
+            vectors = vectors * batch["attention_mask"][..., None]
+        return vectors, batch["attention_mask"].bool(), batch["input_ids"]
+
     def _page_inputs(self, page: Page, i: int) -> Inputs:
         try:
             return self._inputs.page(page.image)
@@ -178,13 +253,9 @@ class ColVisionEncoder:
         out: list[torch.Tensor | None] = [None] * len(items)
         for start in range(0, len(order), batch_size):
             chunk = order[start : start + batch_size]
-            batch = collate([items[i] for i in chunk], self._inputs.pad_id, self._inputs.padding_side)
-            batch = {k: v.to(self.device) for k, v in batch.items()}
-            if "pixel_values" in batch:
-                batch["pixel_values"] = batch["pixel_values"].to(self.dtype)
             with torch.inference_mode():
-                vectors = self._model(**batch).float().cpu()  # (b, max_len, dim)
-            mask = batch["attention_mask"].bool().cpu()
+                vectors, mask, _ = self._forward([items[i] for i in chunk])  # (b, max_len, dim)
+            vectors, mask = vectors.cpu(), mask.cpu()
             for row, i in enumerate(chunk):
                 out[i] = vectors[row][mask[row]]  # padding dropped, order kept
             if bar is not None:
@@ -202,7 +273,16 @@ class ColVisionEncoder:
         what = family.name
         path = ckpt.resolve(self.cfg.model, f"{what} checkpoint")
         adapter = (path / "adapter_config.json").is_file()
-        if adapter:
+        inner = path / family.adapters.format(task=self.cfg.task) if family.adapters else None
+        if family.adapters and not adapter and (path / "config.json").is_file():
+            if not (inner / "adapter_config.json").is_file():  # jina-v4: the task's adapter inside the repo
+                found = sorted(p.name for p in (path / "adapters").glob("*/")) if (path / "adapters").is_dir() else []
+                raise ckpt.CheckpointError(f"{path} has no {family.adapters.format(task=self.cfg.task)}"
+                                           f"/adapter_config.json for task {self.cfg.task!r}"
+                                           f"{'; it has ' + ', '.join(found) if found else ''}")
+            base, self.base_spec = path, self.cfg.model
+            path, adapter = inner, True
+        elif adapter:
             recorded = ckpt.read_json(path / "adapter_config.json").get("base_model_name_or_path")
             base_spec = self.cfg.base or recorded
             if not base_spec:
@@ -218,12 +298,13 @@ class ColVisionEncoder:
                 f"{path} is not a {family.name} checkpoint: expected adapter_config.json (a LoRA "
                 "adapter over a base model) or config.json with model weights")
         config = _backbone_config(base, family)
-        rules = ckpt.PALIGEMMA_KEYS if family.model_type == "paligemma" else ckpt.QWEN_KEYS
+        rules = {"paligemma": ckpt.PALIGEMMA_KEYS, "jina": ckpt.JINA_KEYS}.get(self._kind, ckpt.QWEN_KEYS)
         dim = _projection_dim(base, rules)
         model = ckpt.build_model(lambda: _model_class(family)(config, dim=dim), self.dtype, self.device)
         ckpt.load_weights(model, base, rules, what)
         if adapter:
-            model = ckpt.apply_lora_adapter(model, path, rules, what, merge=merge_adapter)
+            model = ckpt.apply_lora_adapter(model, path, rules, what, merge=merge_adapter,
+                                            module_renames={"multi_vector_projector": "custom_text_proj"})
         self.adapter_dir = path if adapter else None
         self._model = model.eval()
         tok_dir = path if (path / "tokenizer_config.json").is_file() else base
@@ -250,6 +331,12 @@ class ColVisionEncoder:
         log.info("loaded %s from %s (%s, %s)", family.name, path, self.device, self.dtype)
 
 
+def _check_queries(queries: Sequence[str]) -> None:
+    for q in queries:
+        if not isinstance(q, str) or not q.strip():
+            raise ValueError(f"queries must be non-empty strings, got {q!r}")
+
+
 def _dtype(name: str, device: torch.device) -> torch.dtype:
     if name == "float32":
         return torch.float32
@@ -264,23 +351,23 @@ def _model_class(family: Family):
     from agree_core.encoders.colvision import modeling
 
     return {"qwen2_5_vl": modeling.ColQwen2_5, "qwen2_vl": modeling.ColQwen2,
-            "paligemma": modeling.ColPali}[family.model_type]
+            "qwen3_vl": modeling.ColQwen3, "paligemma": modeling.ColPali}[family.model_type]
 
 
 def _backbone_config(base: Path, family: Family):
-    from transformers import PaliGemmaConfig, Qwen2_5_VLConfig, Qwen2VLConfig
+    from transformers import PaliGemmaConfig, Qwen2_5_VLConfig, Qwen2VLConfig, Qwen3VLConfig
 
     raw = ckpt.read_json(base / "config.json")
     found = raw.get("model_type")
     if found != family.model_type:
         owner = next((f.name for f in FAMILIES.values() if f.model_type == found), None)
         hint = f": use --encoder {owner}:{base}" if owner else ""
-        if found in ("colqwen2", "colpali"):  # transformers' own conversions (vidore/...-hf)
-            hint = (": a transformers-native conversion (a *-hf repo); use the adapter repo "
-                    f"instead, e.g. {family.default_checkpoint}")
+        if found in ("colqwen2", "colpali", "colmodernvbert"):  # transformers' own conversions (-hf)
+            hint = (": a transformers-native conversion (a *-hf repo); load it with "
+                    f"--encoder st:{base}, or use the adapter repo, e.g. {family.default_checkpoint}")
         raise ckpt.CheckpointError(f"{base} holds a {found!r} model; {family.name} needs "
                                    f"{family.model_type!r}{hint}")
-    cls = {"qwen2_5_vl": Qwen2_5_VLConfig, "qwen2_vl": Qwen2VLConfig,
+    cls = {"qwen2_5_vl": Qwen2_5_VLConfig, "qwen2_vl": Qwen2VLConfig, "qwen3_vl": Qwen3VLConfig,
            "paligemma": PaliGemmaConfig}[found]
     return cls.from_pretrained(str(base))
 

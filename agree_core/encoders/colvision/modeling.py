@@ -22,10 +22,10 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from transformers import PaliGemmaConfig, PaliGemmaModel, Qwen2_5_VLModel, Qwen2VLModel
+from transformers import PaliGemmaConfig, PaliGemmaModel, Qwen2_5_VLModel, Qwen2VLModel, Qwen3VLModel
 from transformers.models.paligemma.modeling_paligemma import PaliGemmaPreTrainedModel
 
-__all__ = ["ColQwen2_5", "ColQwen2", "ColPali", "normalise"]
+__all__ = ["ColQwen3", "ColQwen2_5", "ColQwen2", "ColPali", "normalise"]
 
 
 def normalise(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -75,6 +75,15 @@ class ColQwen2_5(_ColQwen, Qwen2_5_VLModel):
     """ColQwen2.5: Qwen2.5-VL (in-memory names ``language_model.*``, ``visual.*``) + projection."""
 
     def __init__(self, config, dim: int = 128):
+        super().__init__(config)
+        self._add_projection(dim)
+
+
+class ColQwen3(_ColQwen, Qwen3VLModel):
+    """ColQwen3 (colpali-engine's ``ColQwen3``): Qwen3-VL (``language_model.*``, ``visual.*``,
+    deepstack visual features included) + projection (320-d in the published checkpoints)."""
+
+    def __init__(self, config, dim: int = 320):
         super().__init__(config)
         self._add_projection(dim)
 

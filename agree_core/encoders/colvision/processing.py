@@ -65,6 +65,17 @@ def check_image(image: Image.Image | None) -> Image.Image:
     return image.convert("RGB") if image.mode != "RGB" else image
 
 
+def page_images(pages) -> list[Image.Image]:
+    """The RGB images of ``pages``, or a ``ValueError`` naming the page that has none usable."""
+    images = []
+    for i, page in enumerate(pages):
+        try:
+            images.append(check_image(page.image))
+        except ValueError as e:
+            raise ValueError(f"page {page.page_no or i + 1} of {page.source}: {e}") from e
+    return images
+
+
 def _tokens(tokenizer, text: str) -> list[int]:
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 

@@ -54,7 +54,7 @@ def tiny_config(family: str, tokenizer, *, hidden: int = 64, layers: int = 2, he
                 kv_heads: int = 2, vision_depth: int = 2, image_size: int = 112):
     """A small backbone config (``family``: colqwen2.5, colqwen2 or colpali; also used for
     teachers, which are Qwen2(.5)-VL)."""
-    from transformers import PaliGemmaConfig, Qwen2_5_VLConfig, Qwen2VLConfig
+    from transformers import PaliGemmaConfig, Qwen2_5_VLConfig, Qwen2VLConfig, Qwen3VLConfig
 
     vocab = len(tokenizer)
     head_dim = hidden // heads
@@ -80,6 +80,14 @@ def tiny_config(family: str, tokenizer, *, hidden: int = 64, layers: int = 2, he
                               "mrope_section": [half - 2 * (half // 3), half // 3, half // 3]})
     tokens = dict(image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
                   vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"])
+    if family == "colqwen3":
+        text.pop("rope_scaling")
+        text.update(head_dim=head_dim, rope_parameters={
+            "rope_type": "default", "rope_theta": 5_000_000.0, "mrope_interleaved": True,
+            "mrope_section": [half - 2 * (half // 3), half // 3, half // 3]})
+        return Qwen3VLConfig(text_config=text, vision_config=dict(
+            depth=vision_depth, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=hidden,
+            patch_size=16, num_position_embeddings=64, deepstack_visual_indexes=[0]), **tokens)
     if family == "colqwen2":
         return Qwen2VLConfig(text_config=text, vision_config=dict(
             depth=vision_depth, embed_dim=32, hidden_size=hidden, num_heads=2, mlp_ratio=2), **tokens)
@@ -89,6 +97,10 @@ def tiny_config(family: str, tokenizer, *, hidden: int = 64, layers: int = 2, he
 
 
 def preprocessor_config(family: str, image_size: int = 112) -> dict[str, Any]:
+    if family == "colqwen3":  # Qwen3-VL: 16-px patches, mean/std 0.5
+        return {"image_processor_type": "Qwen2VLImageProcessorFast", "patch_size": 16, "merge_size": 2,
+                "temporal_patch_size": 2, "size": {"shortest_edge": 65536, "longest_edge": 16777216},
+                "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5], "resample": 3}
     if family == "colpali":
         return {"image_processor_type": "SiglipImageProcessor",
                 "size": {"height": image_size, "width": image_size},
@@ -112,13 +124,13 @@ def save_published_checkpoint(family: str, directory: str | Path, *, seed: int =
 
     directory = Path(directory)
     base_dir, adapter_dir = directory / "base", directory / "adapter"
-    kind = "paligemma" if family == "colpali" else "qwen"
-    tokenizer = make_tokenizer(kind)
+    kind = {"colpali": "paligemma", "colqwen3": "qwen3"}.get(family, "qwen")
+    tokenizer = make_tokenizer("paligemma" if family == "colpali" else "qwen")
     config = tiny_config(family, tokenizer, **config_kwargs)
-    config.architectures = [{"colqwen2.5": "ColQwen2_5", "colqwen2": "ColQwen2",
+    config.architectures = [{"colqwen2.5": "ColQwen2_5", "colqwen2": "ColQwen2", "colqwen3": "ColQwen3",
                              "colpali": "ColPali"}[family]]
     torch.manual_seed(seed)
-    model = _model_class(FAMILIES[family])(config, dim=128).eval()
+    model = _model_class(FAMILIES[family])(config, dim=FAMILIES[family].dim).eval()
     for d in (base_dir, adapter_dir):
         d.mkdir(parents=True, exist_ok=True)
         tokenizer.save_pretrained(str(d))

@@ -67,6 +67,8 @@ class AgreeRerank(BaseNodePostprocessor):
     encoder: Optional[str] = Field(default=None, description="Encoder spec without an index.")
     batch_size: int = Field(default=16, description="Pages encoded per forward pass.")
     dpi: int = Field(default=100, description="Render resolution of pages read from PDFs.")
+    reranker: Optional[str] = Field(default=None, description="A multimodal reranker (jina-m0[:CKPT]) that "
+                                    "reads query and page image together, instead of MaxSim.")
     keep_retrieval_score: bool = Field(
         default=False, description="Keep each node's previous score in metadata['retrieval_score'].")
     on_missing_page: Literal["raise", "keep"] = Field(
@@ -130,6 +132,16 @@ class AgreeRerank(BaseNodePostprocessor):
     def _scorer(self, query: Any, nodes: List[NodeWithScore]) -> tuple[Callable[[PageIndex | None], tuple], list]:
         """The scoring call, holding plain values only (the index's thread may keep it)."""
         refs = [page_ref(n.node) for n in nodes]
+        if self.reranker:  # the second stage reads the page images, not the index's vectors
+            from agree_core.rerankers import shared_reranker
+
+            reranker, dpi = self.reranker, self.dpi
+
+            def rerank(_index: Any) -> tuple:
+                scores = shared_reranker(reranker).score_refs(query, refs, dpi=dpi)
+                return scores, [None if s is not None else "the reranker could not read its page" for s in scores]
+
+            return rerank, refs
         return functools.partial(_scores, query, refs, self._encoder_obj or self.encoder,
                                  self.batch_size, self.dpi), refs
 

@@ -45,12 +45,14 @@ class AgreeRanker:
         page cannot be read, and why; ``keep``: return them after the scored ones, unscored.
     :param one_per_page: keep only the best Document of each PDF page (chunks of one page, or
         one page from two joined retrievers).
+    :param reranker: a multimodal reranker (``jina-m0[:CKPT]``) that reads the query and each
+        page image (``blob``, or ``meta["source"]`` + ``meta["page"]``) instead of MaxSim.
     """
 
     def __init__(self, document_store: AgreeDocumentStore | None = None, *, encoder: str | None = None,
                  encoder_options: dict[str, Any] | None = None, top_k: int = 10,
                  score_threshold: float | None = None, batch_size: int = 16,
-                 on_missing_page: str = "raise", one_per_page: bool = False):
+                 on_missing_page: str = "raise", one_per_page: bool = False, reranker: str | None = None):
         if document_store is not None and not isinstance(document_store, AgreeDocumentStore):
             raise ValueError(f"document_store must be an AgreeDocumentStore, got {type(document_store).__name__}")
         if document_store is not None and (encoder is not None or encoder_options is not None):
@@ -68,6 +70,7 @@ class AgreeRanker:
         self.top_k = top_k
         self.score_threshold = score_threshold
         self.batch_size = batch_size
+        self.reranker = reranker
         self._encoder: MultiVectorEncoder | None = None
 
     def warm_up(self) -> None:
@@ -101,6 +104,12 @@ class AgreeRanker:
         :param score_threshold: drop Documents below this (default: the init threshold).
         """
         q, refs = self._inputs(documents, query, query_multivector_embedding, top_k)
+        if self.reranker and refs:  # the second stage reads the page images, not the index's vectors
+            from agree_core.rerankers import shared_reranker
+
+            scores = shared_reranker(self.reranker).score_refs(query or "", [_page_ref(d) for d in documents])
+            reasons = [None if s is not None else "the reranker could not read its page" for s in scores]
+            return {"documents": self._ranked(documents, refs, (scores, reasons), top_k, score_threshold)}
         if not refs:
             return {"documents": []}
         if self.document_store is not None:
@@ -115,6 +124,11 @@ class AgreeRanker:
                         query_multivector_embedding: list[list[float]] | None = None, top_k: int | None = None,
                         score_threshold: float | None = None) -> dict[str, list[Document]]:
         """:meth:`run` without blocking the event loop while pages are scored."""
+        if self.reranker:
+            import asyncio
+
+            return await asyncio.to_thread(self.run, documents, query, query_multivector_embedding, top_k,
+                                           score_threshold)
         if self.document_store is None:
             return self.run(documents, query, query_multivector_embedding, top_k, score_threshold)
         q, refs = self._inputs(documents, query, query_multivector_embedding, top_k)
@@ -137,3 +151,15 @@ class AgreeRanker:
                      one_per_page=self.one_per_page, threshold=threshold, what="Document")
         return [dataclasses.replace(documents[i], score=scores[i]) if scores[i] is not None else documents[i]
                 for i in order]
+
+
+def _page_ref(document: Document):  # the page a Document names, for the multimodal reranker
+    import io
+
+    from PIL import Image
+
+    from agree_core.rerank import PageRef
+
+    image = Image.open(io.BytesIO(document.blob.data)) if document.blob is not None else None
+    return PageRef(source=document.meta.get("source"), page=document.meta.get("page"), image=image,
+                   key=document.id)
