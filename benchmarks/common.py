@@ -25,7 +25,9 @@ def machine() -> str:
         pass
     import torch
 
-    return (f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} "
+    from agree_core.cpu import cpu_kind
+
+    return (f"{cpu} [{cpu_kind()}], {os.cpu_count()} cores, torch {torch.__version__} "
             f"({torch.get_num_threads()} threads), Python {platform.python_version()}")
 
 
