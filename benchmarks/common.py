@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pickle
@@ -48,11 +49,13 @@ def corpus_pages(render: bool = False):
     from agree_core.pages import iter_pages
 
     ensure_devset()
-    cache = DATA / "cache" / "devset_pages.pkl"
+    pdfs = sorted(DEVSET.glob("*.pdf"))
+    names = "-".join(f"{p.stem}.{p.stat().st_size}" for p in pdfs)  # a new corpus, a new cache
+    cache = DATA / "cache" / f"devset_pages-{hashlib.sha256(names.encode()).hexdigest()[:12]}.pkl"
     if cache.exists() and not render:
         return pickle.loads(cache.read_bytes())
     pages = []
-    for pdf in sorted(DEVSET.glob("*.pdf")):
+    for pdf in pdfs:
         pages.extend(iter_pages(pdf, render=render, chunk_size=64))
     if not render:
         cache.parent.mkdir(parents=True, exist_ok=True)
