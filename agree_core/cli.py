@@ -117,6 +117,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     register_migrate(sub)
 
+    p = sub.add_parser("eval", help="retrieval quality on labelled queries: nDCG, recall, MRR",
+                       description="Run labelled queries through the index's search and print "
+                                   "nDCG@1/5/10, recall@5/10 and MRR@10, overall and per query "
+                                   "type. QUERIES: a JSONL file ({\"qid\", \"query\", \"type\", "
+                                   "\"relevant\": [\"zoo:3\", ...]}) or a ViDoRe/MTEB parquet "
+                                   "folder (queries, qrels, corpus); --qrels: a BEIR TSV "
+                                   "(query-id, corpus-id, score; corpus-id FILE_STEM:PAGE).")
+    p.add_argument("queries", metavar="QUERIES", help="JSONL file or parquet folder")
+    _index_arg(p)
+    p.add_argument("--qrels", metavar="FILE", help="BEIR-style qrels TSV with a header line")
+    p.add_argument("--json", action="store_true",
+                   help='one JSON object: {"queries", "metrics", "by_type", "missing_pages", ...}')
+    p.add_argument("--candidates", type=int, default=None,
+                   help="first-stage candidates, as for agree search")
+
     p = sub.add_parser("demo", help="the end-to-end demo: sample PDFs, index, questions, heatmaps")
     p.add_argument("--pdfs", default=None, metavar="DIR",
                    help="your own PDFs instead of the built-in samples")
@@ -354,6 +369,20 @@ def cmd_delete(args: argparse.Namespace) -> int:
     return EXIT_ERROR if missing else EXIT_OK
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    from agree_core.evaluation import EvalInputError, evaluate_index, load_queries
+    from agree_core.index import PageIndex
+
+    try:
+        queries = load_queries(args.queries, args.qrels)
+        with PageIndex.open(args.index, create=False, wait=args.wait) as index:
+            report = evaluate_index(index, queries, candidates=args.candidates)
+    except EvalInputError as e:
+        return _usage(str(e))
+    sys.stdout.write((json.dumps(report.to_json()) if args.json else report.table()) + "\n")
+    return EXIT_OK
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from agree_core.demo import run_demo
 
@@ -464,7 +493,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from agree_core.index import IndexBusyError, IndexConfigError
 
     commands = {"index": cmd_index, "search": cmd_search, "show": cmd_show, "info": cmd_info,
-                "delete": cmd_delete, "demo": cmd_demo, "teacher": cmd_teacher,
+                "delete": cmd_delete, "eval": cmd_eval, "demo": cmd_demo, "teacher": cmd_teacher,
                 "dataset": cmd_dataset, "ask": cmd_ask, "migrate": _cmd_migrate,
                 "encoders": cli_encoders.cmd_encoders}
     try:

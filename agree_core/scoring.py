@@ -13,13 +13,11 @@ scoring 0 would beat real negative similarities); padded query slots contribute 
 
 from __future__ import annotations
 
-import ctypes
-import os
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence, Union
 
 import torch
+
+from agree_core.cpu import cpu_has_native_bf16, run_in_workers, single_threaded_ops
 
 TensorOrList = Union[torch.Tensor, Sequence[torch.Tensor]]
 
@@ -35,18 +33,9 @@ def default_compute_dtype(device: torch.device | str = "cpu") -> torch.dtype:
     device = torch.device(device)
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if device.type == "cpu" and _cpu_has_native_bf16():
+    if device.type == "cpu" and cpu_has_native_bf16():
         return torch.bfloat16
     return torch.float32
-
-
-def _cpu_has_native_bf16() -> bool:
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="ignore") as f:
-            flags = f.read(1 << 16)
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def pad(
@@ -230,9 +219,9 @@ def maxsim(
         and device.type == "cpu"
         and not grad
         and flops >= _PARALLEL_MIN_FLOPS
-        and _single_threaded_ops() is not None
+        and single_threaded_ops() is not None
     ):
-        _run_in_workers(score_chunk, starts, workers)
+        run_in_workers(score_chunk, starts, workers)
     else:
         state: dict = {}
         for lo in starts:
@@ -247,88 +236,6 @@ def _block(state: dict, name: str, shape: tuple[int, int], dtype: torch.dtype, d
     if buf is None or buf.numel() < numel:
         buf = state[name] = torch.empty(numel, dtype=dtype, device=device)
     return buf[:numel].view(shape)
-
-
-def _run_in_workers(score_chunk, starts: range, workers: int) -> None:
-    """Call ``score_chunk(lo, state)`` for every ``lo`` from ``workers`` threads, each running
-    torch ops single-threaded.
-
-    Each worker walks its own contiguous share of the chunks (two cores streaming separate
-    halves of the documents measured 25% faster than interleaving chunks); one that runs out
-    takes chunks from the far end of the largest remaining share, so a slow or preempted core
-    is covered by the others."""
-    set_omp_threads = _single_threaded_ops()
-    n = len(starts)
-    nxt = [n * w // workers for w in range(workers)]  # next chunk of each share
-    end = nxt[1:] + [n]  # end of each share (exclusive)
-    lock = threading.Lock()
-    inference = torch.is_inference_mode_enabled()  # thread-local: carry the caller's over
-
-    def take(w: int) -> int | None:
-        with lock:
-            if nxt[w] < end[w]:
-                nxt[w] += 1
-                return nxt[w] - 1
-            v = max(range(workers), key=lambda v: end[v] - nxt[v])
-            if end[v] > nxt[v]:
-                end[v] -= 1
-                return end[v]
-            return None
-
-    def work(w: int) -> None:
-        torch.get_num_threads()  # let torch initialise this thread's OpenMP settings first
-        set_omp_threads(1)  # this thread only: OpenMP's thread count is per thread
-        state: dict = {}
-        with torch.inference_mode(inference), torch.no_grad():
-            while (i := take(w)) is not None:
-                score_chunk(starts[i], state)
-
-    with ThreadPoolExecutor(workers, thread_name_prefix="maxsim") as pool:
-        for f in [pool.submit(work, w) for w in range(workers)]:
-            f.result()  # re-raises a worker's error
-
-
-_OMP_SETTER: list = []  # [omp_set_num_threads or None], filled on first use
-
-
-def _single_threaded_ops():
-    """``omp_set_num_threads`` of the OpenMP runtime torch runs on, if a thread that calls it
-    then really gets single-threaded torch ops while the caller's thread count is untouched;
-    else None (no OpenMP, another runtime, another platform): then ``maxsim`` stays in the
-    calling thread and lets each op use torch's threads."""
-    if _OMP_SETTER:
-        return _OMP_SETTER[0]
-    setter = None
-    try:
-        if torch.__config__.parallel_info().find("parallel backend: OpenMP") >= 0:
-            lib_dir = os.path.join(os.path.dirname(torch.__file__), "lib")
-            for name in sorted(os.listdir(lib_dir)):
-                if name.startswith(("libgomp", "libiomp5", "libomp")) and ".so" in name:
-                    try:  # only a runtime already loaded by torch, never a second one
-                        fn = ctypes.CDLL(os.path.join(lib_dir, name), mode=os.RTLD_NOLOAD).omp_set_num_threads
-                    except (OSError, AttributeError):
-                        continue
-                    fn.argtypes, fn.restype = [ctypes.c_int], None
-                    setter = fn
-                    break
-    except Exception:  # noqa: BLE001 - any surprise: no worker threads
-        setter = None
-    if setter is not None:
-        before = torch.get_num_threads()
-        seen: list[int] = []
-
-        def probe() -> None:
-            torch.get_num_threads()
-            setter(1)
-            seen.append(torch.get_num_threads())
-
-        t = threading.Thread(target=probe)
-        t.start()
-        t.join()
-        if seen != [1] or torch.get_num_threads() != before:
-            setter = None
-    _OMP_SETTER.append(setter)
-    return setter
 
 
 def patch_relevance(query: torch.Tensor, document: torch.Tensor) -> torch.Tensor:

@@ -3,8 +3,8 @@
     .venv/bin/python benchmarks/bench_quality.py            # the table for BENCHMARKS.md
     .venv/bin/python benchmarks/bench_quality.py --variants # encoder settings compared in memory
 
-"agree (index)" is the product path: `PageIndex.add` then `search_batch` through the embedded
-Qdrant engine. The variants encode the same pages in memory and rank with `maxsim`, to compare
+The agree rows are the product path: `PageIndex.add`, then `agree eval`'s `evaluate_index` (over
+`search_batch`, the embedded Qdrant engine). The variants encode the same pages in memory and rank with `maxsim`, to compare
 encoder settings quickly.
 """
 
@@ -18,9 +18,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DATA, DEVSET, corpus_pages, evaluate, key, load_questions, machine, table  # noqa: E402
+from common import DATA, DEVSET, ROOT, TYPES, corpus_pages, evaluate, key, load_questions, machine, table  # noqa: E402
 
-METRICS = ["nDCG@1", "nDCG@5", "recall@10", "MRR@10"]
+METRICS = ["nDCG@5", *(f"nDCG@5 {t}" for t in TYPES), "nDCG@1", "recall@10", "MRR@10"]
 
 
 def rank_bm25(pages, questions, k=10):
@@ -62,20 +62,32 @@ def rank_single_vector(pages, questions, k=10):
             for q, row in zip(questions, top.tolist())}
 
 
-def rank_index(questions, k=10, directory=None):
+def eval_index(directory=None):
+    """The product path: `agree index` then `agree eval` (PageIndex.add, evaluate_index over
+    search_batch), with and without IDF weighting of query tokens."""
+    from agree_core.evaluation import evaluate_index, load_queries
     from agree_core.index import PageIndex
 
     directory = directory or DATA / "quality-index"
+    queries = load_queries(ROOT / "devset" / "questions.jsonl")
     with PageIndex.open(directory) as index:
         t = time.perf_counter()
         report = index.add([DEVSET], progress=True)
         if report.pages:
             print(f"indexed {report.pages} pages in {time.perf_counter() - t:.0f} s", file=sys.stderr)
-        results = index.search_batch([q["query"] for q in questions], k=k)
+        ours = evaluate_index(index, queries)
         index.config.term_weighting = "none"  # the same index and vectors, queries unweighted
-        plain = index.search_batch([q["query"] for q in questions], k=k)
-    return ({q["qid"]: [key(h.source, h.page) for h in hits] for q, hits in zip(questions, results)},
-            {q["qid"]: [key(h.source, h.page) for h in hits] for q, hits in zip(questions, plain)})
+        plain = evaluate_index(index, queries)
+    return ours, plain
+
+
+def _row(system, report):
+    """A table row from an EvalReport, in this table's columns."""
+    m = report.metrics
+    row = {"system": system, "nDCG@5": m["ndcg@5"], "nDCG@1": m["ndcg@1"],
+           "recall@10": m["recall@10"], "MRR@10": m["mrr@10"]}
+    row.update({f"nDCG@5 {t}": v["metrics"]["ndcg@5"] for t, v in report.by_type.items()})
+    return row
 
 
 def maxsim_scores(encoder, pages, questions):
@@ -136,10 +148,13 @@ def main():
         return
     rows.append({"system": "BM25 (bm25s)", **evaluate(rank_bm25(pages, questions), questions)})
     rows.append({"system": "MiniLM single vector", **evaluate(rank_single_vector(pages, questions), questions)})
-    ours, no_idf = rank_index(questions)
-    rows.append({"system": "agree text-layer, no IDF weighting", **evaluate(no_idf, questions)})
-    rows.append({"system": "agree text-layer (default)", **evaluate(ours, questions)})
+    ours, no_idf = eval_index()
+    rows.append(_row("agree text-layer, no IDF weighting", no_idf))
+    rows.append(_row("agree text-layer (default)", ours))
+    counts = {t: sum(q.get("type") == t for q in questions) for t in TYPES}
     print(table(rows, ["system", *METRICS]))
+    print(f"\nquestions per type: {counts}; the agree rows are what `agree eval --index "
+          f"{DATA / 'quality-index'} benchmarks/devset/questions.jsonl` prints")
 
 
 if __name__ == "__main__":

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
-import math
 import os
 import pickle
 import platform
@@ -26,7 +26,9 @@ def machine() -> str:
         pass
     import torch
 
-    return (f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} "
+    from agree_core.cpu import cpu_kind
+
+    return (f"{cpu} [{cpu_kind()}], {os.cpu_count()} cores, torch {torch.__version__} "
             f"({torch.get_num_threads()} threads), Python {platform.python_version()}")
 
 
@@ -47,11 +49,13 @@ def corpus_pages(render: bool = False):
     from agree_core.pages import iter_pages
 
     ensure_devset()
-    cache = DATA / "cache" / "devset_pages.pkl"
+    pdfs = sorted(DEVSET.glob("*.pdf"))
+    names = "-".join(f"{p.stem}.{p.stat().st_size}" for p in pdfs)  # a new corpus, a new cache
+    cache = DATA / "cache" / f"devset_pages-{hashlib.sha256(names.encode()).hexdigest()[:12]}.pkl"
     if cache.exists() and not render:
         return pickle.loads(cache.read_bytes())
     pages = []
-    for pdf in sorted(DEVSET.glob("*.pdf")):
+    for pdf in pdfs:
         pages.extend(iter_pages(pdf, render=render, chunk_size=64))
     if not render:
         cache.parent.mkdir(parents=True, exist_ok=True)
@@ -63,28 +67,24 @@ def key(source: str | Path, page: int) -> tuple[str, int]:
     return (Path(source).name, int(page))
 
 
-def ndcg_at_k(ranked: list[tuple[str, int]], relevant: set[tuple[str, int]], k: int) -> float:
-    dcg = sum(1 / math.log2(i + 2) for i, r in enumerate(ranked[:k]) if r in relevant)
-    ideal = sum(1 / math.log2(i + 2) for i in range(min(k, len(relevant))))
-    return dcg / ideal if ideal else 0.0
-
-
-def recall_at_k(ranked: list[tuple[str, int]], relevant: set[tuple[str, int]], k: int) -> float:
-    return len(set(ranked[:k]) & relevant) / len(relevant) if relevant else 0.0
+TYPES = ("keyword", "paraphrase", "visual")  # the dev set's question types (devset/README.md)
 
 
 def evaluate(rankings: dict[str, list[tuple[str, int]]], questions: list[dict]) -> dict[str, float]:
-    """Mean nDCG@1, nDCG@5, recall@10 and MRR@10 over the questions (binary relevance)."""
-    n = len(questions)
-    out = {"nDCG@1": 0.0, "nDCG@5": 0.0, "recall@10": 0.0, "MRR@10": 0.0}
-    for q in questions:
-        rel = {(r["doc"], int(r["page"])) for r in q["relevant"]}
-        ranked = rankings[q["qid"]]
-        out["nDCG@1"] += ndcg_at_k(ranked, rel, 1) / n
-        out["nDCG@5"] += ndcg_at_k(ranked, rel, 5) / n
-        out["recall@10"] += recall_at_k(ranked, rel, 10) / n
-        first = next((i for i, r in enumerate(ranked[:10]) if r in rel), None)
-        out["MRR@10"] += (1 / (first + 1) if first is not None else 0.0) / n
+    """Mean nDCG@1, nDCG@5, recall@10 and MRR@10 over the questions (binary relevance), and
+    nDCG@5 per question type: the metrics of ``agree eval`` (agree_core.evaluation)."""
+    from agree_core.evaluation.metrics import mean_scores, ranking_scores
+
+    per_query = {q["qid"]: ranking_scores(rankings[q["qid"]],
+                                          {(r["doc"], int(r["page"])): 1.0 for r in q["relevant"]})
+                 for q in questions}
+    overall = mean_scores(list(per_query.values()))
+    out = {"nDCG@1": overall["ndcg@1"], "nDCG@5": overall["ndcg@5"],
+           "recall@10": overall["recall@10"], "MRR@10": overall["mrr@10"]}
+    for t in TYPES:
+        typed = [per_query[q["qid"]] for q in questions if q.get("type") == t]
+        if typed:
+            out[f"nDCG@5 {t}"] = mean_scores(typed)["ndcg@5"]
     return out
 
 

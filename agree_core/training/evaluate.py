@@ -1,11 +1,13 @@
-"""Retrieval metrics on a held-out split, scored with the project's own MaxSim."""
+"""Retrieval metrics on a held-out split, scored with the project's own MaxSim (the metrics
+of :mod:`agree_core.evaluation.metrics`, which ``agree eval`` prints too)."""
 
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import torch
+
+from agree_core.evaluation.metrics import mean_scores, ndcg, recall
 
 __all__ = ["ranking_metrics", "METRICS"]
 
@@ -26,14 +28,11 @@ def ranking_metrics(scores: torch.Tensor, relevant: Sequence[set[int]]) -> dict[
     if scores.shape[0] != len(relevant):
         raise ValueError(f"{scores.shape[0]} score rows for {len(relevant)} queries")
     order = scores.argsort(dim=1, descending=True, stable=True)[:, :5].tolist()
-    totals = dict.fromkeys(METRICS, 0.0)
+    per_query = []
     for ranked, rel in zip(order, relevant):
         if not rel:
             raise ValueError("every evaluation query needs at least one relevant page")
-        gains = [1.0 if p in rel else 0.0 for p in ranked]
-        for k in (1, 5):
-            dcg = sum(g / math.log2(r + 2) for r, g in enumerate(gains[:k]))
-            ideal = sum(1 / math.log2(r + 2) for r in range(min(k, len(rel))))
-            totals[f"ndcg@{k}"] += dcg / ideal
-        totals["recall@5"] += sum(gains) / len(rel)
-    return {k: round(v / len(relevant), 4) for k, v in totals.items()}
+        gains = dict.fromkeys(rel, 1.0)
+        per_query.append({"ndcg@1": ndcg(ranked, gains, 1), "ndcg@5": ndcg(ranked, gains, 5),
+                          "recall@5": recall(ranked, gains, 5)})
+    return {k: round(v, 4) for k, v in mean_scores(per_query).items()}

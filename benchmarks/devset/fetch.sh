@@ -16,9 +16,11 @@ REPO_ROOT="$(cd "$SCRIPT_DIR/../.." && pwd)"
 OUT_DIR="${1:-$REPO_ROOT/benchmarks/data/devset}"
 
 # name|package|path inside the package|expected pages
+# A path ending in .gz is decompressed (maxima-doc ships its book gzipped).
 # Versions used when labelling (Debian bookworm): octave-doc 7.3.0-2,
 # asymptote-doc 2.85+ds-1, r-cran-lme4 1.1-31-1, r-cran-xts 0.13.0-1,
-# r-cran-survival 3.5-3-1, r-cran-aer 1.2-10-1.
+# r-cran-survival 3.5-3-1, r-cran-aer 1.2-10-1, maxima-doc 5.46.0-11,
+# auto-multiple-choice-doc-pdf 1.6.0-1.
 DOCS=(
   "octave.pdf|octave-doc|usr/share/doc/octave/octave.pdf|1158"
   "asymptote.pdf|asymptote-doc|usr/share/doc/asymptote/asymptote.pdf|196"
@@ -27,6 +29,8 @@ DOCS=(
   "survival.pdf|r-cran-survival|usr/lib/R/library/survival/doc/survival.pdf|98"
   "survival-timedep.pdf|r-cran-survival|usr/lib/R/library/survival/doc/timedep.pdf|30"
   "aer.pdf|r-cran-aer|usr/lib/R/site-library/AER/doc/AER.pdf|6"
+  "maxima.pdf|maxima-doc|usr/share/doc/maxima-doc/maximabook-19-Sept-2004.pdf.gz|155"
+  "amc.pdf|auto-multiple-choice-doc-pdf|usr/share/doc/auto-multiple-choice/auto-multiple-choice.en.pdf|101"
 )
 
 die() { echo "fetch.sh: error: $*" >&2; exit 1; }
@@ -96,6 +100,11 @@ for entry in "${DOCS[@]}"; do
   [[ -f "$dest" ]] && continue
   src="$TMP_DIR/root/$path"
   [[ -e "$src" ]] || die "$path not found in package $pkg (package layout changed?)"
+  if [[ "$src" == *.gz ]]; then
+    command -v gzip >/dev/null 2>&1 || die "gzip not found (needed to unpack $path)"
+    gzip -dc "$src" >"$TMP_DIR/$name" || die "could not decompress $path from package $pkg"
+    src="$TMP_DIR/$name"
+  fi
   got="$(page_count "$src")"
   if [[ "$got" != "$expected" ]]; then
     echo "fetch.sh: error: $name from $pkg has ${got:-unknown} pages, expected $expected." >&2
