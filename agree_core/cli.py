@@ -13,6 +13,7 @@ Exit codes (stable, for scripts):
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import logging
 import sys
@@ -26,7 +27,8 @@ log = logging.getLogger("agree")
 
 def _index_arg(p: argparse.ArgumentParser, required: bool = True) -> None:
     p.add_argument("--index", required=required, metavar="DIR",
-                   help="the index directory (created by `agree index` on first use)")
+                   help="the index directory (created by `agree index` on first use), or "
+                        "http://HOST:PORT for an index that `agree serve` holds")
     p.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
                    help="wait up to SECONDS while another process holds the index "
                         "(default 0: fail at once with exit code 4)")
@@ -105,6 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "phrases taken from your PDFs' pages)")
     _teacher_parser(sub)
     _dataset_parser(sub)
+    from agree_core.serve.command import add_parser as _serve_parser
+
+    _serve_parser(sub)
     return parser
 
 
@@ -261,15 +266,21 @@ def cmd_show(args: argparse.Namespace) -> int:
     from agree_core.heatmaps import contact_sheet, overlay_heatmap
     from agree_core.index import PageIndex
 
+    from agree_core.serve.client import RemoteIndex
+
     with PageIndex.open(args.index, create=False, wait=args.wait) as index:
         hits = index.search(args.query, args.k)
         if not hits:
             log.error("the index holds no pages")
             return EXIT_ERROR
-        maps = index.similarity_maps(args.query, hits, args.mode)
-    panels = [(overlay_heatmap(Image.open(h.image), m),
-               f"#{i} {Path(h.source).name} p.{h.page}\nscore {h.score:.2f}")
-              for i, (h, m) in enumerate(zip(hits, maps), start=1)]
+        if isinstance(index, RemoteIndex):  # the server draws them: its disk has the images
+            images = [Image.open(io.BytesIO(index.heatmap(h.page_id, args.query, args.mode)))
+                      for h in hits]
+        else:
+            maps = index.similarity_maps(args.query, hits, args.mode)
+            images = [overlay_heatmap(Image.open(h.image), m) for h, m in zip(hits, maps)]
+    panels = [(image, f"#{i} {Path(h.source).name} p.{h.page}\nscore {h.score:.2f}")
+              for i, (h, image) in enumerate(zip(hits, images), start=1)]
     contact_sheet(panels).save(args.out)
     log.info("wrote %s", args.out)
     sys.stdout.write(str(Path(args.out).absolute()) + "\n")
@@ -399,6 +410,12 @@ def _dataset_synthesize(args: argparse.Namespace) -> int:
     return EXIT_OK if not report.skipped else EXIT_SKIPPED
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from agree_core.serve.command import cmd_serve
+
+    return cmd_serve(args)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     level = logging.WARNING if args.quiet else logging.DEBUG if args.verbose else logging.INFO
@@ -410,7 +427,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     commands = {"index": cmd_index, "search": cmd_search, "show": cmd_show, "info": cmd_info,
                 "delete": cmd_delete, "demo": cmd_demo, "teacher": cmd_teacher,
-                "dataset": cmd_dataset}
+                "dataset": cmd_dataset, "serve": _cmd_serve}
     try:
         return commands[args.command](args)
     except IndexBusyError as e:

@@ -16,13 +16,14 @@ again resumes at the first missing page.
 
 from __future__ import annotations
 
+import copy
 import logging
 import queue
 import threading
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -134,7 +135,14 @@ class PageIndex:
             IndexConfigError: not an index, another format version, or an encoder that does
                 not match the one that built it.
             IndexBusyError: another process holds the index.
+
+        ``http://HOST:PORT`` or ``https://...`` names an index that ``agree serve`` holds:
+        the result is a :class:`~agree_core.serve.client.RemoteIndex` with the same methods.
         """
+        if str(directory).startswith(("http://", "https://")):
+            from agree_core.serve.client import open_remote
+
+            return open_remote(str(directory), encoder, create=create, wait=wait)  # type: ignore[return-value]
         directory = Path(directory).absolute()
         exists = (directory / "agree-index.json").is_file()
         if not exists:
@@ -208,6 +216,7 @@ class PageIndex:
         metadata: dict[str, Any] | None = None,
         batch_size: int = 16,
         progress: bool = True,
+        on_progress: Callable[[int, int], None] | None = None,
     ) -> AddReport:
         """Index PDF files and folders (recursive). Idempotent: unchanged files are skipped,
         a changed file replaces its pages, an interrupted file resumes.
@@ -218,6 +227,10 @@ class PageIndex:
 
         Files that cannot be indexed are reported in ``AddReport.skipped`` with the reason;
         they never stop the others.
+
+        ``on_progress(pages_written, pages_to_write)`` is called once the files are checked,
+        after every batch is written and after every document turns ready; an exception it
+        raises stops the run there (what was written is kept and a rerun resumes).
         """
         from tqdm import tqdm
 
@@ -235,9 +248,12 @@ class PageIndex:
                 report.unchanged.append(str(f))
             else:
                 plans.append(plan)
-        bar = tqdm(total=sum(len(p.pages) for p in plans), desc="indexing", unit="page",
+        total = sum(len(p.pages) for p in plans)
+        bar = tqdm(total=total, desc="indexing", unit="page",
                    disable=not progress, dynamic_ncols=True)
+        notify = on_progress or (lambda done, todo: None)
         try:
+            notify(0, total)
             for plan, pages, error in self._produce(plans, batch_size):
                 if error is not None:
                     self._abandon(plan.doc_id)
@@ -251,6 +267,7 @@ class PageIndex:
                 else:  # every page of this document is written
                     self._set_ready(plan.doc_id)
                     report.added.append(str(plan.source))
+                notify(report.pages, total)
         finally:
             bar.close()
         for e in report.skipped:
@@ -346,6 +363,26 @@ class PageIndex:
     def page_text(self, page_id: str) -> str:
         got = self.shard.retrieve([page_id])
         return got[page_id][0].get("text", "") if page_id in got else ""
+
+    def reader(self, encoder: MultiVectorEncoder | None = None) -> "PageIndex":
+        """A view of this open index for reading from another thread while this one writes:
+        it shares the engine and the page images and has its own catalog connection (an
+        SQLite connection belongs to the thread that made it; readers see committed
+        documents only). ``encoder`` answers its queries (default this index's; give it its
+        own instance when pages are encoded at the same time). Close it in its thread; it
+        never releases the index, which stays this object's."""
+        view = copy.copy(self)
+        view.catalog = Catalog(self.directory)
+        view._encoder = encoder if encoder is not None else self._encoder
+        view._term_stats = None
+        view._records = None
+        view._lock = None
+        return view
+
+    def close_reader(self) -> None:
+        """Close a :meth:`reader` view (its catalog connection)."""
+        if self._lock is None:
+            self.catalog.close()
 
     def info(self) -> dict[str, Any]:
         docs = self.catalog.documents()
