@@ -6,6 +6,7 @@ import argparse
 import ipaddress
 import logging
 import os
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +95,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
                  args.host, args.port, " with a token" if token else "")
         server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port,
                                                log_level="warning", timeout_graceful_shutdown=30))
+        # uvicorn shuts down on SIGTERM/SIGINT, then raises the signal again for the handler
+        # it found: let that one say so instead of dying before the index is closed
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda signum, frame: log.info("stopped by %s", signal.Signals(signum).name))
         server.run()
     finally:
         host.close()
