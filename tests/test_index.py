@@ -8,7 +8,7 @@ import pytest
 
 from agree_core.encoders.text_layer import TextLayerEncoder
 from agree_core.index import IndexBusyError, IndexConfigError, PageIndex
-from agree_core.index import page_index as page_index_mod
+from agree_core.index import ingest
 from conftest import lorem_pages, make_pdf, marker
 
 
@@ -155,20 +155,20 @@ def test_a_second_process_gets_a_clear_busy_error(tmp_path, docs, encoder):
 def test_interrupted_add_resumes_where_it_stopped(tmp_path, encoder, monkeypatch):
     pdf = make_pdf(tmp_path / "long.pdf", lorem_pages(10))
     directory = tmp_path / "ix"
-    real_write = page_index_mod.PageIndex._write
+    real_write = ingest.write
     calls = []
 
-    def failing_write(self, plan, pages):
+    def failing_write(index, plan, pages):
         calls.append([p.page_no for p in pages])
         if len(calls) == 2:
             raise KeyboardInterrupt  # as if the user pressed Ctrl-C during the second batch
-        return real_write(self, plan, pages)
+        return real_write(index, plan, pages)
 
-    monkeypatch.setattr(page_index_mod.PageIndex, "_write", failing_write)
+    monkeypatch.setattr(ingest, "write", failing_write)
     with PageIndex.open(directory, encoder) as index:
         with pytest.raises(KeyboardInterrupt):
             index.add([pdf], batch_size=4, progress=False)
-    monkeypatch.setattr(page_index_mod.PageIndex, "_write", real_write)
+    monkeypatch.setattr(ingest, "write", real_write)
     with PageIndex.open(directory, encoder) as index:
         info = index.info()
         assert info["pages"] == 0 and info["incomplete"][0]["state"] == "indexing"

@@ -18,14 +18,10 @@ from __future__ import annotations
 
 import copy
 import logging
-import queue
-import threading
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-import numpy as np
 import torch
 
 from agree_core.encoders import DEFAULT_ENCODER, MultiVectorEncoder, PageEmbedding, load_encoder
@@ -33,10 +29,10 @@ from agree_core.index.catalog import Catalog
 from agree_core.index.config import IndexConfig, IndexConfigError
 from agree_core.index.images import ImageStore
 from agree_core.index.lock import DirectoryLock
-from agree_core.index.shard import PageRecord, VectorShard, build_filter
-from agree_core.pages import Page, PdfError, PdfInfo, file_sha256, find_pdfs, inspect_pdf, iter_pages
+from agree_core.index import ingest
+from agree_core.index.ingest import AddReport  # noqa: F401 - a public name of this module
+from agree_core.index.shard import VectorShard, build_filter
 from agree_core.pages import page_id as make_page_id
-from agree_core.pooling import pool_vectors
 from agree_core.scoring import idf_weights, similarity_map
 
 if TYPE_CHECKING:
@@ -44,13 +40,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-DOC_ID_NAMESPACE = uuid.UUID("0b9f5a55-2a4e-4a3c-8f0e-5c1f2d7e9b31")
 EXACT_SEARCH_MAX_PAGES = 2_000  # below this, every search is exact MaxSim over all vectors
 DEFAULT_CANDIDATES = 800  # pages the pooled first stage passes to exact rescoring (BENCHMARKS.md)
-
-
-def doc_id_for(source: Path, sha256: str) -> str:
-    return str(uuid.uuid5(DOC_ID_NAMESPACE, f"{source}\x00{sha256}"))
 
 
 @dataclass
@@ -65,27 +56,6 @@ class Hit:
 
     def to_json(self) -> dict[str, Any]:
         return {"source": self.source, "page": self.page, "score": self.score, "image": self.image}
-
-
-@dataclass
-class AddReport:
-    added: list[str] = field(default_factory=list)  # sources indexed (or resumed) now
-    unchanged: list[str] = field(default_factory=list)  # already indexed with the same content
-    skipped: list[PdfError] = field(default_factory=list)  # files that could not be indexed
-    pages: int = 0  # pages encoded now
-
-    @property
-    def ok(self) -> bool:
-        return not self.skipped
-
-
-@dataclass
-class _Plan:
-    source: Path
-    sha256: str
-    doc_id: str
-    info: PdfInfo
-    pages: list[int]
 
 
 class PageIndex:
@@ -232,47 +202,7 @@ class PageIndex:
         after every batch is written and after every document turns ready; an exception it
         raises stops the run there (what was written is kept and a rerun resumes).
         """
-        from tqdm import tqdm
-
-        report = AddReport()
-        files, missing = find_pdfs(list(paths))
-        report.skipped.extend(missing)
-        plans = []
-        for f in tqdm(files, desc="checking files", unit="file", disable=not progress or len(files) < 20):
-            try:
-                plan = self._plan(f, metadata)
-            except PdfError as e:
-                report.skipped.append(e)
-                continue
-            if plan is None:
-                report.unchanged.append(str(f))
-            else:
-                plans.append(plan)
-        total = sum(len(p.pages) for p in plans)
-        bar = tqdm(total=total, desc="indexing", unit="page",
-                   disable=not progress, dynamic_ncols=True)
-        notify = on_progress or (lambda done, todo: None)
-        try:
-            notify(0, total)
-            for plan, pages, error in self._produce(plans, batch_size):
-                if error is not None:
-                    self._abandon(plan.doc_id)
-                    report.skipped.append(error)
-                    log.error("skipped %s", error)
-                    continue
-                if pages:
-                    self._write(plan, pages)
-                    report.pages += len(pages)
-                    bar.update(len(pages))
-                else:  # every page of this document is written
-                    self._set_ready(plan.doc_id)
-                    report.added.append(str(plan.source))
-                notify(report.pages, total)
-        finally:
-            bar.close()
-        for e in report.skipped:
-            log.warning("skipped %s", e)
-        return report
+        return ingest.add(self, paths, metadata, batch_size, progress, on_progress)
 
     def delete(self, source: str | Path) -> int:
         """Remove a document by its path; returns the number of pages removed (0 if absent)."""
@@ -438,96 +368,6 @@ class PageIndex:
         return Hit(payload["source"], int(payload["page"]), score,
                    str(self.directory / payload["image"]), page_id, payload["doc_id"],
                    payload.get("meta", {}))
-
-    def _plan(self, source: Path, metadata: dict[str, Any] | None) -> _Plan | None:
-        """What to do with one file: ``None`` when it is indexed already (metadata, if
-        given and different, is updated in place), else the pages still to write."""
-        info = inspect_pdf(source)
-        sha = file_sha256(source)
-        doc_id = doc_id_for(source, sha)
-        doc = self.catalog.get(doc_id)
-        if doc is not None and metadata is None:
-            metadata = doc.meta  # no metadata given: keep what the document has
-        metadata = metadata or {}
-        if doc is not None and doc.state == "ready":
-            if doc.meta != metadata:
-                self.shard.set_meta(doc_id, metadata)
-                self.catalog.set_meta(doc_id, metadata)
-            return None
-        done = self.shard.page_numbers(doc_id) if doc is not None else set()
-        self.catalog.begin(doc_id, str(source), sha, info.pages, metadata)
-        if done and doc is not None and doc.meta != metadata:
-            self.shard.set_meta(doc_id, metadata)
-        for old in self.catalog.documents(state="deleting", source=str(source)):
-            self._purge(old.doc_id)  # the previous version of a changed file
-        return _Plan(source, sha, doc_id, info, [p for p in range(1, info.pages + 1) if p not in done])
-
-    def _produce(self, plans: list[_Plan], batch_size: int
-                 ) -> Iterator[tuple[_Plan, list[Page], PdfError | None]]:
-        """Batches of rendered pages per plan (``[]`` closes a plan), made in a background
-        thread so that rendering, text extraction and image writing overlap with encoding."""
-        q: queue.Queue = queue.Queue(maxsize=4)
-        stop = threading.Event()
-
-        def work() -> None:
-            try:
-                for plan in plans:
-                    try:
-                        batch: list[Page] = []
-                        for page in iter_pages(plan.source, dpi=self.config.dpi, pages=plan.pages,
-                                               sha256=plan.sha256, info=plan.info):
-                            self.images.save(plan.doc_id, page.page_no, page.image)
-                            batch.append(page)
-                            if len(batch) == batch_size:
-                                q.put((plan, batch, None))
-                                batch = []
-                            if stop.is_set():
-                                return
-                        if batch:
-                            q.put((plan, batch, None))
-                        q.put((plan, [], None))
-                    except PdfError as e:
-                        q.put((plan, [], e))
-                    except Exception as e:  # noqa: BLE001 - one bad file must not stop the rest
-                        log.debug("unexpected error on %s", plan.source, exc_info=True)
-                        q.put((plan, [], PdfError(plan.source, "failed", f"failed: {e!r}")))
-            finally:
-                q.put(None)
-
-        thread = threading.Thread(target=work, name="agree-pages", daemon=True)
-        thread.start()
-        try:
-            while (item := q.get()) is not None:
-                yield item
-        finally:
-            stop.set()
-            while thread.is_alive():  # unblock a producer waiting on a full queue
-                try:
-                    q.get(timeout=0.1)
-                except queue.Empty:
-                    pass
-            thread.join()
-
-    def _write(self, plan: _Plan, pages: list[Page]) -> None:
-        embeddings = self.encoder.encode_pages(pages)
-        doc = self.catalog.get(plan.doc_id)
-        records = []
-        for page, emb in zip(pages, embeddings):
-            vectors = emb.vectors.float()
-            pooled = (pool_vectors(vectors, self.config.pooled_vectors).numpy()
-                      if self.config.pooled_vectors > 0 else None)
-            payload = {
-                "doc_id": plan.doc_id, "source": str(plan.source), "sha256": plan.sha256,
-                "page": page.page_no, "image": str(self.images.path(plan.doc_id, page.page_no)
-                                                   .relative_to(self.directory)),
-                "grid": list(emb.grid), "cells": emb.cells.tolist(),
-                "terms": emb.terms.tolist() if emb.terms is not None else None,
-                "text": emb.text if emb.text is not None else page.text,
-                "width_pt": page.width_pt, "height_pt": page.height_pt,
-                "meta": doc.meta if doc else {},
-            }
-            records.append(PageRecord(page.id, vectors.numpy().astype(np.float32), pooled, payload))
-        self.shard.upsert(records)
 
 
 def _resolve_encoder(spec: str | MultiVectorEncoder | None, index_spec: str | None,
