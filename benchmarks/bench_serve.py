@@ -226,6 +226,7 @@ def main() -> None:
         server.send_signal(signal.SIGTERM)
         code = server.wait(300)
     print(f"agree serve exited {code} on SIGTERM")
+    shutil.rmtree(work, ignore_errors=True)
     _table(rows, len(queries))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"cpu": cpu_kind(), "pages": report.pages,

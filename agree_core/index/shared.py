@@ -77,6 +77,10 @@ class SharedIndex:
 
         Raises what :meth:`PageIndex.open` raises (IndexConfigError, IndexBusyError).
         """
+        if str(directory).startswith(("http://", "https://")):  # an index agree serve holds
+            from agree_core.serve.client import RemoteShared
+
+            return RemoteShared(str(directory), encoder, wait=wait)  # type: ignore[return-value]
         path = Path(directory).expanduser().absolute()
         with _GUARD:
             shared = _OPEN.get(path)

@@ -10,6 +10,7 @@ Routes (a contract: clients and checks rely on them)::
                                         upload of PDFs ("files") -> {"job": ID}
     GET    /jobs/ID                     state, pages_done / pages_total, added, skipped
     DELETE /documents                   {"source": PATH} -> {"source", "pages"}
+    GET    /pages/PAGE_ID               its document id, source, page, metadata and text
     GET    /pages/PAGE_ID/image         the stored page image
     GET    /pages/PAGE_ID/heatmap       ?query=...[&mode=maxsim|mean][&width=N] -> PNG
     GET    /pages/PAGE_ID/evidence      ?query=...[&mode=...] -> score, grid, map, best cells
@@ -118,6 +119,14 @@ def create_app(host: IndexHost, *, token: str | None = None, allow_dirs: list[Pa
         body = DeleteBody.model_validate(await _json_body(request))
         removed = await asyncio.wrap_future(host.write(_delete, body.source, host.job_running))
         return {"source": body.source, "pages": removed}
+
+    @api.get("/pages/{page_id}")
+    async def page_record(page_id: str) -> dict[str, Any]:
+        pid = _page_uuid(page_id)
+        _, payload = await _read(host, _page_file, pid)
+        return {"page_id": pid, "doc_id": payload["doc_id"], "source": payload["source"],
+                "page": int(payload["page"]), "meta": payload.get("meta") or {},
+                "text": payload.get("text") or "", "image_url": f"/pages/{pid}/image"}
 
     @api.get("/pages/{page_id}/image")
     async def page_image(page_id: str) -> FileResponse:

@@ -16,7 +16,8 @@ from typing import Any, Callable, Sequence
 
 import httpx
 
-__all__ = ["RemoteIndex", "RemoteHit", "RemoteAddReport", "RemoteIndexError", "open_remote"]
+__all__ = ["RemoteIndex", "RemoteHit", "RemoteAddReport", "RemoteIndexError", "RemoteShared",
+           "open_remote"]
 
 TOKEN_ENV = "AGREE_TOKEN"
 SEARCH_CHUNK = 256  # queries per request of a long search_batch
@@ -37,7 +38,8 @@ class RemoteRequestError(RemoteIndexError, ValueError):
 
 @dataclass
 class RemoteHit:
-    """One ranked page, as :class:`agree_core.index.Hit` (``image`` is the server's path)."""
+    """One ranked page, as :class:`agree_core.index.Hit` (``image`` is the server's path);
+    ``doc_id`` and ``meta`` are fetched from the server on first use."""
 
     source: str
     page: int
@@ -45,6 +47,23 @@ class RemoteHit:
     image: str
     image_url: str  # absolute URL of the page image on the server
     page_id: str
+    _index: "RemoteIndex | None" = field(default=None, repr=False, compare=False)
+    _record: dict[str, Any] | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def doc_id(self) -> str:
+        return self._page()["doc_id"]
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        return self._page()["meta"]
+
+    def _page(self) -> dict[str, Any]:
+        if self._record is None:
+            if self._index is None:
+                raise RemoteIndexError(f"hit {self.page_id} is not bound to a server")
+            self._record = self._index.page(self.page_id)
+        return self._record
 
     def to_json(self) -> dict[str, Any]:
         return {"source": self.source, "page": self.page, "score": self.score, "image": self.image}
@@ -176,7 +195,14 @@ class RemoteIndex:
 
         return [np.asarray(self.evidence(h.page_id, query, mode)["map"], dtype=np.float32) for h in hits]
 
+    def page_text(self, page_id: str) -> str:
+        return self.page(page_id)["text"]
+
     # -- what only a remote index has ------------------------------------------------------
+    def page(self, page_id: str) -> dict[str, Any]:
+        """A page's ``doc_id``, ``source``, ``page``, ``meta`` and ``text``."""
+        return self._json("GET", f"/pages/{page_id}")
+
     def health(self) -> dict[str, Any]:
         return self._json("GET", "/health")
 
@@ -238,7 +264,7 @@ class RemoteIndex:
         url = h["image_url"]
         page_id = url.rstrip("/").split("/")[-2]  # /pages/PAGE_ID/image
         return RemoteHit(h["source"], int(h["page"]), float(h["score"]), h["image"],
-                         str(self._http.base_url.join(url)), page_id)
+                         str(self._http.base_url.join(url)), page_id, self)
 
     def _json(self, method: str, path: str, **kwargs: Any) -> Any:
         return self._request(method, path, **kwargs).json()
@@ -260,3 +286,27 @@ class RemoteIndex:
             message += f" (set {TOKEN_ENV} to the server's token)"
         cls = RemoteRequestError if status in (400, 413, 415, 422) else RemoteIndexError
         raise cls(f"{self.url}: {message} (HTTP {status})", status)
+
+
+class RemoteShared:
+    """What :meth:`agree_core.index.shared.SharedIndex.acquire` returns for a URL: the same
+    ``run`` / ``arun`` / ``release`` over a :class:`RemoteIndex`, so that the framework
+    components accept ``http://HOST:PORT`` wherever they accept an index directory."""
+
+    def __init__(self, url: str, encoder: Any = None, *, wait: float = 0.0):
+        self.directory = url
+        self.index = open_remote(url, encoder, wait=wait)
+        self.users = 1
+
+    def run(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        return fn(self.index, *args, **kwargs)
+
+    async def arun(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        import asyncio
+
+        return await asyncio.to_thread(fn, self.index, *args, **kwargs)
+
+    def release(self) -> None:
+        self.users -= 1
+        if self.users <= 0:
+            self.index.close()

@@ -17,6 +17,10 @@ HIT_FIELDS = {"source", "page", "score", "image", "image_url"}
 
 def test_health_and_info(http, samples):
     assert http.get("/health").json() == {"status": "ok"}
+    assert http.get("/docs").status_code == 200  # the OpenAPI page
+    routes = http.get("/openapi.json").json()["paths"]
+    assert {"/health", "/info", "/search", "/documents", "/jobs/{job_id}", "/pages/{page_id}/image",
+            "/pages/{page_id}/heatmap", "/pages/{page_id}/evidence"} <= set(routes)
     info = http.get("/info").json()
     assert info["encoder"] == "text-layer" and info["pages"] == 9
     assert {d["source"]: d["pages"] for d in info["documents"]} == {

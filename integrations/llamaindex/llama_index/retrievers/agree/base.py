@@ -53,8 +53,11 @@ class AgreeVisualRetriever(BaseRetriever):
                  verbose: bool = False) -> None:
         if top_k < 1:
             raise ValueError(f"top_k must be >= 1, got {top_k}")
-        self.index_dir = Path(index_dir).absolute()
-        IndexConfig.load(self.index_dir)  # "not an agree index" now rather than at the first query
+        if str(index_dir).startswith(("http://", "https://")):  # served by agree serve
+            self.index_dir: Path | str = str(index_dir)
+        else:
+            self.index_dir = Path(index_dir).absolute()
+            IndexConfig.load(self.index_dir)  # "not an agree index" now rather than at the first query
         self.top_k = top_k
         self.filters = filters
         self._agree_filters = to_agree_filters(filters)
@@ -100,7 +103,8 @@ class AgreeVisualRetriever(BaseRetriever):
         root = Path(persist_dir).absolute() if persist_dir is not None else self.index_dir
         root.mkdir(parents=True, exist_ok=True)
         settings = {
-            "index_dir": os.path.relpath(self.index_dir, root),
+            "index_dir": (self.index_dir if isinstance(self.index_dir, str)
+                          else os.path.relpath(self.index_dir, root)),
             "top_k": self.top_k,
             "filters": self.filters.model_dump(mode="json") if self.filters else None,
             "encoder": self.encoder if isinstance(self.encoder, str) else None,
@@ -116,7 +120,8 @@ class AgreeVisualRetriever(BaseRetriever):
         root = Path(persist_dir).absolute()
         path = root / PERSIST_FILE
         settings = json.loads(path.read_text()) if path.is_file() else {}
-        index_dir = root / settings.pop("index_dir", ".")
+        index_dir = settings.pop("index_dir", ".")
+        index_dir = index_dir if index_dir.startswith(("http://", "https://")) else root / index_dir
         if settings.get("filters"):
             settings["filters"] = MetadataFilters.model_validate(settings["filters"])
         return cls(index_dir, **{**settings, **kwargs})
