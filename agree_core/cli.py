@@ -97,6 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("sources", nargs="+", metavar="PDF", help="paths of indexed PDFs")
     _index_arg(p)
 
+    from agree_core.generation.ask import register as register_ask
+
+    register_ask(sub)  # agree ask: agree_core/generation/ask.py
+
     p = sub.add_parser("demo", help="the end-to-end demo: sample PDFs, index, questions, heatmaps")
     p.add_argument("--pdfs", default=None, metavar="DIR",
                    help="your own PDFs instead of the built-in samples")
@@ -423,15 +427,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.verbose:
         for noisy in ("httpx", "transformers", "RapidOCR"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
+    from agree_core.generation.ask import cmd_ask
     from agree_core.index import IndexBusyError, IndexConfigError
 
     commands = {"index": cmd_index, "search": cmd_search, "show": cmd_show, "info": cmd_info,
                 "delete": cmd_delete, "demo": cmd_demo, "teacher": cmd_teacher,
-                "dataset": cmd_dataset, "serve": _cmd_serve}
+                "dataset": cmd_dataset, "ask": cmd_ask, "serve": _cmd_serve}
     try:
         return commands[args.command](args)
     except IndexBusyError as e:
-        log.error("%s", e)
+        from agree_core.index.lock import WAIT_HINT
+
+        log.error("%s", str(e).replace(WAIT_HINT, "retry with --wait SECONDS"))
         return EXIT_BUSY
     except IndexConfigError as e:
         log.error("%s", e)

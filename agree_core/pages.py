@@ -312,7 +312,10 @@ def find_pdfs(paths: list[str | Path]) -> tuple[list[Path], list[PdfError]]:
     """Files given, plus ``*.pdf`` files under folders (recursive, sorted), as absolute paths.
 
     Paths that do not exist come back as errors, so the caller can report them and go on.
+    One path alone (a string) is one path, never its characters.
     """
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
     files: list[Path] = []
     errors: list[PdfError] = []
     for p in map(Path, paths):

@@ -90,3 +90,27 @@ def run_cli(*args: str, timeout: float = 300, **kwargs):
 
     return subprocess.run([sys.executable, "-m", "agree_core.cli", *args], capture_output=True,
                           text=True, timeout=timeout, **kwargs)
+
+
+def make_labelled_pdf(path: Path, pages: list[str], ranges: list[tuple[int, int, str, int]]) -> Path:
+    """:func:`make_pdf`, with printed page labels: ``ranges`` of ``(first, last, style,
+    start)``, 0-based physical pages, style ``/r`` (i, ii), ``/D`` (1, 2), ``/A`` (A, B)."""
+    from pypdf import PdfReader, PdfWriter
+
+    make_pdf(path, pages)
+    writer = PdfWriter(clone_from=PdfReader(str(path)))
+    for first, last, style, start in ranges:
+        writer.set_page_label(first, last, style=style, start=start)
+    with open(path, "wb") as f:
+        writer.write(f)
+    return path
+
+
+BOOK_LABELS = ["i", "ii", "1", "2", "3"]  # a book: front matter in roman numerals, then 1, 2, 3
+
+
+@pytest.fixture
+def book_pdf(tmp_path):
+    """A 5-page PDF labelled i, ii, 1, 2, 3; physical page n names :func:`marker` (n)."""
+    return make_labelled_pdf(tmp_path / "book.pdf", lorem_pages(5, "book", words=40),
+                             [(0, 1, "/r", 1), (2, 4, "/D", 1)])

@@ -142,7 +142,7 @@ def test_a_second_process_gets_a_clear_busy_error(tmp_path, docs, encoder):
          str(directory)], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "open"
-        with pytest.raises(IndexBusyError, match=rf"is busy: process {holder.pid} .* --wait SECONDS"):
+        with pytest.raises(IndexBusyError, match=rf"is busy: process {holder.pid} .* pass wait=SECONDS"):
             PageIndex.open(directory)
         start = time.monotonic()
         with PageIndex.open(directory, wait=60) as index:  # waits for the holder to let go

@@ -194,3 +194,39 @@ def _is_uuid(s: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def check_types(filters: dict[str, Any] | None, types_of: Callable[[str], set[type]]) -> None:
+    """Raise :class:`FilterError` where a comparison cannot be evaluated on the values the
+    index holds, as Haystack's ``InMemoryDocumentStore`` raises rather than matching nothing:
+    ``> >= < <=`` with a number on a field that holds strings, or with a date on a field that
+    holds numbers. ``types_of(key)``: the types of the stored values of a metadata key (called
+    only for the fields that an ordering comparison names). Checked on the engine-neutral tree,
+    before any engine compiles it.
+
+    >>> check_types({"field": "meta.name", "operator": ">", "value": 3}, lambda key: {str})
+    Traceback (most recent call last):
+    ...
+    agree_core.index.filters.FilterError: filter on 'meta.name': '>' with the number 3 on a field that holds strings; strings compare with > >= < <= only as ISO 8601 dates
+    >>> check_types({"operator": "OR", "conditions": [{"field": "meta.n", "operator": "<", "value": 3}]},
+    ...             lambda key: {int, float})
+    """
+    if not isinstance(filters, dict) or not filters:
+        return
+    if "field" not in filters:
+        for condition in filters.get("conditions") or []:
+            check_types(condition, types_of)
+        return
+    field, op, value = filters.get("field"), filters.get("operator"), filters.get("value")
+    if op not in _RANGE or not isinstance(field, str) or field in ("id", "content") or value is None:
+        return
+    key = field.removeprefix("meta.")
+    stored = types_of(key) - {type(None), bool}
+    where = f"filter on {field!r}"
+    is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if is_number and str in stored:
+        raise FilterError(f"{where}: {op!r} with the number {value!r} on a field that holds strings; "
+                          "strings compare with > >= < <= only as ISO 8601 dates")
+    if isinstance(value, (str, date, datetime)) and not is_number and stored & {int, float}:
+        raise FilterError(f"{where}: {op!r} with {value!r} on a field that holds numbers; compare it "
+                          "with a number")

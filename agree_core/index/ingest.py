@@ -66,7 +66,7 @@ def add(index: "PageIndex", paths: Sequence[str | Path], metadata: dict[str, Any
     from tqdm import tqdm
 
     report = AddReport()
-    files, missing = find_pdfs(list(paths))
+    files, missing = find_pdfs(paths)  # one path alone is one path, never its characters
     report.skipped.extend(missing)
     plans = []
     for f in tqdm(files, desc="checking files", unit="file", disable=not progress or len(files) < 20):

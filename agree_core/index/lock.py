@@ -19,6 +19,7 @@ from pathlib import Path
 from agree_core.index.config import IndexBusyError
 
 LOCK_FILE = ".lock"
+WAIT_HINT = "pass wait=SECONDS to wait for it"  # Python words; the CLI says --wait SECONDS
 
 
 class DirectoryLock:
@@ -40,8 +41,7 @@ class DirectoryLock:
                     os.close(fd)
                     raise IndexBusyError(
                         f"index {self.path.parent} is busy: {holder} holds it. Only one process "
-                        "can open an index at a time; wait for it to finish, or retry with "
-                        "--wait SECONDS"
+                        f"can open an index at a time; wait for it to finish, or {WAIT_HINT}"
                     ) from None
                 time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
         os.ftruncate(fd, 0)

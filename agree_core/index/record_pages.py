@@ -1,5 +1,5 @@
-"""Caller-given pages (records) as :class:`~agree_core.pages.Page` objects an encoder reads,
-and MaxSim scores of records for a query.
+"""Caller-given pages (records) as :class:`~agree_core.pages.Page` objects an encoder reads
+(records are scored for a query by :class:`agree_core.rerank.PageScorer`).
 
 A record names its PDF page when its ``meta`` has ``source`` (an existing PDF) and ``page``:
 its words then come with their real boxes from the PDF's text layer, as long as they are the
@@ -15,21 +15,17 @@ from collections import defaultdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
-import torch
 from PIL import Image
 
 from agree_core.encoders import MultiVectorEncoder, PageEmbedding
 from agree_core.pages import Page, PdfError, Word, iter_pages
-from agree_core.scoring import maxsim
 
 if TYPE_CHECKING:
-    from agree_core.index import PageIndex
     from agree_core.index.records import Record
 
 log = logging.getLogger(__name__)
 
-__all__ = ["text_page", "record_pages", "embed_records", "score_records", "encode_image",
-           "decode_image"]
+__all__ = ["text_page", "record_pages", "embed_records", "encode_image", "decode_image"]
 
 LETTER = (612.0, 792.0)  # points
 _CHARS_PER_LINE = 85
@@ -144,38 +140,3 @@ def embed_records(encoder: MultiVectorEncoder, records: Sequence["Record"],
     for start in range(0, len(records), batch_size):
         out.extend(encoder.encode_pages(record_pages(records[start : start + batch_size])))
     return out
-
-
-def score_records(query: str | torch.Tensor, records: Sequence["Record"], *,
-                  index: "PageIndex | None" = None, encoder: MultiVectorEncoder | None = None,
-                  batch_size: int = 16) -> list[float]:
-    """MaxSim score of each record for ``query`` (text, or its vectors ``(n_q, dim)``).
-
-    A record's vectors are, in order of preference: its own ``vectors``; the vectors stored in
-    ``index`` under its id (a record or a PDF page of that index); its page, encoded now by
-    the index's encoder (or ``encoder`` when there is no index).
-    """
-    if (index is None) == (encoder is None):
-        raise ValueError("give an index or an encoder (exactly one)")
-    enc = index.encoder if index is not None else encoder
-    if isinstance(query, str):  # with an index, weighted as the index's own search weights it
-        q = (index.encode_queries([query]) if index is not None else enc.encode_queries([query]))[0].float()
-    else:
-        q = torch.as_tensor(query).float()
-    if q.dim() != 2 or q.shape[0] == 0:
-        raise ValueError(f"query vectors must be (n_tokens, dim) with n_tokens >= 1, got {tuple(q.shape)}")
-    vectors: list[torch.Tensor | None] = [None if r.vectors is None else torch.as_tensor(r.vectors).float()
-                                          for r in records]
-    if index is not None:
-        stored = index.records.vectors([r.id for r, v in zip(records, vectors) if v is None])
-        vectors = [v if v is not None else stored.get(r.id) for r, v in zip(records, vectors)]
-    todo = [i for i, v in enumerate(vectors) if v is None]
-    for i, emb in zip(todo, embed_records(enc, [records[i] for i in todo], batch_size)):
-        vectors[i] = emb.vectors
-    for r, v in zip(records, vectors):
-        if v.dim() != 2 or v.shape[1] != q.shape[1]:
-            raise ValueError(f"record {r.id!r}: vectors {tuple(v.shape)} do not match the query's "
-                             f"dimension {q.shape[1]}; embed pages and queries with the same encoder")
-    if not records:
-        return []
-    return maxsim([q], vectors, compute_dtype=torch.float32)[0].tolist()  # (n_records,)

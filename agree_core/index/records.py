@@ -34,7 +34,7 @@ import torch
 from PIL import Image
 
 from agree_core.encoders import PageEmbedding
-from agree_core.index.filters import RECORD_KIND, compile_filter
+from agree_core.index.filters import RECORD_KIND, check_types, compile_filter
 from agree_core.index.images import IMAGES_DIR
 from agree_core.index.record_pages import embed_records
 from agree_core.index.shard import PageRecord
@@ -234,6 +234,7 @@ class PageRecords:
     def _scope(self, where: dict[str, Any] | None, records_only: bool = False) -> Any:
         """``where`` as an engine filter, over records (only) and ready documents."""
         qe = _qe()
+        check_types(where, self._stored_types)
         flt = compile_filter(where)
         must = ([flt] if flt is not None else []) + (
             [qe.FieldCondition("kind", match=qe.MatchValue(RECORD_KIND))] if records_only else [])
@@ -242,6 +243,12 @@ class PageRecords:
         if not must and not must_not:
             return None
         return qe.Filter(must=must or None, must_not=must_not or None)
+
+    def _stored_types(self, key: str) -> set[type]:
+        """The types of the values of metadata ``key`` in records and PDF pages."""
+        return {type(m[key]) for _, payload, _ in self.index.shard.scroll(
+            None, payload=["kind", "meta", "meta_json", "source", "page"])
+            if key in (m := payload_meta(payload))}
 
     def _refuse_pages(self, where: dict[str, Any] | None, what: str) -> None:
         qe = _qe()

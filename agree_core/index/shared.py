@@ -7,6 +7,12 @@ open index through :meth:`SharedIndex.acquire`, and every call on it runs in the
 worker thread: calls are safe from any thread or event loop, run one at a time, and
 :meth:`SharedIndex.arun` awaits them without blocking the loop.
 
+Components that only read (retrievers, rankers, a query-side store) open with
+``create=False``: an index that does not exist is an error naming the path
+(:func:`require_index`), never a new empty index that answers with nothing. Every
+:meth:`SharedIndex.acquire` is paired with one :meth:`SharedIndex.release`; the last one
+closes the index and frees its directory for other processes.
+
 Encoders are shared the same way: :func:`shared_encoder` keeps one model in memory per
 encoder configuration, for the index and for the components that embed pages or queries.
 """
@@ -24,12 +30,12 @@ from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 from agree_core.encoders import DEFAULT_ENCODER, MultiVectorEncoder, load_encoder
-from agree_core.index.config import CONFIG_FILE, IndexConfig
+from agree_core.index.config import CONFIG_FILE, IndexConfig, IndexConfigError
 from agree_core.index.page_index import PageIndex
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SharedIndex", "shared_encoder"]
+__all__ = ["SharedIndex", "shared_encoder", "require_index", "open_indexes"]
 
 T = TypeVar("T")
 _OPEN: dict[Path, "SharedIndex"] = {}
@@ -55,6 +61,27 @@ def shared_encoder(spec: str = DEFAULT_ENCODER, **options: Any) -> MultiVectorEn
         return _ENCODERS[key]
 
 
+def require_index(directory: str | Path) -> Path:
+    """The absolute path of the index at ``directory``; raises :class:`IndexConfigError`
+    naming the path when there is none there (a typo, a wrong working directory)."""
+    path = Path(directory).expanduser().absolute()
+    if not (path / CONFIG_FILE).is_file():
+        what = "the folder is empty" if path.is_dir() and not any(path.iterdir()) else \
+            "a folder that holds no agree index" if path.is_dir() else "no such folder"
+        raise IndexConfigError(
+            f"no agree index at {path} ({what}): components that only read do not create "
+            f"one. Check the path (relative paths start from {Path.cwd()}), or create the index first "
+            "(`agree index PDF... --index DIR`, an indexing pipeline, AgreeVisualRetriever.from_pdfs), "
+            "or pass create=True")
+    return path
+
+
+def open_indexes() -> dict[str, int]:
+    """The indexes this process holds open and how many users each has (for diagnostics)."""
+    with _GUARD:
+        return {str(path): shared.users for path, shared in _OPEN.items()}
+
+
 class SharedIndex:
     """An open index and the thread that owns it. Use :meth:`acquire` and :meth:`release`."""
 
@@ -75,7 +102,8 @@ class SharedIndex:
         process has it open already. ``encoder``: a registry spec or an encoder; default the
         index's own (``text-layer`` for a new index). Pair every call with :meth:`release`.
 
-        Raises what :meth:`PageIndex.open` raises (IndexConfigError, IndexBusyError).
+        Raises what :meth:`PageIndex.open` raises (IndexConfigError, IndexBusyError); with
+        ``create=False``, :func:`require_index`'s error when there is no index.
         """
         if str(directory).startswith(("http://", "https://")):  # an index agree serve holds
             from agree_core.serve.client import RemoteShared
@@ -85,6 +113,8 @@ class SharedIndex:
         with _GUARD:
             shared = _OPEN.get(path)
             if shared is None:
+                if not create:
+                    require_index(path)
                 shared = cls(path)
                 try:
                     shared._index = shared._call(PageIndex.open, path,

@@ -26,8 +26,8 @@ from typing import Any
 import torch
 from PIL import Image
 
-from agree_core.encoders.colvision.processing import qwen_pixels
-from agree_core.teacher.qwen import DEFAULT_TEACHER, image_bounds, load_qwen_vl
+from agree_core.generation.qwen import QwenVLGenerator
+from agree_core.teacher.qwen import DEFAULT_TEACHER
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,8 @@ def parse_questions(text: str, k: int | None = None) -> list[str]:
 
 
 class QuestionWriter:
-    """Questions about a page image from a Qwen2.5-VL / Qwen2-VL instruct model (loaded on first use).
+    """Questions about a page image from a Qwen2.5-VL / Qwen2-VL instruct model (loaded on first
+    use, through :class:`agree_core.generation.qwen.QwenVLGenerator`).
 
     Args:
         model: hub id or local checkpoint directory.
@@ -83,64 +84,29 @@ class QuestionWriter:
     def __init__(self, model: str = DEFAULT_TEACHER, *, device: str | None = None, dtype: str = "auto",
                  max_image_tokens: int = 1024, max_new_tokens: int = 256, temperature: float = 0.0,
                  prompt: str = PROMPT):
-        if dtype not in ("auto", "float32", "bfloat16"):
-            raise ValueError(f"dtype must be 'auto', 'float32' or 'bfloat16', got {dtype!r}")
         if max_image_tokens < 4:
             raise ValueError(f"max_image_tokens must be >= 4, got {max_image_tokens}")
-        if max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-        if temperature < 0:
-            raise ValueError(f"temperature must be >= 0 (0: greedy), got {temperature}")
         if "{k}" not in prompt:
             raise ValueError("prompt must contain {k} (the number of questions)")
-        self.model_spec, self.dtype_name, self.prompt = model, dtype, prompt
-        self.max_image_tokens, self.max_new_tokens, self.temperature = (
-            max_image_tokens, max_new_tokens, temperature)
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self._model = None
+        self.model_spec, self.prompt, self.max_image_tokens = model, prompt, max_image_tokens
+        self._generator = QwenVLGenerator(model, device=device, dtype=dtype,
+                                          max_pixels=max_image_tokens * 28 * 28,
+                                          max_new_tokens=max_new_tokens, temperature=temperature)
+
+    @property
+    def model(self) -> torch.nn.Module:
+        """The loaded Qwen2(.5)-VL model."""
+        return self._generator.model
 
     def generate(self, image: Image.Image, k: int) -> str:
         """The model's raw answer to the prompt for ``k`` questions about ``image``."""
-        if self._model is None:
-            self._load()
-        pixels, thw = qwen_pixels(image, self._processor, self._min_pixels, self._max_pixels)
-        n_image = thw[0] * thw[1] * thw[2] // self._merge**2
-        ids = (self._tokens(f"<|im_start|>system\n{SYSTEM_PROMPT}<|im_end|>\n<|im_start|>user\n"
-                            "<|vision_start|>")
-               + [self._image_id] * n_image
-               + self._tokens(f"<|vision_end|>{self.prompt.format(k=k)}<|im_end|>\n"
-                              "<|im_start|>assistant\n"))
-        input_ids = torch.tensor([ids], device=self.device)  # (1, L)
-        sampling = {"do_sample": True, "temperature": self.temperature} if self.temperature > 0 else {
-            "do_sample": False}
-        with torch.inference_mode():
-            out = self._model.generate(
-                input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
-                pixel_values=pixels.to(self.device, self._dtype),
-                image_grid_thw=torch.tensor([thw], device=self.device),
-                mm_token_type_ids=(input_ids == self._image_id).int(),
-                max_new_tokens=self.max_new_tokens, pad_token_id=self._pad_id,
-                eos_token_id=self._eos_ids, **sampling)  # (1, L + new)
-        return self._tokenizer.decode(out[0, len(ids):], skip_special_tokens=True)
+        messages = [{"role": "system", "content": SYSTEM_PROMPT},
+                    {"role": "user", "content": [{"type": "image", "image": image},
+                                                 {"type": "text", "text": self.prompt.format(k=k)}]}]
+        return self._generator.generate(messages).text
 
     def questions(self, image: Image.Image, k: int) -> list[str]:
         return parse_questions(self.generate(image, k), k)
-
-    def _tokens(self, text: str) -> list[int]:
-        return list(self._tokenizer(text, add_special_tokens=False)["input_ids"])
-
-    def _load(self) -> None:
-        model, self._tokenizer, preprocessor, self._dtype = load_qwen_vl(
-            self.model_spec, "question model", self.device, self.dtype_name)
-        self._model = model.to(self.device).eval()
-        self._processor, self._min_pixels, self._max_pixels = image_bounds(preprocessor, self.max_image_tokens)
-        self._merge = self._processor.merge_size
-        self._image_id = int(model.config.image_token_id)
-        im_end = self._tokenizer.convert_tokens_to_ids("<|im_end|>")
-        self._eos_ids = sorted({i for i in (im_end, self._tokenizer.eos_token_id) if i is not None})
-        pad = self._tokenizer.pad_token_id
-        self._pad_id = pad if pad is not None else self._eos_ids[0]
-        log.info("loaded question model %s (%s, %s)", self.model_spec, self.device, self._dtype)
 
 
 @dataclass

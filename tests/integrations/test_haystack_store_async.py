@@ -40,7 +40,7 @@ from haystack_integrations.document_stores.agree import AgreeDocumentStore  # no
 
 @pytest.fixture(scope="module")
 def shared_store(tmp_path_factory):
-    store = AgreeDocumentStore(index_dir=tmp_path_factory.mktemp("haystack_async_suite") / "index")
+    store = AgreeDocumentStore(index_dir=tmp_path_factory.mktemp("haystack_async_suite") / "index", create=True)
     yield store
     store.close()
 

@@ -72,8 +72,8 @@ def test_retrieve_returns_page_image_nodes(retriever, samples):
 
 def test_aretrieve_matches_retrieve_and_never_searches_twice_at_once(retriever, monkeypatch):
     expected = ids_and_scores(retriever.retrieve(QUESTION))
-    index = retriever.shared.index
-    real, running, overlaps = index.search, [], []
+    records = retriever.shared.index.records
+    real, running, overlaps = records.search, [], []
 
     def search(*args, **kwargs):
         running.append(1)
@@ -84,7 +84,7 @@ def test_aretrieve_matches_retrieve_and_never_searches_twice_at_once(retriever, 
         finally:
             running.pop()
 
-    monkeypatch.setattr(index, "search", search)
+    monkeypatch.setattr(records, "search", search)
 
     async def main():
         return await asyncio.gather(*[retriever.aretrieve(QUESTION) for _ in range(4)])
@@ -107,25 +107,22 @@ def test_filters_in_llamaindex_types(index_dir, encoder, samples):
         == {"report.pdf", "scan.pdf"}
     ranged = pages(MetadataFilter(key="file_path", value=slides),
                    MetadataFilter(key="page", value=2, operator=FilterOperator.GTE),
-                   MetadataFilter(key="page_label", value="4", operator=FilterOperator.LTE))
+                   MetadataFilter(key="page", value="4", operator=FilterOperator.LTE))
     assert sorted(p for _, p in ranged) == [2, 3, 4]
     with PageIndex.open(index_dir, encoder) as ix:  # document metadata, set in place
         ix.add([samples[1]], metadata={"team": "platform"}, progress=False)
     assert {f for f, _ in pages(MetadataFilter(key="team", value="platform"))} == {"slides.pdf"}
     assert pages(MetadataFilter(key="team", value="finance")) == []
 
-    with pytest.raises(ValueError, match=r"operator '!=' is not supported by agree; use one of =="):
-        to_agree_filters(MetadataFilters(filters=[MetadataFilter(key="page", value=1, operator=FilterOperator.NE)]))
-    with pytest.raises(ValueError, match="condition 'or' is not supported"):
-        pages(MetadataFilter(key="page", value=1), MetadataFilter(key="page", value=2), condition=FilterCondition.OR)
-    with pytest.raises(ValueError, match="filters on 'page' cannot be combined"):
-        to_agree_filters(MetadataFilters(filters=[MetadataFilter(key="page", value=1),
-                                                  MetadataFilter(key="page", value=2, operator=FilterOperator.GT)]))
-    with pytest.raises(ValueError, match="pages are 1-based integers, got 'iv'"):
-        to_agree_filters(MetadataFilters(filters=[MetadataFilter(key="page_label", value="iv")]))
+    with pytest.raises(ValueError, match=r"operator 'text_match' is not supported by agree"):
+        to_agree_filters(MetadataFilters(filters=[MetadataFilter(key="team", value="x", operator=FilterOperator.TEXT_MATCH)]))
+    with pytest.raises(ValueError, match="filter on 'meta.page_label': compare it with ==, !=, in or not in"):
+        pages(MetadataFilter(key="page_label", value="4", operator=FilterOperator.LTE))
     nested = MetadataFilters(filters=[MetadataFilter(key="team", value="x"),
                                       MetadataFilters(filters=[MetadataFilter(key="page", value=3, operator=FilterOperator.LT)])])
-    assert to_agree_filters(nested) == {"team": "x", "page": {"lt": 3}}
+    assert to_agree_filters(nested) == {"operator": "AND", "conditions": [
+        {"field": "meta.team", "operator": "==", "value": "x"},
+        {"operator": "AND", "conditions": [{"field": "meta.page", "operator": "<", "value": 3}]}]}
 
 
 def test_persist_and_reload_give_the_same_results(index_dir, encoder, tmp_path):
@@ -211,7 +208,7 @@ def test_nodes_without_a_page_raise_or_pass_through(encoder, samples):
     nodes = [NodeWithScore(node=TextNode(text="no page here", id_="bare"), score=0.5),
              NodeWithScore(node=TextNode(text="?", id_="gone", metadata={"file_path": "/nowhere.pdf", "page_label": "1"}), score=0.4),
              NodeWithScore(node=TextNode(text="slide", id_="slide", metadata={"source": str(samples[1]), "page": 4}), score=0.1)]
-    with pytest.raises(ValueError, match=r"cannot score 2 node\(s\) \['bare', 'gone'\]: a node needs a page image"):
+    with pytest.raises(ValueError, match=r"cannot score 2 node\(s\) \('bare': names no PDF.*'gone': /nowhere.pdf is not a file"):
         AgreeRerank(encoder=encoder).postprocess_nodes(nodes, query_str="cloud risks")
     keep = AgreeRerank(top_n=3, encoder=encoder, on_missing_page="keep")
     kept = keep.postprocess_nodes(nodes, query_str="cloud risks")
@@ -227,18 +224,18 @@ def test_what_page_a_node_names(tmp_path):
     png = (tmp_path / "p.png").read_bytes()
     assert page_ref(Node(image_resource=MediaResource(data=png))).image.size == (40, 30)
     assert page_ref(ImageNode(image=base64.b64encode(png).decode())).image.size == (40, 30)
-    ref = page_ref(ImageNode(image_path=str(tmp_path / "p.png"), metadata={"file_path": "/a.pdf", "page_label": "7"}))
+    ref = page_ref(ImageNode(image_path=str(tmp_path / "p.png"), metadata={"file_path": "/a.pdf", "page": 7}))
     assert (ref.source, ref.page, ref.image) == ("/a.pdf", 7, str(tmp_path / "p.png"))
-    ref = page_ref(TextNode(text="x", metadata={"source": "/b.pdf", "page_label": "iv"}))  # roman numerals: no page
-    assert (ref.source, ref.page, ref.image) == ("/b.pdf", None, None)
+    ref = page_ref(TextNode(text="x", metadata={"source": "/b.pdf", "page_label": "iv"}))  # no file: no labels
+    assert (ref.source, ref.page, ref.image) == ("/b.pdf", None, None) and "/b.pdf is not a file" in ref.reason
 
 
 def test_arguments_and_index_sharing(index_dir, encoder, tmp_path):
-    with pytest.raises(ValueError, match="top_k must be >= 1, got 0"):
+    with pytest.raises(ValueError, match="similarity_top_k must be an integer >= 1, got 0"):
         AgreeVisualRetriever(index_dir, top_k=0)
-    with pytest.raises(IndexConfigError, match="is not an agree index"):
+    with pytest.raises(IndexConfigError, match=r"no agree index at .*\(a folder that holds no agree index\)"):
         AgreeVisualRetriever(tmp_path)
-    with pytest.raises(IndexConfigError, match="is not an agree index"):
+    with pytest.raises(IndexConfigError, match="no agree index at"):
         AgreeRerank(index_dir=tmp_path)
     with pytest.raises(ValueError, match="top_n must be >= 1, got 0"):
         AgreeRerank(top_n=0)
@@ -246,8 +243,9 @@ def test_arguments_and_index_sharing(index_dir, encoder, tmp_path):
         AgreeRerank(index_dir=index_dir, encoder="text-layer")
     with pytest.raises(ValueError, match="AgreeRerank needs the query"):
         AgreeRerank().postprocess_nodes([NodeWithScore(node=TextNode(text="x"))])
-    with pytest.raises(ValueError, match=r"filter 'team' >= needs a number, got 'x'"):
-        to_agree_filters(MetadataFilters(filters=[MetadataFilter(key="team", value="x", operator=FilterOperator.GTE)]))
+    with pytest.raises(ValueError, match=r"filter on 'meta.team': '>=' takes a number or an ISO 8601 date, got 'x'"):
+        AgreeVisualRetriever(index_dir, filters=MetadataFilters(
+            filters=[MetadataFilter(key="team", value="x", operator=FilterOperator.GTE)]))
     assert AgreeRerank.from_dict(AgreeRerank(top_n=2, keep_retrieval_score=True).to_dict()).top_n == 2
 
     a = AgreeVisualRetriever(index_dir, encoder=encoder, top_k=1)

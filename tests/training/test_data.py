@@ -207,7 +207,7 @@ def test_synthesis_writes_training_lines_and_resumes(tmp_path, tiny_teacher):
     (pdfs / "broken.pdf").write_text("not a pdf")
     real = QuestionWriter(str(tiny_teacher), max_new_tokens=8, max_image_tokens=16)
     raw = real.generate(Image.new("RGB", (90, 120), "white"), 3)  # random weights: garbage text
-    assert isinstance(raw, str) and real._model.dtype == torch.float32
+    assert isinstance(raw, str) and real.model.dtype == torch.float32
     out = tmp_path / "train.jsonl"
     writer = CannedWriter(str(tiny_teacher))
     report = synthesize([pdfs], out, writer, pages=3, per_page=2, seed=7, dpi=20, progress=False)

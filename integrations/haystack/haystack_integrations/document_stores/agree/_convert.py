@@ -20,6 +20,7 @@ from haystack.dataclasses import ByteStream, SparseEmbedding
 
 from agree_core.encoders import PageEmbedding
 from agree_core.index.records import Record
+from agree_core.rerank import PageRef
 
 MULTIVECTOR = "multivector_embedding"
 GRID, CELLS = "multivector_grid", "multivector_cells"
@@ -62,15 +63,28 @@ def document_to_record(doc: Any) -> Record:
     )
 
 
+def document_ref(doc: Any) -> PageRef:
+    """What a Document gives the scorer: its own vectors, its id (vectors stored in the
+    index), the PDF page its meta names in any reader's keys (``source`` / ``file_path``,
+    ``page`` / ``page_number``), and itself (its content) when it names no PDF."""
+    record = document_to_record(doc)
+    return PageRef.from_meta(doc.meta, key=doc.id, vectors=record.vectors, record=record, record_id=doc.id)
+
+
 def record_to_document(r: Record) -> Document:
     """The Document for a stored record, as it was written; a page of an indexed PDF comes
-    with ``meta`` source and page, and its image with the image's ``file_path``."""
+    with ``meta`` source and page (and Haystack's names for them, ``file_path`` and
+    ``page_number``), and its image with the image's ``file_path``."""
     blob = None
     if r.blob is not None:
         blob_meta = r.extra.get("blob_meta", {"file_path": r.image_path} if r.kind == "page" else {})
         blob = ByteStream(r.blob, meta=blob_meta, mime_type=r.mime_type)
     sparse = r.extra.get("sparse_embedding")
-    return Document(id=r.id, content=r.text, blob=blob, meta=dict(r.meta), score=r.score,
+    meta = dict(r.meta)
+    if r.kind == "page":
+        meta.setdefault("file_path", meta.get("source"))
+        meta.setdefault("page_number", meta.get("page"))
+    return Document(id=r.id, content=r.text, blob=blob, meta=meta, score=r.score,
                     embedding=r.extra.get("embedding"),
                     sparse_embedding=SparseEmbedding.from_dict(sparse) if sparse else None)
 

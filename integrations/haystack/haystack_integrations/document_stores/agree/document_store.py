@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import threading
+import weakref
 from pathlib import Path
 from typing import Any, Callable
 
@@ -12,10 +14,12 @@ from haystack.document_stores.errors import DuplicateDocumentError
 from haystack.document_stores.types import DuplicatePolicy
 from haystack.errors import FilterError
 
+from agree_core.index.config import CONFIG_FILE
 from agree_core.index.filters import FilterError as IndexFilterError
-from agree_core.index.record_pages import score_records
+from agree_core.index.node_fields import resolve_node_fields
 from agree_core.index.records import DuplicateRecordError, Record
 from agree_core.index.shared import SharedIndex
+from agree_core.rerank import PageRef, PageScorer
 
 from ._convert import check_positive, document_to_record, init_to_dict, record_to_document
 from ._metadata import MetadataQueries
@@ -29,13 +33,21 @@ _ON_CONFLICT = {DuplicatePolicy.NONE: "error", DuplicatePolicy.FAIL: "error",
 class AgreeDocumentStore(MetadataQueries):
     """Page Documents in an agree index (multi-vector, MaxSim), on disk at ``index_dir``.
 
-    The index is created there on first use if the folder is new or empty, else opened; it
-    holds the pages Haystack writes and the pages of PDFs indexed with ``agree index``. Every
-    component of this process that names the same ``index_dir`` shares one open index (one
-    process at a time can hold it).
+    The index holds the pages Haystack writes and the pages of PDFs indexed with ``agree
+    index``. It is created by the first write (a writer, an indexing pipeline) when the
+    folder is new or empty; reads and searches (a query pipeline) refuse a folder with no
+    index, naming it, so that a mistyped path is an error rather than an empty answer.
+    ``create=True`` creates it on any first use, ``create=False`` never. Every component of
+    this process that names the same ``index_dir`` shares one open index (one process at a
+    time can hold it), and one pipeline file loads one store per index: components that
+    name the same store get the same instance. ``close()``, and ``Pipeline.close()`` through
+    the components that use the store, give it back.
 
     Documents carry their text (``content``), their page image (``blob``) and ``meta``;
-    ``meta["source"]`` and ``meta["page"]`` name the PDF page they come from. Multi-vector
+    ``meta["source"]`` and ``meta["page"]`` name the PDF page they come from (also as
+    Haystack's converters name them, ``file_path`` and ``page_number``; filters on either
+    name match). Filters follow ``InMemoryDocumentStore``: comparing a field with a value it
+    cannot be ordered against (``>`` with a number on a text field) raises ``FilterError``. Multi-vector
     embeddings are read from ``multivector_embedding`` (see the embedders) or computed with
     the index's encoder when missing. ``write_documents`` with ``DuplicatePolicy.NONE`` fails
     on duplicates, as ``FAIL`` does. Pages of PDFs indexed as files are read-only here.
@@ -45,13 +57,15 @@ class AgreeDocumentStore(MetadataQueries):
         ``None`` or the encoder it was built with.
     :param encoder_options: runtime options of the encoder (``device``, ``dtype``...).
     :param wait: seconds to wait for another process that holds the index.
+    :param create: ``None`` (default): the first write creates a missing index, reads refuse
+        it; ``True``: any first use creates it; ``False``: never create.
     :param include_images: return page images (``Document.blob``) from reads and searches.
     :param batch_size: pages encoded per forward pass when writing.
     """
 
     def __init__(self, index_dir: str | Path, *, encoder: str | None = None,
                  encoder_options: dict[str, Any] | None = None, wait: float = 0.0,
-                 include_images: bool = True, batch_size: int = 16):
+                 include_images: bool = True, batch_size: int = 16, create: bool | None = None):
         if not isinstance(index_dir, (str, Path)) or not str(index_dir).strip():
             raise ValueError(f"index_dir must be a folder path, got {index_dir!r}")
         if encoder is not None and (not isinstance(encoder, str) or not encoder):
@@ -61,6 +75,9 @@ class AgreeDocumentStore(MetadataQueries):
         if not isinstance(wait, (int, float)) or wait < 0:
             raise ValueError(f"wait must be a number of seconds >= 0, got {wait!r}")
         check_positive("batch_size", batch_size)
+        if create not in (None, True, False):
+            raise ValueError(f"create must be None, True or False, got {create!r}")
+        self.create = create
         self.index_dir = str(index_dir)
         self.encoder = encoder
         self.encoder_options = encoder_options
@@ -73,18 +90,30 @@ class AgreeDocumentStore(MetadataQueries):
     # -- lifecycle and serialisation -----------------------------------------------------------
     @property
     def shared(self) -> SharedIndex:
-        """The open index (opened on first use)."""
+        """The open index (opened on first use; see ``create``)."""
+        return self._open(write=False)
+
+    def _open(self, write: bool) -> SharedIndex:
         with self._opening:
             if self._shared is None:
+                create = self.create if self.create is not None else write
                 self._shared = SharedIndex.acquire(self.index_dir, self.encoder, wait=self.wait,
-                                                   encoder_options=self.encoder_options)
+                                                   encoder_options=self.encoder_options, create=create)
             return self._shared
 
     def warm_up(self) -> None:
-        """Open the index and load its encoder."""
-        self._run(lambda ix: ix.encoder.dim)
+        """Open the index and load its encoder; a missing index is left to the first write
+        to create (or the first read to refuse), unless ``create`` says otherwise."""
+        if self.create or Path(self.index_dir, CONFIG_FILE).is_file() or self.create is False:
+            self._run(lambda ix: ix.encoder.dim)
+
+    def _warm_up(self, write: bool) -> None:
+        """:meth:`warm_up` for a component that writes (may create) or only reads (refuses)."""
+        self._run(lambda ix: ix.encoder.dim, write=write)
 
     def close(self) -> None:
+        """Give the index back (the last user in this process closes it); the next call
+        reopens it. Safe to call more than once."""
         with self._opening:
             if self._shared is not None:
                 self._shared.release()
@@ -95,20 +124,30 @@ class AgreeDocumentStore(MetadataQueries):
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "AgreeDocumentStore":
-        return default_from_dict(cls, data)
+        """The store ``data`` describes; while one loaded from the same description is in
+        use, that one (a pipeline file names its store in every component that uses it)."""
+        index_dir = data.get("init_parameters", {}).get("index_dir")
+        where = str(Path(index_dir).absolute()) if isinstance(index_dir, str) else None  # relative: from here
+        key = json.dumps([data, where], sort_keys=True, default=str)
+        with _LOADED_GUARD:
+            store = _LOADED.get(key)
+            if store is None:
+                store = default_from_dict(cls, data)
+                _LOADED[key] = store
+            return store
 
     # -- the DocumentStore protocol, and the extended operations ---------------------------------
     def count_documents(self) -> int:
         return self._run(lambda ix: ix.records.count())
 
     def count_documents_by_filter(self, filters: dict[str, Any]) -> int:
-        return self._run(lambda ix: ix.records.count(filters))
+        return self._run(lambda ix: ix.records.count(_resolved(ix, filters)))
 
     def filter_documents(self, filters: dict[str, Any] | None = None) -> list[Document]:
-        return self._documents(self._run(lambda ix: ix.records.find(filters, with_blobs=self.include_images)))
+        return self._documents(self._run(lambda ix: ix.records.find(_resolved(ix, filters), with_blobs=self.include_images)))
 
     def write_documents(self, documents: list[Document], policy: DuplicatePolicy = DuplicatePolicy.NONE) -> int:
-        return self._run(self._writer(documents, policy))
+        return self._run(self._writer(documents, policy), write=True)
 
     def delete_documents(self, document_ids: list[str]) -> None:
         self._run(lambda ix: ix.records.delete(list(document_ids)))
@@ -127,15 +166,15 @@ class AgreeDocumentStore(MetadataQueries):
         return await self._arun(lambda ix: ix.records.count())
 
     async def count_documents_by_filter_async(self, filters: dict[str, Any]) -> int:
-        return await self._arun(lambda ix: ix.records.count(filters))
+        return await self._arun(lambda ix: ix.records.count(_resolved(ix, filters)))
 
     async def filter_documents_async(self, filters: dict[str, Any] | None = None) -> list[Document]:
-        found = await self._arun(lambda ix: ix.records.find(filters, with_blobs=self.include_images))
+        found = await self._arun(lambda ix: ix.records.find(_resolved(ix, filters), with_blobs=self.include_images))
         return self._documents(found)
 
     async def write_documents_async(self, documents: list[Document],
                                     policy: DuplicatePolicy = DuplicatePolicy.NONE) -> int:
-        return await self._arun(self._writer(documents, policy))
+        return await self._arun(self._writer(documents, policy), write=True)
 
     async def delete_documents_async(self, document_ids: list[str]) -> None:
         await self._arun(lambda ix: ix.records.delete(list(document_ids)))
@@ -152,11 +191,13 @@ class AgreeDocumentStore(MetadataQueries):
     # -- for the retriever and the ranker ------------------------------------------------------
     def _search_op(self, query: str | torch.Tensor, top_k: int, filters: dict[str, Any] | None,
                    candidates: int | None) -> Callable:
-        return lambda ix: ix.records.search(query, top_k, filters, candidates=candidates,
-                                            with_blobs=self.include_images)
+        with_blobs = self.include_images
+        return lambda ix: ix.records.search(query, top_k, _resolved(ix, filters), candidates=candidates,
+                                            with_blobs=with_blobs)
 
-    def _score_op(self, query: str | torch.Tensor, records: list[Record]) -> Callable:
-        return lambda ix: score_records(query, records, index=ix, batch_size=self.batch_size)
+    def _score_op(self, query: str | torch.Tensor, refs: list[PageRef]) -> Callable:
+        batch_size = self.batch_size
+        return lambda ix: PageScorer(ix, batch_size=batch_size).scores_and_reasons(query, refs)
 
     # -- internals ----------------------------------------------------------------------------
     def _writer(self, documents: list[Document], policy: DuplicatePolicy) -> Callable:
@@ -169,17 +210,26 @@ class AgreeDocumentStore(MetadataQueries):
     def _documents(self, records: list[Record]) -> list[Document]:
         return [record_to_document(r) for r in records]
 
-    def _run(self, op: Callable) -> Any:
+    def _run(self, op: Callable, write: bool = False) -> Any:
         try:
-            return self.shared.run(op)
+            return self._open(write).run(op)
         except (IndexFilterError, DuplicateRecordError) as e:
             raise _haystack_error(e) from e
 
-    async def _arun(self, op: Callable) -> Any:
+    async def _arun(self, op: Callable, write: bool = False) -> Any:
         try:
-            return await self.shared.arun(op)
+            return await self._open(write).arun(op)
         except (IndexFilterError, DuplicateRecordError) as e:
             raise _haystack_error(e) from e
+
+
+_LOADED: "weakref.WeakValueDictionary[str, AgreeDocumentStore]" = weakref.WeakValueDictionary()
+_LOADED_GUARD = threading.Lock()
+
+
+def _resolved(ix: Any, filters: dict[str, Any] | None) -> dict[str, Any] | None:
+    """``filters`` with the keys Documents carry but the index does not store resolved."""
+    return resolve_node_fields(filters, ix.catalog.documents(state="ready"), ix.directory)
 
 
 def _haystack_error(e: Exception) -> Exception:

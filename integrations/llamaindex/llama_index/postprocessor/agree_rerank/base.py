@@ -10,17 +10,21 @@ import weakref
 from pathlib import Path
 from typing import Any, Callable, Iterator, List, Literal, Optional
 
-from llama_index.core.bridge.pydantic import Field, PrivateAttr
+from llama_index.core.bridge.pydantic import ConfigDict, Field, PrivateAttr
 from llama_index.core.callbacks import CBEventType, EventPayload
+from llama_index.core.instrumentation import get_dispatcher
+from llama_index.core.instrumentation.events.rerank import ReRankEndEvent, ReRankStartEvent
 from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.schema import NodeWithScore, QueryBundle
 
 from agree_core.encoders import DEFAULT_ENCODER, MultiVectorEncoder
-from agree_core.index import IndexConfig, PageIndex
-from agree_core.index.shared import SharedIndex, shared_encoder
-from agree_core.rerank import PageRef, PageScorer
+from agree_core.index import PageIndex
+from agree_core.index.shared import SharedIndex, require_index, shared_encoder
+from agree_core.rerank import PageRef, PageScorer, rank
 from llama_index.postprocessor.agree_rerank.refs import page_ref
-from llama_index.retrievers.agree.base import open_index
+from llama_index.retrievers.agree.base import open_index, query_of
+
+dispatcher = get_dispatcher(__name__)
 
 _ENCODING = threading.Lock()  # scoring without an index: one encoder call at a time
 
@@ -29,10 +33,13 @@ class AgreeRerank(BaseNodePostprocessor):
     """Rerank nodes by the MaxSim score of their pages for the query (agree_core's
     :class:`~agree_core.rerank.PageScorer`).
 
-    A node names its page by an image (``ImageNode.image_path`` or base64 ``image``, or
-    ``Node.image_resource`` with a path or data; URLs are not fetched) and/or by metadata:
-    ``file_path`` (or ``source``) naming a PDF, and ``page`` (or ``page_label``), 1-based, as
-    LlamaIndex's PDF readers and :class:`AgreeVisualRetriever` set them.
+    A node names its page by metadata, in the words of whichever reader made it: the PDF by
+    ``file_path`` (or ``source``), the page by ``page`` (physical, 1-based; the retriever's),
+    PyMuPDFReader's numeric ``source``, or PDFReader's ``page_label``, the printed label
+    (``"iv"``, ``"3"``) looked up in the PDF's own page labels; a label printed on two pages
+    is an error naming the node (:mod:`agree_core.page_identity`). Or by an image
+    (``ImageNode.image_path`` or base64 ``image``, or ``Node.image_resource`` with a path or
+    data; URLs are not fetched).
 
     Pages held by an index are scored from their stored vectors (a page of any node whose PDF
     is indexed, whatever retriever found it); the others are encoded in batches of
@@ -42,9 +49,17 @@ class AgreeRerank(BaseNodePostprocessor):
     else none, and ``encoder`` (default ``text-layer``) encodes every page.
 
     ``on_missing_page``: ``"raise"`` (default) raises ``ValueError`` naming the nodes that
-    have no usable page; ``"keep"`` passes them through after the scored nodes, with their
-    own scores, within ``top_n``.
+    have no usable page and why; ``"keep"`` passes them through after the scored nodes, with
+    their own scores, within ``top_n``. ``one_per_page``: keep only the best node of each
+    PDF page (chunks of one page, or the same page from two fused retrievers).
+
+    The query is ``query_str``, or ``QueryBundle.embedding`` when it holds the query's token
+    vectors from the same encoder (a list of vectors); ``custom_embedding_strs`` are scored
+    as one query. Emits LlamaIndex's ``ReRankStartEvent`` / ``ReRankEndEvent`` and the
+    ``RERANKING`` callback event. Unknown arguments (``top_k``: say ``top_n``) are refused.
     """
+
+    model_config = ConfigDict(extra="forbid")
 
     top_n: int = Field(default=5, description="Number of nodes to return, best first.")
     index_dir: Optional[str] = Field(default=None, description="An agree index to score from.")
@@ -55,6 +70,7 @@ class AgreeRerank(BaseNodePostprocessor):
         default=False, description="Keep each node's previous score in metadata['retrieval_score'].")
     on_missing_page: Literal["raise", "keep"] = Field(
         default="raise", description="Nodes with no usable page: raise, or keep them last.")
+    one_per_page: bool = Field(default=False, description="Keep only the best node of each PDF page.")
 
     _encoder_obj: Optional[MultiVectorEncoder] = PrivateAttr(default=None)
     _shared: Optional[SharedIndex] = PrivateAttr(default=None)
@@ -70,7 +86,7 @@ class AgreeRerank(BaseNodePostprocessor):
         if index_dir is not None and encoder is not None:
             raise ValueError("give index_dir or encoder, not both: an index scores with its own encoder")
         if index_dir is not None:
-            IndexConfig.load(Path(index_dir).absolute())  # "not an agree index" now, not at first use
+            require_index(index_dir)  # "no agree index at PATH" now, not at the first query
         spec = encoder if encoder is None or isinstance(encoder, str) else None
         super().__init__(top_n=top_n, index_dir=str(Path(index_dir).absolute()) if index_dir else None,
                          encoder=spec, **kwargs)
@@ -87,54 +103,58 @@ class AgreeRerank(BaseNodePostprocessor):
                 self._release()
             self._shared = self._release = None
 
+    @dispatcher.span
     def _postprocess_nodes(self, nodes: List[NodeWithScore],
                            query_bundle: Optional[QueryBundle] = None) -> List[NodeWithScore]:
-        query = _query(query_bundle)
+        query = query_of(query_bundle, "AgreeRerank needs the query: postprocess_nodes(nodes, query_str=...)")
         if not nodes:
             return []
-        with self._event(nodes, query) as event, self._index_for(nodes) as shared:
-            score = self._scorer(query, nodes)
-            scores = shared.run(score) if shared is not None else score(None)
-            return self._ranked(nodes, scores, event)
+        with self._event(nodes, query_bundle) as event, self._index_for(nodes) as shared:
+            score, refs = self._scorer(query, nodes)
+            scored = shared.run(score) if shared is not None else score(None)
+            return self._ranked(nodes, refs, scored, event)
 
+    @dispatcher.span
     async def _apostprocess_nodes(self, nodes: List[NodeWithScore],
                                   query_bundle: Optional[QueryBundle] = None) -> List[NodeWithScore]:
-        query = _query(query_bundle)
+        query = query_of(query_bundle, "AgreeRerank needs the query: postprocess_nodes(nodes, query_str=...)")
         if not nodes:
             return []
-        with self._event(nodes, query) as event, self._index_for(nodes) as shared:
-            score = self._scorer(query, nodes)
-            scores = await (shared.arun(score) if shared is not None else asyncio.to_thread(score, None))
-            return self._ranked(nodes, scores, event)
+        with self._event(nodes, query_bundle) as event, self._index_for(nodes) as shared:
+            score, refs = self._scorer(query, nodes)
+            scored = await (shared.arun(score) if shared is not None else asyncio.to_thread(score, None))
+            return self._ranked(nodes, refs, scored, event)
 
-    def _scorer(self, query: str, nodes: List[NodeWithScore]) -> Callable[[PageIndex | None], list]:
+    def _scorer(self, query: Any, nodes: List[NodeWithScore]) -> tuple[Callable[[PageIndex | None], tuple], list]:
         """The scoring call, holding plain values only (the index's thread may keep it)."""
-        return functools.partial(_scores, query, [page_ref(n.node) for n in nodes],
-                                 self._encoder_obj or self.encoder, self.batch_size, self.dpi)
+        refs = [page_ref(n.node) for n in nodes]
+        return functools.partial(_scores, query, refs, self._encoder_obj or self.encoder,
+                                 self.batch_size, self.dpi), refs
 
-    def _ranked(self, nodes: List[NodeWithScore], scores: list[float | None], event: Any) -> List[NodeWithScore]:
-        missing = [n.node.node_id for n, s in zip(nodes, scores) if s is None]
-        if missing and self.on_missing_page == "raise":
-            raise ValueError(
-                f"AgreeRerank cannot score {len(missing)} node(s) {missing[:5]}: a node needs a "
-                "page image (ImageNode.image_path or image, Node.image_resource) or metadata "
-                "file_path (or source) naming an existing PDF with page (or page_label); see the "
-                "log for each reason, or pass on_missing_page='keep'")
-        scored = []
-        for n, s in zip(nodes, scores):
-            if s is not None:
-                if self.keep_retrieval_score:
-                    n.node.metadata["retrieval_score"] = n.score
-                scored.append(NodeWithScore(node=n.node, score=s))
-        scored.sort(key=lambda n: n.score, reverse=True)
-        out = (scored + [n for n, s in zip(nodes, scores) if s is None])[: self.top_n]
+    def _ranked(self, nodes: List[NodeWithScore], refs: list[PageRef], scored: tuple,
+                event: Any) -> List[NodeWithScore]:
+        scores, reasons = scored
+        order = rank(refs, scores, reasons, top_n=self.top_n, on_missing_page=self.on_missing_page,
+                     one_per_page=self.one_per_page, what="node")
+        out = []
+        for i in order:
+            n = nodes[i]
+            if scores[i] is None:
+                out.append(n)
+                continue
+            if self.keep_retrieval_score:
+                n.node.metadata["retrieval_score"] = n.score
+            out.append(NodeWithScore(node=n.node, score=scores[i]))
         event.on_end(payload={EventPayload.NODES: out})
+        dispatcher.event(ReRankEndEvent(nodes=out))
         return out
 
-    def _event(self, nodes: List[NodeWithScore], query: str) -> Any:
+    def _event(self, nodes: List[NodeWithScore], query_bundle: QueryBundle) -> Any:
+        model = self.encoder or "agree"
+        dispatcher.event(ReRankStartEvent(query=query_bundle, nodes=nodes, top_n=self.top_n, model_name=model))
         return self.callback_manager.event(CBEventType.RERANKING, payload={
-            EventPayload.NODES: nodes, EventPayload.MODEL_NAME: self.encoder or "agree",
-            EventPayload.QUERY_STR: query, EventPayload.TOP_K: self.top_n})
+            EventPayload.NODES: nodes, EventPayload.MODEL_NAME: model,
+            EventPayload.QUERY_STR: query_bundle.query_str, EventPayload.TOP_K: self.top_n})
 
     @contextlib.contextmanager
     def _index_for(self, nodes: List[NodeWithScore]) -> Iterator[SharedIndex | None]:
@@ -156,17 +176,11 @@ class AgreeRerank(BaseNodePostprocessor):
                 shared.release()
 
 
-def _scores(query: str, refs: list[PageRef], encoder: str | MultiVectorEncoder | None,
-            batch_size: int, dpi: int, index: PageIndex | None) -> list[float | None]:
+def _scores(query: Any, refs: list[PageRef], encoder: str | MultiVectorEncoder | None,
+            batch_size: int, dpi: int, index: PageIndex | None) -> tuple[list, list]:
     if index is not None:  # in the index's thread
-        return PageScorer(index, batch_size=batch_size, dpi=dpi).scores(query, refs)
+        return PageScorer(index, batch_size=batch_size, dpi=dpi).scores_and_reasons(query, refs)
     with _ENCODING:
         if encoder is None or isinstance(encoder, str):
             encoder = shared_encoder(encoder or DEFAULT_ENCODER)
-        return PageScorer(encoder=encoder, batch_size=batch_size, dpi=dpi).scores(query, refs)
-
-
-def _query(query_bundle: Optional[QueryBundle]) -> str:
-    if query_bundle is None:
-        raise ValueError("AgreeRerank needs the query: postprocess_nodes(nodes, query_str=...)")
-    return query_bundle.query_str
+        return PageScorer(encoder=encoder, batch_size=batch_size, dpi=dpi).scores_and_reasons(query, refs)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 from io import BytesIO
 from pathlib import Path
-from typing import Any
 
 from llama_index.core.schema import BaseNode, ImageNode
 from PIL import Image
@@ -14,18 +13,9 @@ from agree_core.rerank import PageRef
 
 
 def page_ref(node: BaseNode) -> PageRef:
-    """The page a node names (see :class:`AgreeRerank`), for agree_core's PageScorer."""
-    md = node.metadata or {}
-    source = md.get("file_path") or md.get("source")
-    return PageRef(source=str(source) if source else None,
-                   page=_page_number(md.get("page", md.get("page_label"))),
-                   image=_image(node), key=node.node_id)
-
-
-def _page_number(value: Any) -> int | None:
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value)
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 1 else None
+    """The page a node names, for agree_core's PageScorer: its image, and the PDF page its
+    metadata names in any reader's keys (:mod:`agree_core.page_identity`)."""
+    return PageRef.from_meta(node.metadata, key=node.node_id, image=_image(node))
 
 
 def _image(node: BaseNode) -> Image.Image | str | None:

@@ -1,8 +1,9 @@
-"""LlamaIndex ``MetadataFilters`` -> agree_core's filters dict (see
-:func:`agree_core.index.shard.build_filter`)."""
+"""LlamaIndex ``MetadataFilters`` -> agree_core's filter tree (the nested-dict syntax of
+:mod:`agree_core.index.filters`)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from llama_index.core.vector_stores.types import (
@@ -14,69 +15,71 @@ from llama_index.core.vector_stores.types import (
 
 __all__ = ["to_agree_filters"]
 
-_RANGES = {FilterOperator.GT: "gt", FilterOperator.GTE: "gte",
-           FilterOperator.LT: "lt", FilterOperator.LTE: "lte"}
-_SUPPORTED = "==, in, >, >=, <, <="
-# the names LlamaIndex's PDF readers use for what agree calls source and page
-_ALIASES = {"file_path": "source", "page_label": "page"}
+_OPERATORS = {
+    FilterOperator.EQ: "==", FilterOperator.NE: "!=", FilterOperator.GT: ">",
+    FilterOperator.GTE: ">=", FilterOperator.LT: "<", FilterOperator.LTE: "<=",
+    FilterOperator.IN: "in", FilterOperator.NIN: "not in",
+    FilterOperator.ANY: "in",  # a list field holding any of the values
+    FilterOperator.CONTAINS: "==",  # a list field holding the value
+}
+_SUPPORTED = "==, !=, >, >=, <, <=, in, nin, any, all, contains, is_empty"
+_PATHS = ("source", "file_path")
+_PAGES = ("page", "page_number")
 
 
 def to_agree_filters(filters: MetadataFilters | None) -> dict[str, Any] | None:
-    """Translate filters on ``source`` (or ``file_path``), ``page`` (or ``page_label``),
-    ``doc_id`` and document metadata keys.
+    """The filter tree for LlamaIndex ``filters``: ``AND``, ``OR`` and ``NOT`` conditions,
+    nested, on any metadata key a node carries (``source``, ``file_path``, ``file_name``,
+    ``page``, ``page_label``, ``doc_id``, ``index_dir`` and the documents' own keys; the
+    index resolves those it does not store, see :mod:`agree_core.index.node_fields`).
 
-    Operators: ``==`` (EQ, ExactMatchFilter), ``in``, ``>``, ``>=``, ``<``, ``<=``; filters
-    combine with AND (nested AND groups too). Two bounds on one key make one range.
+    Only types are translated here: paths made absolute (the index stores absolute paths),
+    page numbers given as digit strings made ints. The index checks the values.
 
     Raises:
-        ValueError: another operator, an OR or NOT condition, or a key given twice.
+        ValueError: an operator agree cannot evaluate (``text_match``).
     """
-    if filters is None:
+    if filters is None or not filters.filters:
         return None
-    out: dict[str, Any] = {}
-    for f in _flatten(filters):
-        key = _ALIASES.get(f.key, f.key)
-        value = _page(f.value) if key == "page" else f.value
-        if f.operator == FilterOperator.EQ:
-            new: Any = value
-        elif f.operator == FilterOperator.IN:
-            new = list(value) if isinstance(value, list) else [value]
-        elif f.operator in _RANGES:
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ValueError(f"filter {f.key!r} {f.operator.value} needs a number, got {value!r}")
-            new = {_RANGES[f.operator]: value}
-        else:
-            raise ValueError(f"filter {f.key!r}: operator {f.operator.value!r} is not supported "
-                             f"by agree; use one of {_SUPPORTED}")
-        old = out.get(key)
-        if old is None:
-            out[key] = new
-        elif isinstance(old, dict) and isinstance(new, dict) and not set(old) & set(new):
-            old.update(new)  # e.g. page >= 2 and page <= 4
-        else:
-            raise ValueError(f"filters on {f.key!r} cannot be combined ({old!r} and {new!r}): "
-                             "give one filter per key, or two bounds of one range")
-    return out or None
+    return _tree(filters)
 
 
-def _flatten(filters: MetadataFilters) -> list[MetadataFilter]:
+def _tree(filters: MetadataFilters) -> dict[str, Any]:
+    conditions = [_tree(f) if isinstance(f, MetadataFilters) else _comparison(f) for f in filters.filters]
     condition = filters.condition or FilterCondition.AND
-    if condition == FilterCondition.NOT or (condition != FilterCondition.AND and len(filters.filters) > 1):
-        raise ValueError(f"filter condition {condition.value!r} is not supported by agree: "
-                         "filters combine with 'and'; use the 'in' operator for alternatives "
-                         "on one key")
-    flat: list[MetadataFilter] = []
-    for f in filters.filters:
-        flat.extend(_flatten(f) if isinstance(f, MetadataFilters) else [f])
-    return flat
+    if condition == FilterCondition.NOT:  # LlamaIndex: none of the filters holds
+        return {"operator": "NOT", "conditions": [{"operator": "OR", "conditions": conditions}]}
+    return {"operator": "OR" if condition == FilterCondition.OR else "AND", "conditions": conditions}
+
+
+def _comparison(f: MetadataFilter) -> dict[str, Any]:
+    key, value = f.key, f.value
+    if key in _PATHS:
+        value = _absolute(value)
+    elif key in _PAGES:
+        value = _page(value)
+    field = f"meta.{key}"
+    if f.operator == FilterOperator.IS_EMPTY:
+        return {"field": field, "operator": "==", "value": None}
+    if f.operator == FilterOperator.ALL:
+        values = value if isinstance(value, list) else [value]
+        return {"operator": "AND", "conditions": [{"field": field, "operator": "==", "value": v} for v in values]}
+    if f.operator not in _OPERATORS:
+        raise ValueError(f"filter {key!r}: operator {f.operator.value!r} is not supported by agree; "
+                         f"use one of {_SUPPORTED}")
+    op = _OPERATORS[f.operator]
+    if op in ("in", "not in") and not isinstance(value, list):
+        value = [value]
+    return {"field": field, "operator": op, "value": value}
+
+
+def _absolute(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_absolute(v) for v in value]
+    return str(Path(value).expanduser().absolute()) if isinstance(value, str) and value else value
 
 
 def _page(value: Any) -> Any:
-    """Page numbers as ints (``page_label`` values are strings in LlamaIndex)."""
     if isinstance(value, list):
         return [_page(v) for v in value]
-    if isinstance(value, str) and value.isdigit():
-        return int(value)
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    raise ValueError(f"filter on page: pages are 1-based integers, got {value!r}")
+    return int(value) if isinstance(value, str) and value.strip().isdigit() else value

@@ -1,36 +1,66 @@
-"""agree hits -> LlamaIndex nodes (see :class:`AgreeVisualRetriever` for what they carry)."""
+"""agree pages -> LlamaIndex nodes (see :class:`AgreeVisualRetriever` for what they carry),
+and :func:`page_nodes`, every page as the same nodes, for other retrievers (BM25) to fuse with."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from llama_index.core.schema import ImageNode, NodeRelationship, NodeWithScore, RelatedNodeInfo
+import torch
+from llama_index.core.schema import ImageNode, NodeRelationship, NodeWithScore, RelatedNodeInfo, TextNode
 
-from agree_core.index import Hit, PageIndex
+from agree_core.index import PageIndex
+from agree_core.index.node_fields import resolve_node_fields
+from agree_core.page_identity import page_label
+
+__all__ = ["search_nodes", "page_node", "page_nodes"]
 
 # metadata a node carries for programs, not for the LLM's prompt or an embedding
 _HIDDEN_KEYS = ["doc_id", "file_path", "page_label", "index_dir"]
 
 
-def search_nodes(index: PageIndex, query: str, top_k: int, filters: dict[str, Any] | None,
+def search_nodes(index: PageIndex, query: str | torch.Tensor, top_k: int, filters: dict[str, Any] | None,
                  candidates: int | None, index_dir: Path) -> list[NodeWithScore]:
-    """The top pages for ``query`` as nodes (run in the index's thread)."""
-    hits = index.search(query, top_k, filters, candidates)
-    return [NodeWithScore(node=page_node(h, index.page_text(h.page_id), index_dir), score=h.score)
-            for h in hits]
+    """The top pages for ``query`` (text or token vectors) as nodes (run in the index's thread)."""
+    documents = index.catalog.documents(state="ready")
+    tree = resolve_node_fields(filters, documents, index_dir)
+    found = index.records.search(query, top_k, tree, candidates=candidates, with_blobs=False)
+    doc_ids = {d.source: d.doc_id for d in documents}
+    return [NodeWithScore(node=_node(r, doc_ids, index_dir), score=r.score) for r in found]
 
 
-def page_node(hit: Hit, text: str, index_dir: Path) -> ImageNode:
-    """One hit as an ImageNode (see :class:`AgreeVisualRetriever` for what it carries)."""
-    metadata = {
-        **hit.meta,
-        "source": hit.source, "file_path": hit.source, "file_name": Path(hit.source).name,
-        "page": hit.page, "page_label": str(hit.page), "doc_id": hit.doc_id,
-        "index_dir": str(index_dir),
-    }
-    return ImageNode(
-        id_=hit.page_id, text=text, image_path=hit.image, metadata=metadata,
-        excluded_llm_metadata_keys=list(_HIDDEN_KEYS), excluded_embed_metadata_keys=list(_HIDDEN_KEYS),
-        relationships={NodeRelationship.SOURCE: RelatedNodeInfo(node_id=hit.doc_id)},
-    )
+def page_node(source: str, page: int, text: str, image: str | None, node_id: str, doc_id: str,
+              index_dir: Path | None, meta: dict[str, Any] | None = None) -> TextNode:
+    """One page as a node: an ``ImageNode`` when it has an image (see
+    :class:`AgreeVisualRetriever` for what it carries)."""
+    metadata = {**(meta or {}), **page_metadata(source, page, doc_id)}
+    if index_dir is not None:
+        metadata["index_dir"] = str(index_dir)
+    kwargs = dict(id_=node_id, text=text, metadata=metadata,
+                  excluded_llm_metadata_keys=list(_HIDDEN_KEYS), excluded_embed_metadata_keys=list(_HIDDEN_KEYS),
+                  relationships={NodeRelationship.SOURCE: RelatedNodeInfo(node_id=doc_id)})
+    if image and Path(image).is_file():
+        return ImageNode(image_path=image, **kwargs)
+    return TextNode(**kwargs)
+
+
+def page_metadata(source: str, page: int, doc_id: str) -> dict[str, Any]:
+    """The page keys every node carries, in agree's and LlamaIndex's readers' words."""
+    return {"source": source, "file_path": source, "file_name": Path(source).name if source else "",
+            "page": page, "page_label": page_label(source, page) if source else str(page), "doc_id": doc_id}
+
+
+def page_nodes(index: PageIndex, filters: dict[str, Any] | None, index_dir: Path) -> list[TextNode]:
+    """Every page of the index matching ``filters``, as the nodes a search returns (run in
+    the index's thread): same ids, text, image and metadata, so the same node hash."""
+    documents = index.catalog.documents(state="ready")
+    tree = resolve_node_fields(filters, documents, index_dir)
+    doc_ids = {d.source: d.doc_id for d in documents}
+    return [_node(r, doc_ids, index_dir) for r in index.records.find(tree, with_blobs=False)]
+
+
+def _node(r: Any, doc_ids: dict[str, str], index_dir: Path) -> TextNode:
+    meta = dict(r.meta)
+    source, page = meta.pop("source", ""), meta.pop("page", 0)
+    doc_id = doc_ids.get(source, r.id) if r.kind == "page" else r.id
+    return page_node(source, page, r.text or "", r.image_path, r.id, doc_id, index_dir, meta)

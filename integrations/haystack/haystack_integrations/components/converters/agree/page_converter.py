@@ -23,7 +23,9 @@ _FORMATS = ("jpeg", "png", "webp")
 @component
 class AgreePageConverter:
     """Converts PDFs into page Documents: ``content`` is the page's text layer, ``blob`` its
-    rendered image, ``meta`` has ``source`` (the PDF's absolute path) and ``page`` (1-based).
+    rendered image, ``meta`` has ``source`` (the PDF's absolute path) and ``page`` (1-based),
+    also under the names Haystack's own converters and splitters use, ``file_path`` and
+    ``page_number``.
     The Document id is the page's id in an agree index. Folders are searched for PDFs
     recursively; a file that cannot be read is skipped with a warning naming the reason.
 
@@ -59,10 +61,15 @@ class AgreePageConverter:
         """One Document per page of every PDF in ``sources``.
 
         :param sources: PDF files, folders of PDFs, or PDF ByteStreams (their ``file_path``
-            meta, if any, becomes the pages' ``source``).
+            meta, if any, becomes the pages' ``source``); one path or ByteStream alone is
+            one source.
         :param meta: metadata for the pages of all sources (a dict), or of each source (a list
             as long as ``sources``).
         """
+        if isinstance(sources, (str, Path, ByteStream)):
+            sources = [sources]  # one source, never walked character by character
+        elif not isinstance(sources, (list, tuple)):
+            raise TypeError(f"sources must be a list of paths or ByteStreams, got {type(sources).__name__}")
         documents = []
         for source, extra in zip(sources, normalize_metadata(meta, len(sources))):
             if isinstance(source, ByteStream):
@@ -85,7 +92,8 @@ class AgreePageConverter:
                     data, mime = encode_image(page.image, self.image_format, self.image_quality)
                     blob = ByteStream(data, mime_type=mime)
                 docs.append(Document(id=make_page_id(source, page.sha256, page.page_no), content=page.text,
-                                     blob=blob, meta={**extra, "source": source, "page": page.page_no}))
+                                     blob=blob, meta={**extra, "source": source, "page": page.page_no,
+                                                              "file_path": source, "page_number": page.page_no}))
         except PdfError as e:
             logger.warning("Skipping {source}: {reason}", source=name or path, reason=e.reason)
             return []

@@ -56,7 +56,11 @@ class AgreeRetriever:
         self.candidates = candidates
 
     def warm_up(self) -> None:
-        self.document_store.warm_up()
+        self.document_store._warm_up(write=False)
+
+    def close(self) -> None:
+        """Give back the store's index (``Pipeline.close()`` calls this)."""
+        self.document_store.close()
 
     def to_dict(self) -> dict[str, Any]:
         return init_to_dict(self)

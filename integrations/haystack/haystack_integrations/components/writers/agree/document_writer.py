@@ -33,7 +33,11 @@ class AgreeDocumentWriter:
         self.document_store = document_store
 
     def warm_up(self) -> None:
-        self.document_store.warm_up()
+        self.document_store._warm_up(write=True)
+
+    def close(self) -> None:
+        """Give back the store's index (``Pipeline.close()`` calls this)."""
+        self.document_store.close()
 
     def to_dict(self) -> dict[str, Any]:
         return init_to_dict(self)

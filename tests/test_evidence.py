@@ -1,0 +1,50 @@
+"""Evidence boxes: the regions of a page that matched, from the MaxSim similarity map."""
+
+import pytest
+import torch
+
+from agree_core.encoders import PageEmbedding
+from agree_core.evidence import evidence
+from agree_core.pages import Word
+from agree_core.scoring import maxsim
+
+
+def page(cells: list[int], grid=(4, 4)) -> PageEmbedding:
+    """One unit vector per cell: vector i points along axis i."""
+    return PageEmbedding(torch.eye(len(cells)), grid, torch.tensor(cells))
+
+
+def test_touching_cells_form_one_region_and_scores_sum_to_the_page_score():
+    emb = page([0, 1, 15, -1])  # cells (0,0), (0,1) touch; (3,3) stands alone; one vector off the grid
+    q = torch.tensor([[1.0, 0, 0, 0], [0, 0.5, 0, 0], [0, 0, 0.25, 0]])
+    regions = evidence(q, emb, gap=0)
+    assert [r["box"] for r in regions] == [[0.0, 0.0, 0.5, 0.25], [0.75, 0.75, 1.0, 1.0]]
+    assert [r["score"] for r in regions] == [1.5, 0.25]
+    assert sum(r["score"] for r in regions) == pytest.approx(float(maxsim([q], [emb.vectors])[0, 0]))
+    assert len(evidence(q, emb, top=1)) == 1
+
+
+def test_gap_joins_cells_with_empty_cells_between_them():
+    emb = page([0, 2])  # (0,0) and (0,2): one empty cell apart
+    q = torch.eye(2)
+    assert len(evidence(q, emb, gap=0)) == 2
+    (joined,) = evidence(q, emb, gap=1)
+    assert joined["box"] == [0.0, 0.0, 0.75, 0.25] and joined["score"] == 2.0
+
+
+def test_words_tighten_the_box_and_give_its_text_in_reading_order():
+    emb = page([0, 1])
+    words = [Word("Revenue", (0.05, 0.05, 0.2, 0.1)), Word("2023", (0.3, 0.05, 0.45, 0.1)),
+             Word("elsewhere", (0.8, 0.8, 0.95, 0.9))]
+    (region,) = evidence(torch.eye(2), emb, list(reversed(words)))
+    assert region["text"] == "Revenue 2023" and region["box"] == [0.05, 0.05, 0.45, 0.1]
+    assert evidence(torch.eye(2), emb, [])[0]["text"] is None  # words known, none in the box
+
+
+def test_no_match_gives_no_evidence_and_bad_settings_are_refused():
+    emb = page([0, 1])
+    assert evidence(-torch.eye(2), emb) == []  # every similarity negative: nothing to point at
+    with pytest.raises(ValueError, match="top must be >= 1, got 0"):
+        evidence(torch.eye(2), emb, top=0)
+    with pytest.raises(ValueError, match="gap must be >= 0, got -1"):
+        evidence(torch.eye(2), emb, gap=-1)
