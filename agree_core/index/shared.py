@@ -105,10 +105,6 @@ class SharedIndex:
         Raises what :meth:`PageIndex.open` raises (IndexConfigError, IndexBusyError); with
         ``create=False``, :func:`require_index`'s error when there is no index.
         """
-        if str(directory).startswith(("http://", "https://")):  # an index agree serve holds
-            from agree_core.serve.client import RemoteShared
-
-            return RemoteShared(str(directory), encoder, wait=wait)  # type: ignore[return-value]
         path = Path(directory).expanduser().absolute()
         with _GUARD:
             shared = _OPEN.get(path)

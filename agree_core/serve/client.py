@@ -16,8 +16,7 @@ from typing import Any, Callable, Sequence
 
 import httpx
 
-__all__ = ["RemoteIndex", "RemoteHit", "RemoteAddReport", "RemoteIndexError", "RemoteShared",
-           "open_remote"]
+__all__ = ["RemoteIndex", "RemoteHit", "RemoteAddReport", "RemoteIndexError", "open_remote"]
 
 TOKEN_ENV = "AGREE_TOKEN"
 SEARCH_CHUNK = 256  # queries per request of a long search_batch
@@ -287,26 +286,3 @@ class RemoteIndex:
         cls = RemoteRequestError if status in (400, 413, 415, 422) else RemoteIndexError
         raise cls(f"{self.url}: {message} (HTTP {status})", status)
 
-
-class RemoteShared:
-    """What :meth:`agree_core.index.shared.SharedIndex.acquire` returns for a URL: the same
-    ``run`` / ``arun`` / ``release`` over a :class:`RemoteIndex`, so that the framework
-    components accept ``http://HOST:PORT`` wherever they accept an index directory."""
-
-    def __init__(self, url: str, encoder: Any = None, *, wait: float = 0.0):
-        self.directory = url
-        self.index = open_remote(url, encoder, wait=wait)
-        self.users = 1
-
-    def run(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
-        return fn(self.index, *args, **kwargs)
-
-    async def arun(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
-        import asyncio
-
-        return await asyncio.to_thread(fn, self.index, *args, **kwargs)
-
-    def release(self) -> None:
-        self.users -= 1
-        if self.users <= 0:
-            self.index.close()

@@ -66,10 +66,7 @@ class AgreeVisualRetriever(BaseRetriever):
                  verbose: bool = False) -> None:
         if similarity_top_k is not None and top_k is not None and similarity_top_k != top_k:
             raise ValueError(f"give similarity_top_k or its alias top_k, not both ({similarity_top_k} and {top_k})")
-        if str(index_dir).startswith(("http://", "https://")):  # an index agree serve holds
-            self.index_dir: Path | str = str(index_dir)
-        else:
-            self.index_dir = require_index(index_dir)  # a typo is an error now, not an empty index
+        self.index_dir = require_index(index_dir)  # a typo is an error now, not an empty index
         self.similarity_top_k = similarity_top_k if similarity_top_k is not None else top_k if top_k is not None else 5
         self.filters = filters
         self.encoder = encoder
@@ -116,8 +113,7 @@ class AgreeVisualRetriever(BaseRetriever):
         root = Path(persist_dir).absolute() if persist_dir is not None else self.index_dir
         root.mkdir(parents=True, exist_ok=True)
         settings = {
-            "index_dir": (self.index_dir if isinstance(self.index_dir, str)
-                          else os.path.relpath(self.index_dir, root)),
+            "index_dir": os.path.relpath(self.index_dir, root),
             "similarity_top_k": self.similarity_top_k,
             "filters": self.filters.model_dump(mode="json") if self.filters else None,
             "encoder": self.encoder if isinstance(self.encoder, str) else None,
@@ -135,8 +131,7 @@ class AgreeVisualRetriever(BaseRetriever):
         settings = json.loads(path.read_text()) if path.is_file() else {}
         if "top_k" in settings:  # written by an earlier version
             settings["similarity_top_k"] = settings.pop("top_k")
-        index_dir = settings.pop("index_dir", ".")
-        index_dir = index_dir if index_dir.startswith(("http://", "https://")) else root / index_dir
+        index_dir = root / settings.pop("index_dir", ".")
         if "top_k" in kwargs:
             kwargs["similarity_top_k"] = kwargs.pop("top_k")
         if settings.get("filters"):
