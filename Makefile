@@ -9,7 +9,7 @@ PDFS ?=
 QUESTIONS ?=
 PIP := $(PY) -m pip install -q --disable-pip-version-check
 
-.PHONY: demo test poppler install install-dev bench clean
+.PHONY: demo test poppler chromium install install-dev bench clean
 
 $(VENV)/.base: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,7 +18,7 @@ $(VENV)/.base: pyproject.toml
 	touch $@
 
 $(VENV)/.dev: $(VENV)/.base
-	$(PIP) -e '.[ocr,samples,visual,llamaindex,haystack,dev]'
+	$(PIP) -e '.[ocr,samples,visual,llamaindex,haystack,serve,dev]'
 	touch $@
 
 install: $(VENV)/.base
@@ -33,10 +33,16 @@ poppler:
 	         "or 'brew install poppler' (macOS), then run make again" >&2; exit 1; \
 	  fi; }
 
+# the browser test of `agree serve`'s page (tests/serve/test_browser.py skips, saying why, without it)
+chromium:
+	@command -v chromium >/dev/null 2>&1 || [ "$$(id -u)" != 0 ] || \
+	  (apt-get update -qq && apt-get install -y -qq chromium) >/dev/null 2>&1 || \
+	  echo "chromium could not be installed: the browser test will skip" >&2
+
 demo: poppler $(VENV)/.base
 	$(VENV)/bin/agree demo $(if $(PDFS),--pdfs '$(PDFS)') $(if $(QUESTIONS),--questions '$(QUESTIONS)')
 
-test: poppler $(VENV)/.dev
+test: poppler chromium $(VENV)/.dev
 	$(PY) -m pytest
 
 bench: poppler $(VENV)/.dev

@@ -13,6 +13,7 @@ Exit codes (stable, for scripts):
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import logging
 import sys
@@ -28,9 +29,10 @@ log = logging.getLogger("agree")
 
 def _index_arg(p: argparse.ArgumentParser, required: bool = True) -> None:
     p.add_argument("--index", required=required, metavar="DIR|URL",
-                   help="the index: a directory, qdrant://HOST:PORT/COLLECTION (qdrants:// for "
-                        "TLS, API key from QDRANT_API_KEY) or qdrant-local:PATH (created by "
-                        "`agree index` on first use)")
+                   help="the index: a directory (created by `agree index` on first use), "
+                        "http://HOST:PORT for an index that `agree serve` holds, "
+                        "qdrant://HOST:PORT/COLLECTION (qdrants:// for TLS, API key from "
+                        "QDRANT_API_KEY) or qdrant-local:PATH")
     p.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
                    help="wait up to SECONDS while another process holds the index "
                         "(default 0: fail at once with exit code 4)")
@@ -143,6 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
     _teacher_parser(sub)
     _dataset_parser(sub)
     cli_encoders.add_parser(sub)
+    from agree_core.serve.command import add_parser as _serve_parser
+
+    _serve_parser(sub)
     return parser
 
 
@@ -316,15 +321,21 @@ def cmd_show(args: argparse.Namespace) -> int:
     from agree_core.heatmaps import contact_sheet, overlay_heatmap
     from agree_core.index import PageIndex
 
+    from agree_core.serve.client import RemoteIndex
+
     with PageIndex.open(args.index, create=False, wait=args.wait) as index:
         hits = index.search(args.query, args.k)
         if not hits:
             log.error("the index holds no pages")
             return EXIT_ERROR
-        maps = index.similarity_maps(args.query, hits, args.mode)
-    panels = [(overlay_heatmap(Image.open(h.image), m),
-               f"#{i} {Path(h.source).name} p.{h.page}\nscore {h.score:.2f}")
-              for i, (h, m) in enumerate(zip(hits, maps), start=1)]
+        if isinstance(index, RemoteIndex):  # the server draws them: its disk has the images
+            images = [Image.open(io.BytesIO(index.heatmap(h.page_id, args.query, args.mode)))
+                      for h in hits]
+        else:
+            maps = index.similarity_maps(args.query, hits, args.mode)
+            images = [overlay_heatmap(Image.open(h.image), m) for h, m in zip(hits, maps)]
+    panels = [(image, f"#{i} {Path(h.source).name} p.{h.page}\nscore {h.score:.2f}")
+              for i, (h, image) in enumerate(zip(hits, images), start=1)]
     contact_sheet(panels).save(args.out)
     log.info("wrote %s", args.out)
     sys.stdout.write(str(Path(args.out).absolute()) + "\n")
@@ -479,6 +490,12 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
     return cmd_migrate(args)
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from agree_core.serve.command import cmd_serve
+
+    return cmd_serve(args)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     for stream in (sys.stdout, sys.stderr):  # file names that are not UTF-8 must not crash
@@ -495,7 +512,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = {"index": cmd_index, "search": cmd_search, "show": cmd_show, "info": cmd_info,
                 "delete": cmd_delete, "eval": cmd_eval, "demo": cmd_demo, "teacher": cmd_teacher,
                 "dataset": cmd_dataset, "ask": cmd_ask, "migrate": _cmd_migrate,
-                "encoders": cli_encoders.cmd_encoders}
+                "encoders": cli_encoders.cmd_encoders, "serve": _cmd_serve}
     try:
         return commands[args.command](args)
     except IndexBusyError as e:

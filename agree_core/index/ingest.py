@@ -27,7 +27,7 @@ import threading
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 from agree_core.index.schema import build_point
 from agree_core.pages import (DEFAULT_PAGE_TIMEOUT, Page, PdfError, PdfInfo, file_sha256, find_pdfs,
@@ -76,7 +76,8 @@ class Plan:
 
 def add(index: "PageIndex", paths: Sequence[str | Path], metadata: dict[str, Any] | None,
         batch_size: int, progress: bool, page_timeout: float = DEFAULT_PAGE_TIMEOUT,
-        ocr_workers: int | None = None) -> AddReport:
+        ocr_workers: int | None = None,
+        on_progress: Callable[[int, int], None] | None = None) -> AddReport:
     """See :meth:`PageIndex.add`."""
     from tqdm import tqdm
 
@@ -99,9 +100,11 @@ def add(index: "PageIndex", paths: Sequence[str | Path], metadata: dict[str, Any
             report.unchanged.append(str(f))
         else:
             plans.append(p)
-    bar = tqdm(total=sum(len(p.pages) for p in plans), desc="indexing", unit="page",
-               disable=not progress, dynamic_ncols=True)
+    total = sum(len(p.pages) for p in plans)
+    bar = tqdm(total=total, desc="indexing", unit="page", disable=not progress, dynamic_ncols=True)
+    notify = on_progress or (lambda done, todo: None)
     try:
+        notify(0, total)
         for p, pages, error in produce(index, plans, batch_size, page_timeout, ocr_workers):
             if error is not None:
                 index._abandon(p.doc_id)
@@ -123,6 +126,7 @@ def add(index: "PageIndex", paths: Sequence[str | Path], metadata: dict[str, Any
             report.failed_pages.extend(p.failed)
             if p.written or not p.failed:
                 report.added.append(str(p.source))
+            notify(report.pages, total)
     finally:
         bar.close()
     for e in report.problems():

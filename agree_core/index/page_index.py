@@ -22,15 +22,17 @@ counts, the config) and the page images in the points' payload.
 
 from __future__ import annotations
 
+import copy
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import torch
 
 from agree_core.encoders import DEFAULT_ENCODER, MultiVectorEncoder, PageEmbedding, load_encoder
 from agree_core.index import filters as F
+from agree_core.index.catalog import Catalog
 from agree_core.index.config import IndexConfig, IndexConfigError
 from agree_core.index import ingest
 from agree_core.index.ingest import AddReport  # noqa: F401 - a public name of this module
@@ -114,7 +116,14 @@ class PageIndex:
             IndexConfigError: not an index, another format version, or an encoder that does
                 not match the one that built it.
             IndexBusyError: another process holds the index.
+
+        ``http://HOST:PORT`` or ``https://...`` names an index that ``agree serve`` holds:
+        the result is a :class:`~agree_core.serve.client.RemoteIndex` with the same methods.
         """
+        if str(location).startswith(("http://", "https://")):
+            from agree_core.serve.client import open_remote
+
+            return open_remote(str(location), encoder, create=create, wait=wait)  # type: ignore[return-value]
         from agree_core.index.storage import SERVER_SETTINGS
 
         server = {k: settings.pop(k) for k in SERVER_SETTINGS if k in settings}
@@ -184,6 +193,7 @@ class PageIndex:
         progress: bool = True,
         page_timeout: float = DEFAULT_PAGE_TIMEOUT,
         ocr_workers: int | None = None,
+        on_progress: Callable[[int, int], None] | None = None,
     ) -> AddReport:
         """Index PDF files and folders (recursive). Idempotent: unchanged files are skipped,
         a changed file replaces its pages, an interrupted file resumes.
@@ -197,12 +207,17 @@ class PageIndex:
         reported in ``AddReport.failed_pages``, recorded in the catalog (see :meth:`info`)
         and retried by the next add of the same file; the rest of its document is indexed.
 
+        ``on_progress(pages_written, pages_to_write)`` is called once the files are checked,
+        after every batch is written and after every document turns ready; an exception it
+        raises stops the run there (what was written is kept and a rerun resumes).
+
         Args:
             page_timeout: seconds a page may take to render or OCR before it is stopped.
             ocr_workers: OCR processes reading scans ahead of encoding (default: one per
                 two cores); 0 leaves OCR to the encoder, on this thread.
         """
-        return ingest.add(self, paths, metadata, batch_size, progress, page_timeout, ocr_workers)
+        return ingest.add(self, paths, metadata, batch_size, progress, page_timeout, ocr_workers,
+                          on_progress)
 
     def delete(self, source: str | Path) -> int:
         """Remove a document by its path; returns the number of pages removed (0 if absent)."""
@@ -314,6 +329,31 @@ class PageIndex:
     def page_text(self, page_id: str) -> str:
         got = self.engine.retrieve([page_id], payload=["text"])
         return got[page_id].payload.get("text", "") if page_id in got else ""
+
+    def reader(self, encoder: MultiVectorEncoder | None = None) -> "PageIndex":
+        """A view of this open index for reading from another thread while this one writes:
+        it shares the engine and the page images and has its own catalog connection (an
+        SQLite connection belongs to the thread that made it; readers see committed
+        documents only). ``encoder`` answers its queries (default this index's; give it its
+        own instance when pages are encoded at the same time). Close it in its thread; it
+        never releases the index, which stays this object's."""
+        view = copy.copy(self)
+        # an SQLite catalog belongs to the thread that opened it; a server index's catalog is
+        # in the engine and is shared
+        view._own_catalog = Catalog(self.directory) if self.directory is not None else None
+        if view._own_catalog is not None:
+            view.catalog = view._own_catalog
+        view._encoder = encoder if encoder is not None else self._encoder
+        view._term_stats = None
+        view._records = None
+        view._open = False  # closing a view never closes the index
+        return view
+
+    def close_reader(self) -> None:
+        """Close a :meth:`reader` view (its catalog connection)."""
+        own = self.__dict__.get("_own_catalog")
+        if own is not None:
+            own.close()
 
     def info(self) -> dict[str, Any]:
         """What the index holds. ``pages`` and ``documents`` are the ready PDF files (the

@@ -1,0 +1,288 @@
+"""RemoteIndex: an index that ``agree serve`` holds, used over HTTP with PageIndex's methods.
+
+``PageIndex.open("http://HOST:PORT")`` returns one; so does ``--index http://HOST:PORT`` on
+the command line. It needs httpx only: no torch and no model, since the server encodes the
+queries, so a web app's workers stay light. The token (when the server asks for one) comes
+from the ``token`` argument or the ``AGREE_TOKEN`` environment variable.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import httpx
+
+__all__ = ["RemoteIndex", "RemoteHit", "RemoteAddReport", "RemoteIndexError", "open_remote"]
+
+TOKEN_ENV = "AGREE_TOKEN"
+SEARCH_CHUNK = 256  # queries per request of a long search_batch
+_POLL = 0.25  # seconds between job polls
+
+
+class RemoteIndexError(RuntimeError):
+    """The server answered with an error, or could not be reached."""
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status
+
+
+class RemoteRequestError(RemoteIndexError, ValueError):
+    """The server refused the request as malformed (HTTP 400, 413, 415, 422)."""
+
+
+@dataclass
+class RemoteHit:
+    """One ranked page, as :class:`agree_core.index.Hit` (``image`` is the server's path);
+    ``doc_id`` and ``meta`` are fetched from the server on first use."""
+
+    source: str
+    page: int
+    score: float
+    image: str
+    image_url: str  # absolute URL of the page image on the server
+    page_id: str
+    _index: "RemoteIndex | None" = field(default=None, repr=False, compare=False)
+    _record: dict[str, Any] | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def doc_id(self) -> str:
+        return self._page()["doc_id"]
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        return self._page()["meta"]
+
+    def _page(self) -> dict[str, Any]:
+        if self._record is None:
+            if self._index is None:
+                raise RemoteIndexError(f"hit {self.page_id} is not bound to a server")
+            self._record = self._index.page(self.page_id)
+        return self._record
+
+    def to_json(self) -> dict[str, Any]:
+        return {"source": self.source, "page": self.page, "score": self.score, "image": self.image}
+
+
+@dataclass
+class Skipped:
+    path: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.reason}"
+
+
+@dataclass
+class RemoteAddReport:
+    """:class:`agree_core.index.AddReport` of a job the server ran."""
+
+    job: str
+    added: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
+    pages: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.skipped
+
+
+def open_remote(url: str, encoder: Any = None, *, create: bool = True, wait: float = 0.0,
+                **_: Any) -> "RemoteIndex":
+    """What ``PageIndex.open(url)`` does for ``http(s)://`` URLs: a client checked to reach
+    the server (retrying for up to ``wait`` seconds)."""
+    if encoder is not None:
+        raise ValueError(f"{url} is served by agree serve, which encodes with its index's own "
+                         f"encoder; drop the encoder ({encoder!r})")
+    index = RemoteIndex(url)
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            index.health()
+            return index
+        except RemoteIndexError as e:
+            if e.status is not None or time.monotonic() >= deadline:
+                index.close()
+                raise
+            time.sleep(0.2)
+
+
+class RemoteIndex:
+    """The client of one ``agree serve``. Thread-safe (one pooled httpx client)."""
+
+    def __init__(self, url: str, *, token: str | None = None, timeout: float = 120.0,
+                 transport: httpx.BaseTransport | None = None):
+        if not url.startswith(("http://", "https://")):
+            raise ValueError(f"a remote index is an http:// or https:// URL, got {url!r}")
+        self.url = url.rstrip("/")
+        token = token if token is not None else os.environ.get(TOKEN_ENV) or None
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout,
+                                  transport=transport)
+
+    # -- PageIndex's methods ---------------------------------------------------------------
+    def search(self, query: str, k: int = 10, filters: dict[str, Any] | None = None,
+               candidates: int | None = None) -> list[RemoteHit]:
+        return self.search_batch([query], k, filters, candidates)[0]
+
+    def search_batch(self, queries: Sequence[str], k: int = 10,
+                     filters: dict[str, Any] | None = None,
+                     candidates: int | None = None) -> list[list[RemoteHit]]:
+        """Top ``k`` pages for each query (``filters`` as :meth:`PageIndex.search_batch`)."""
+        queries = list(queries)
+        body: dict[str, Any] = {"k": k}
+        if filters:
+            body["filters"] = filters
+        if candidates is not None:
+            body["candidates"] = candidates
+        results: list[list[RemoteHit]] = []
+        for start in range(0, len(queries), SEARCH_CHUNK):
+            got = self._json("POST", "/search", json={**body, "queries": queries[start:start + SEARCH_CHUNK]})
+            results.extend([self._hit(h) for h in r["hits"]] for r in got["results"])
+        return results
+
+    def info(self) -> dict[str, Any]:
+        """The ``agree info --json`` object of the served index."""
+        return self._json("GET", "/info")
+
+    def add(self, paths: Sequence[str | Path], *, metadata: dict[str, Any] | None = None,
+            batch_size: int = 16, progress: bool = True,
+            on_progress: Callable[[int, int], None] | None = None) -> RemoteAddReport:
+        """Index PDF files and folders on the server's disk (under its ``--allow-dir``) and
+        wait for the job; relative paths are made absolute here, as a local index would."""
+        body: dict[str, Any] = {"paths": [str(Path(p).absolute()) for p in paths],
+                                "batch_size": batch_size}
+        if metadata is not None:
+            body["metadata"] = metadata
+        job = self._json("POST", "/documents", json=body)["job"]
+        return self.wait_job(job, progress=progress, on_progress=on_progress)
+
+    def upload(self, files: Sequence[str | Path], *, metadata: dict[str, Any] | None = None,
+               progress: bool = False) -> RemoteAddReport:
+        """Send PDF files from this machine to the server and index them there."""
+        import json
+
+        handles = [open(f, "rb") for f in files]
+        try:
+            parts = [("files", (Path(f).name, h, "application/pdf")) for f, h in zip(files, handles)]
+            data = {"metadata": json.dumps(metadata)} if metadata is not None else None
+            job = self._json("POST", "/documents", files=parts, data=data)["job"]
+        finally:
+            for h in handles:
+                h.close()
+        return self.wait_job(job, progress=progress)
+
+    def delete(self, source: str | Path) -> int:
+        """Remove a document by its path on the server; the number of pages removed (0 if absent)."""
+        try:
+            return int(self._json("DELETE", "/documents",
+                                  json={"source": str(Path(source).absolute())})["pages"])
+        except RemoteIndexError as e:
+            if e.status == 404:
+                return 0
+            raise
+
+    def similarity_maps(self, query: str, hits: Sequence[RemoteHit], mode: str = "maxsim") -> list[Any]:
+        """Per-cell relevance of each hit's page for ``query``, as ``(rows, cols)`` numpy
+        arrays (the server computes them: :meth:`PageIndex.similarity_maps`)."""
+        import numpy as np
+
+        return [np.asarray(self.evidence(h.page_id, query, mode)["map"], dtype=np.float32) for h in hits]
+
+    def page_text(self, page_id: str) -> str:
+        return self.page(page_id)["text"]
+
+    # -- what only a remote index has ------------------------------------------------------
+    def page(self, page_id: str) -> dict[str, Any]:
+        """A page's ``doc_id``, ``source``, ``page``, ``meta`` and ``text``."""
+        return self._json("GET", f"/pages/{page_id}")
+
+    def health(self) -> dict[str, Any]:
+        return self._json("GET", "/health")
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        return self._json("GET", f"/jobs/{job_id}")
+
+    def wait_job(self, job_id: str, *, progress: bool = False,
+                 on_progress: Callable[[int, int], None] | None = None) -> RemoteAddReport:
+        """Poll a job until it ends; its report, or :class:`RemoteIndexError` if it failed."""
+        from tqdm import tqdm
+
+        bar = tqdm(desc="indexing (server)", unit="page", disable=not progress, dynamic_ncols=True)
+        try:
+            while True:
+                state = self.job(job_id)
+                bar.total = state["pages_total"]
+                bar.update(state["pages_done"] - bar.n)
+                if on_progress is not None:
+                    on_progress(state["pages_done"], state["pages_total"])
+                if state["state"] in ("done", "failed", "stopped"):
+                    break
+                time.sleep(_POLL)
+        finally:
+            bar.close()
+        if state["state"] != "done":
+            raise RemoteIndexError(f"job {job_id} {state['state']}: {state.get('error') or 'no reason given'}"
+                                   + (" (post the same paths again to resume)" if state["state"] == "stopped" else ""))
+        return RemoteAddReport(job_id, list(state["added"]), list(state["unchanged"]),
+                               [Skipped(s["path"], s["reason"]) for s in state["skipped"]],
+                               int(state["pages_done"]))
+
+    def page_image(self, page_id: str) -> bytes:
+        """The stored image of a page (PNG or JPEG bytes)."""
+        return self._request("GET", f"/pages/{page_id}/image").content
+
+    def heatmap(self, page_id: str, query: str, mode: str = "maxsim") -> bytes:
+        """The page with its similarity map for ``query`` laid over it (PNG bytes)."""
+        return self._request("GET", f"/pages/{page_id}/heatmap",
+                             params={"query": query, "mode": mode}).content
+
+    def evidence(self, page_id: str, query: str, mode: str = "maxsim") -> dict[str, Any]:
+        """Why a page matched ``query``: its score, grid and per-cell map, and the best cells."""
+        return self._json("GET", f"/pages/{page_id}/evidence", params={"query": query, "mode": mode})
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> "RemoteIndex":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"RemoteIndex({self.url!r})"
+
+    # -- HTTP ------------------------------------------------------------------------------
+    def _hit(self, h: dict[str, Any]) -> RemoteHit:
+        url = h["image_url"]
+        page_id = url.rstrip("/").split("/")[-2]  # /pages/PAGE_ID/image
+        return RemoteHit(h["source"], int(h["page"]), float(h["score"]), h["image"],
+                         str(self._http.base_url.join(url)), page_id, self)
+
+    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+        return self._request(method, path, **kwargs).json()
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.HTTPError as e:
+            raise RemoteIndexError(f"cannot reach agree serve at {self.url}: {e}. Is it running "
+                                   "(agree serve --index DIR)?") from None
+        if response.status_code < 400:
+            return response
+        try:
+            message = response.json().get("error") or response.text
+        except ValueError:
+            message = response.text or response.reason_phrase
+        status = response.status_code
+        if status == 401:
+            message += f" (set {TOKEN_ENV} to the server's token)"
+        cls = RemoteRequestError if status in (400, 413, 415, 422) else RemoteIndexError
+        raise cls(f"{self.url}: {message} (HTTP {status})", status)
+

@@ -1,0 +1,298 @@
+"""IndexHost: the one open index of an ``agree serve`` process, its writer and its reader.
+
+- The **writer thread** opened the index and is the only one that writes it: jobs (indexing
+  PDFs) run there one at a time, in order. Between two batches of a job it runs the quick
+  writes that came meanwhile (deletes), and checks whether the server is stopping: SIGTERM
+  ends a job after its current batch, and the document resumes when the same paths are
+  posted again.
+- The **reader thread** answers searches and page lookups on a
+  :meth:`~agree_core.index.PageIndex.reader` view (the same engine, its own catalog
+  connection, its own query encoder), so reads never wait for a job: they see the documents
+  that are finished, never a half-indexed one. Searches that arrive together are answered
+  by one ``search_batch`` per (k, filters, candidates).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+import time
+import uuid
+from concurrent.futures import Future
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+log = logging.getLogger(__name__)
+
+MAX_READ_BATCH = 64  # searches answered together
+KEEP_JOBS = 1000  # finished jobs remembered for GET /jobs/ID
+
+
+class HostStopping(RuntimeError):
+    """The server is shutting down."""
+
+
+class Conflict(RuntimeError):
+    """The request conflicts with what the index is doing (a document being indexed)."""
+
+
+@dataclass
+class Job:
+    """One ``POST /documents``: what ``GET /jobs/ID`` reports."""
+
+    job: str
+    paths: list[str]
+    metadata: dict[str, Any] | None = None
+    batch_size: int = 16
+    state: str = "queued"  # queued -> running -> done | failed | stopped
+    pages_done: int = 0
+    pages_total: int = 0
+    added: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    skipped: list[dict[str, str]] = field(default_factory=list)  # {"path", "reason"}
+    error: str | None = None
+    created: float = field(default_factory=time.time)
+    finished: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out.pop("metadata")
+        return out
+
+
+class _Search:
+    __slots__ = ("queries", "k", "filters", "candidates", "future")
+
+    def __init__(self, queries: list[str], k: int, filters: dict | None, candidates: int | None):
+        self.queries, self.k, self.filters, self.candidates = queries, k, filters, candidates
+        self.future: Future = Future()
+
+    def key(self) -> str:
+        return json.dumps([self.k, self.filters, self.candidates], sort_keys=True, default=str)
+
+
+class IndexHost:
+    """Open with :meth:`start`, stop with :meth:`close` (both from one controlling thread)."""
+
+    def __init__(self, location: str | Path, *, encoder: str | None = None, wait: float = 0.0,
+                 encoder_options: dict[str, Any] | None = None):
+        self.location = location
+        self._encoder_spec = encoder
+        self._wait = wait
+        self._encoder_options = encoder_options or {}
+        self.index: Any = None  # the PageIndex, used in the writer thread only
+        self.jobs: dict[str, Job] = {}
+        self._writes: queue.Queue = queue.Queue()  # jobs and quick writes, in order
+        self._quick: queue.Queue = queue.Queue()  # quick writes run between a job's batches
+        self._reads: queue.Queue = queue.Queue()
+        self._stopping = threading.Event()
+        self._running: Job | None = None
+        self._generation = 0  # bumped by every write: the reader renews its view
+        self._writer = threading.Thread(target=self._write_loop, name="agree-writer", daemon=True)
+        self._reader = threading.Thread(target=self._read_loop, name="agree-reader", daemon=True)
+        self._ready: Future = Future()
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def start(self) -> "IndexHost":
+        """Open the index (raises IndexBusyError naming the holder, IndexConfigError)."""
+        self._writer.start()
+        self._ready.result()
+        self._reader.start()
+        return self
+
+    def close(self) -> None:
+        """Stop: the running job ends after its current batch, queued ones are marked
+        ``stopped``, and the index is flushed and closed."""
+        if self._stopping.is_set():
+            return
+        self._stopping.set()
+        if self._reader.is_alive():
+            self._reads.put(None)
+            self._reader.join()
+        if self._writer.is_alive():
+            self._writes.put(None)
+            self._writer.join()
+
+    # -- reads (any thread) ----------------------------------------------------------------
+    def search(self, queries: Sequence[str], k: int, filters: dict[str, Any] | None = None,
+               candidates: int | None = None) -> Future:
+        """A future of one hit list per query (only documents that are finished)."""
+        item = _Search(list(queries), k, filters, candidates)
+        self._put_read(item)
+        return item.future
+
+    def read(self, fn: Callable[..., Any], *args: Any) -> Future:
+        """A future of ``fn(view, *args)`` run in the reader thread."""
+        future: Future = Future()
+        self._put_read((future, fn, args))
+        return future
+
+    # -- writes (any thread) ---------------------------------------------------------------
+    def submit_job(self, paths: Sequence[str], metadata: dict[str, Any] | None = None,
+                   batch_size: int = 16) -> Job:
+        if self._stopping.is_set():
+            raise HostStopping("the server is shutting down")
+        job = Job(uuid.uuid4().hex[:16], [str(p) for p in paths], metadata, batch_size)
+        self.jobs[job.job] = job
+        while len(self.jobs) > KEEP_JOBS:
+            oldest = next(iter(self.jobs))
+            if self.jobs[oldest].state in ("queued", "running"):
+                break
+            del self.jobs[oldest]
+        self._writes.put(job)
+        return job
+
+    def write(self, fn: Callable[..., Any], *args: Any) -> Future:
+        """A future of ``fn(index, *args)`` in the writer thread, between two batches of the
+        running job (or at once when none runs). For quick writes only."""
+        if self._stopping.is_set():
+            raise HostStopping("the server is shutting down")
+        future: Future = Future()
+        self._quick.put((future, fn, args))
+        self._writes.put("quick")  # wakes the writer when it is idle
+        return future
+
+    @property
+    def job_running(self) -> bool:
+        return self._running is not None
+
+    # -- the writer thread -----------------------------------------------------------------
+    def _write_loop(self) -> None:
+        from agree_core.index import PageIndex
+
+        try:
+            self.index = PageIndex.open(self.location, self._encoder_spec, create=True,
+                                        wait=self._wait, encoder_options=self._encoder_options)
+            from agree_core.encoders import load_encoder
+
+            config = self.index.config
+            self._query_encoder = load_encoder(config.encoder, **config.encoder_config,
+                                               **self._encoder_options)
+        except BaseException as e:  # noqa: BLE001 - handed to start()
+            self._ready.set_exception(e)
+            return
+        self._ready.set_result(None)
+        try:
+            while (item := self._writes.get()) is not None:
+                self._run_quick()
+                if isinstance(item, Job):
+                    self._run_job(item)
+        finally:
+            self._run_quick()
+            for item in list(self._writes.queue):
+                if isinstance(item, Job):
+                    self._finish(item, "stopped", "the server stopped before the job started")
+            self.index.close()
+            log.info("closed the index at %s", self.location)
+
+    def _run_quick(self) -> None:
+        while True:
+            try:
+                future, fn, args = self._quick.get_nowait()
+            except queue.Empty:
+                return
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(fn(self.index, *args))
+            except BaseException as e:  # noqa: BLE001 - handed to the caller
+                future.set_exception(e)
+            self._generation += 1
+
+    def _run_job(self, job: Job) -> None:
+        if self._stopping.is_set():
+            self._finish(job, "stopped", "the server stopped before the job started")
+            return
+        job.state = "running"
+        self._running = job
+
+        def on_progress(done: int, total: int) -> None:
+            job.pages_done, job.pages_total = done, total
+            self._generation += 1
+            self._run_quick()
+            if self._stopping.is_set():
+                raise HostStopping("the server stopped; post the same paths again to resume")
+
+        try:
+            report = self.index.add(job.paths, metadata=job.metadata, batch_size=job.batch_size,
+                                    progress=False, on_progress=on_progress)
+        except HostStopping as e:
+            self._finish(job, "stopped", str(e))
+        except Exception as e:  # noqa: BLE001 - a job fails, the server goes on
+            log.exception("job %s failed", job.job)
+            self._finish(job, "failed", f"{type(e).__name__}: {e}")
+        else:
+            job.added, job.unchanged = report.added, report.unchanged
+            job.skipped = [{"path": str(e.path), "reason": e.reason} for e in report.skipped]
+            job.pages_done = report.pages
+            self._finish(job, "done")
+        finally:
+            self._running = None
+            self._generation += 1
+
+    @staticmethod
+    def _finish(job: Job, state: str, error: str | None = None) -> None:
+        job.state, job.error, job.finished = state, error, time.time()
+        log.info("job %s %s: %d of %d pages%s", job.job, state, job.pages_done, job.pages_total,
+                 f" ({error})" if error else "")
+
+    # -- the reader thread -----------------------------------------------------------------
+    def _put_read(self, item: Any) -> None:
+        if self._stopping.is_set() or not self._reader.is_alive():
+            raise HostStopping("the server is shutting down")
+        self._reads.put(item)
+
+    def _read_loop(self) -> None:
+        view, seen = self.index.reader(self._query_encoder), self._generation
+        try:
+            while (item := self._reads.get()) is not None:
+                batch = [item]
+                while len(batch) < MAX_READ_BATCH:
+                    try:
+                        nxt = self._reads.get_nowait()
+                    except queue.Empty:
+                        break
+                    if nxt is None:
+                        self._reads.put(None)
+                        break
+                    batch.append(nxt)
+                if seen != self._generation:  # a write happened: fresh catalog statistics
+                    view.close_reader()
+                    view, seen = self.index.reader(self._query_encoder), self._generation
+                self._answer(view, batch)
+        finally:
+            for item in list(self._reads.queue):
+                if item is not None:
+                    (item.future if isinstance(item, _Search) else item[0]).set_exception(
+                        HostStopping("the server is shutting down"))
+            view.close_reader()
+
+    @staticmethod
+    def _answer(view: Any, batch: list[Any]) -> None:
+        groups: dict[str, list[_Search]] = {}
+        for item in batch:
+            if isinstance(item, _Search):
+                groups.setdefault(item.key(), []).append(item)
+                continue
+            future, fn, args = item
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(fn(view, *args))
+                except BaseException as e:  # noqa: BLE001 - handed to the caller
+                    future.set_exception(e)
+        for searches in groups.values():
+            first = searches[0]
+            try:
+                hits = view.search_batch([q for s in searches for q in s.queries], first.k,
+                                         first.filters, first.candidates)
+            except BaseException as e:  # noqa: BLE001 - the same filters fail the same way
+                for s in searches:
+                    s.future.set_exception(e)
+                continue
+            start = 0
+            for s in searches:
+                s.future.set_result(hits[start:start + len(s.queries)])
+                start += len(s.queries)

@@ -1,0 +1,109 @@
+"""What keeps ``agree serve`` from serving more than its index: tokens, body sizes, paths.
+
+- :func:`bearer_guard`: with a token, every API request must carry
+  ``Authorization: Bearer TOKEN`` (compared in constant time), else 401.
+- :class:`BodyLimit`: request bodies are counted as they arrive; past the limit the request
+  ends with 413, whatever Content-Length claimed (or did not).
+- :func:`resolve_server_path`: a path sent by a client names a file or folder under one of
+  the ``--allow-dir`` roots, or is refused: no ``..``, no absolute path elsewhere, no
+  symbolic link out of a root.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+from pathlib import Path, PurePosixPath
+from typing import Any, Awaitable, Callable
+
+from fastapi import Request
+from fastapi.responses import JSONResponse
+
+JSON_LIMIT = 4 << 20  # bytes of a JSON body (1,000 queries of 2,000 characters fit)
+
+
+class PathRefused(PermissionError):
+    """A client path outside the allowed folders."""
+
+
+class BodyTooLarge(ValueError):
+    """A request body past the limit."""
+
+
+class Unauthorized(PermissionError):
+    """A request without the server's bearer token."""
+
+
+def bearer_guard(token: str | None) -> Callable[[Request], Awaitable[None]]:
+    """A FastAPI dependency: without ``token`` it lets everything through."""
+    expected = token.encode() if token else None
+
+    async def guard(request: Request) -> None:
+        if expected is None:
+            return
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected):
+            raise Unauthorized("this server needs a token: send Authorization: Bearer TOKEN")
+
+    return guard
+
+
+async def unauthorized(request: Request, exc: Unauthorized) -> JSONResponse:
+    return JSONResponse({"error": str(exc)}, status_code=401, headers={"WWW-Authenticate": "Bearer"})
+
+
+class BodyLimit:
+    """ASGI middleware: multipart bodies up to ``upload_limit`` bytes, others up to
+    :data:`JSON_LIMIT`."""
+
+    def __init__(self, app: Any, upload_limit: int):
+        self.app = app
+        self.upload_limit = upload_limit
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        multipart = headers.get(b"content-type", b"").startswith(b"multipart/")
+        limit = self.upload_limit if multipart else JSON_LIMIT
+        what = "upload" if multipart else "request body"
+        message = (f"the {what} is larger than the server's limit of {limit:,} bytes"
+                   + (" (agree serve --max-upload-mb)" if multipart else ""))
+        try:
+            declared = int(headers.get(b"content-length", b"0"))
+        except ValueError:
+            declared = 0
+        if declared > limit:
+            await JSONResponse({"error": message}, status_code=413)(scope, receive, send)
+            return
+        received = 0
+
+        async def counted() -> dict:
+            nonlocal received
+            msg = await receive()
+            if msg["type"] == "http.request":
+                received += len(msg.get("body", b""))
+                if received > limit:
+                    raise BodyTooLarge(message)
+            return msg
+
+        await self.app(scope, counted, send)
+
+
+def resolve_server_path(raw: str, roots: list[Path]) -> Path:
+    """The absolute path a client means by ``raw``: relative paths are taken under the first
+    root. Raises :class:`PathRefused` unless it lies under a root (after symbolic links)."""
+    if not roots:
+        raise PathRefused("this server reads no paths from its disk: start agree serve with "
+                          "--allow-dir DIR, or upload the PDFs (multipart, field \"files\")")
+    if not raw or "\x00" in raw:
+        raise ValueError(f"{raw!r} is not a path")
+    if ".." in PurePosixPath(raw).parts:
+        raise PathRefused(f"{raw!r}: '..' is not allowed in paths")
+    candidate = Path(os.path.abspath(raw if os.path.isabs(raw) else roots[0] / raw))
+    real = Path(os.path.realpath(candidate))
+    if any(real == root or root in real.parents for root in roots):
+        return candidate
+    raise PathRefused(f"{raw!r} is outside the folders this server may read "
+                      f"({', '.join(str(r) for r in roots)}; see agree serve --allow-dir)")
