@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
+import numpy as np
 import torch
 
 from agree_core.encoders import DEFAULT_ENCODER, MultiVectorEncoder, PageEmbedding, load_encoder
