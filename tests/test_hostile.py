@@ -175,7 +175,7 @@ def test_a_failing_stage_costs_one_page_which_the_next_add_retries(tmp_path, enc
             raise OSError(28, "No space left on device")
         return real_save(self, doc_id, page_no, image)
 
-    real_records = ingest._records
+    real_records = ingest._points
 
     def records(index, plan, pages, embeddings):
         out = real_records(index, plan, pages, embeddings)
@@ -185,7 +185,7 @@ def test_a_failing_stage_costs_one_page_which_the_next_add_retries(tmp_path, enc
 
     monkeypatch.setattr(type(encoder), "encode_pages", encode)
     monkeypatch.setattr(ImageStore, "save", save)
-    monkeypatch.setattr(ingest, "_records", records)
+    monkeypatch.setattr(ingest, "_points", records)
     with PageIndex.open(tmp_path / "ix", encoder) as index:
         report = index.add([pdf], batch_size=4, progress=False)
         (failed,) = report.failed_pages
