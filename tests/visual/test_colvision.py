@@ -221,7 +221,7 @@ def test_bad_pages_are_clear_errors(encoders):
 
 
 def test_bad_checkpoints_are_clear_errors(checkpoints, tmp_path):
-    with pytest.raises(ValueError, match="unknown encoder 'colqwen9'; available: text-layer, colpali"):
+    with pytest.raises(ValueError, match="unknown encoder 'colqwen9'; available: text-layer, .*colpali"):
         load_encoder("colqwen9")
     with pytest.raises(ValueError, match="dtype must be .*float16 overflows"):
         load_encoder("colqwen2.5", dtype="float16")
