@@ -9,7 +9,7 @@ import io
 import json
 import os
 import re
-import shutil
+
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -22,14 +22,14 @@ from agree_core.generation import build_messages, load_generator, page_contexts,
 from agree_core.generation.ask import ask
 from agree_core.generation.openai_compat import OpenAICompatibleGenerator
 from agree_core.index import PageIndex
-from conftest import run_cli
+from conftest import copy_index, run_cli
 
 QUESTION = "Which solar site produced the most electricity?"
 
 
 @pytest.fixture
 def index_dir(tmp_path, sample_index):
-    shutil.copytree(sample_index, tmp_path / "index")
+    copy_index(sample_index, tmp_path / "index")
     return tmp_path / "index"
 
 

@@ -2,18 +2,17 @@
 
 import json
 import re
-import shutil
 
 import pytest
 from PIL import Image
 
-from conftest import make_pdf, run_cli
+from conftest import copy_index, make_pdf, run_cli
 
 
 @pytest.fixture
 def index_dir(tmp_path, sample_index):
     copy = tmp_path / "index"
-    shutil.copytree(sample_index, copy)
+    copy_index(sample_index, copy)
     return copy
 
 

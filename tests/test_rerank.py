@@ -8,11 +8,12 @@ from agree_core.index import PageIndex
 from agree_core.pages import Page, iter_pages
 from agree_core.rerank import PageRef, PageScorer
 from agree_core.scoring import maxsim
+from conftest import copy_index
 
 
 @pytest.fixture
 def index(tmp_path, sample_index):
-    shutil.copytree(sample_index, tmp_path / "ix")
+    copy_index(sample_index, tmp_path / "ix")
     with PageIndex.open(tmp_path / "ix") as ix:
         yield ix
 

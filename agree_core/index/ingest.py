@@ -103,6 +103,7 @@ def add(index: "PageIndex", paths: Sequence[str | Path], metadata: dict[str, Any
     total = sum(len(p.pages) for p in plans)
     bar = tqdm(total=total, desc="indexing", unit="page", disable=not progress, dynamic_ncols=True)
     notify = on_progress or (lambda done, todo: None)
+    tried = 0  # pages written or failed so far, for on_progress
     try:
         notify(0, total)
         for p, pages, error in produce(index, plans, batch_size, page_timeout, ocr_workers):
@@ -113,6 +114,8 @@ def add(index: "PageIndex", paths: Sequence[str | Path], metadata: dict[str, Any
             if pages:
                 _write_batch(index, p, pages)
                 bar.update(len(pages))
+                tried += len(pages)
+                notify(tried, total)
                 continue
             # every page of this document has been tried
             if p.failed and not p.written and not p.had_pages:
@@ -126,7 +129,7 @@ def add(index: "PageIndex", paths: Sequence[str | Path], metadata: dict[str, Any
             report.failed_pages.extend(p.failed)
             if p.written or not p.failed:
                 report.added.append(str(p.source))
-            notify(report.pages, total)
+            notify(tried, total)
     finally:
         bar.close()
     for e in report.problems():

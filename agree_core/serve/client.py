@@ -70,11 +70,18 @@ class RemoteHit:
 
 @dataclass
 class Skipped:
+    """A file the job skipped, or (with ``page``) a page of a file that failed."""
+
     path: str
     reason: str
+    code: str = "failed"
+    page: int | None = None
 
     def __str__(self) -> str:
         return f"{self.path}: {self.reason}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"source": self.path, "page": self.page, "code": self.code, "message": self.reason}
 
 
 @dataclass
@@ -86,10 +93,14 @@ class RemoteAddReport:
     unchanged: list[str] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)
     pages: int = 0
+    failed_pages: list[Skipped] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return not self.skipped
+        return not self.skipped and not self.failed_pages
+
+    def problems(self) -> list[Skipped]:
+        return [*self.skipped, *self.failed_pages]
 
 
 def open_remote(url: str, encoder: Any = None, *, create: bool = True, wait: float = 0.0,
@@ -152,9 +163,12 @@ class RemoteIndex:
 
     def add(self, paths: Sequence[str | Path], *, metadata: dict[str, Any] | None = None,
             batch_size: int = 16, progress: bool = True,
-            on_progress: Callable[[int, int], None] | None = None) -> RemoteAddReport:
+            on_progress: Callable[[int, int], None] | None = None,
+            page_timeout: float | None = None, ocr_workers: int | None = None) -> RemoteAddReport:
         """Index PDF files and folders on the server's disk (under its ``--allow-dir``) and
-        wait for the job; relative paths are made absolute here, as a local index would."""
+        wait for the job; relative paths are made absolute here, as a local index would.
+        ``page_timeout`` and ``ocr_workers`` are the server's own settings (accepted for the
+        same call as a local index; not sent)."""
         body: dict[str, Any] = {"paths": [str(Path(p).absolute()) for p in paths],
                                 "batch_size": batch_size}
         if metadata is not None:
@@ -229,9 +243,11 @@ class RemoteIndex:
         if state["state"] != "done":
             raise RemoteIndexError(f"job {job_id} {state['state']}: {state.get('error') or 'no reason given'}"
                                    + (" (post the same paths again to resume)" if state["state"] == "stopped" else ""))
+        problems = [Skipped(s["path"], s["reason"], s.get("code") or "failed", s.get("page"))
+                    for s in state["skipped"]]
         return RemoteAddReport(job_id, list(state["added"]), list(state["unchanged"]),
-                               [Skipped(s["path"], s["reason"]) for s in state["skipped"]],
-                               int(state["pages_done"]))
+                               [e for e in problems if e.page is None], int(state["pages_done"]),
+                               [e for e in problems if e.page is not None])
 
     def page_image(self, page_id: str) -> bytes:
         """The stored image of a page (PNG or JPEG bytes)."""

@@ -52,7 +52,7 @@ class Job:
     pages_total: int = 0
     added: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
-    skipped: list[dict[str, str]] = field(default_factory=list)  # {"path", "reason"}
+    skipped: list[dict[str, Any]] = field(default_factory=list)  # {"path", "reason", "code", "page"}
     error: str | None = None
     created: float = field(default_factory=time.time)
     finished: float | None = None
@@ -226,7 +226,9 @@ class IndexHost:
             self._finish(job, "failed", f"{type(e).__name__}: {e}")
         else:
             job.added, job.unchanged = report.added, report.unchanged
-            job.skipped = [{"path": str(e.path), "reason": e.reason} for e in report.skipped]
+            # skipped files, then failed pages (with their page): {"path", "reason", "code", "page"}
+            job.skipped = [{"path": str(e.path), "reason": e.reason, "code": e.code, "page": e.page}
+                           for e in report.problems()]
             job.pages_done = report.pages
             self._finish(job, "done")
         finally:

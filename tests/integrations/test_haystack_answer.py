@@ -7,7 +7,8 @@ from __future__ import annotations
 import base64
 import io
 import os
-import shutil
+
+from conftest import copy_index
 import sys
 from pathlib import Path
 
@@ -59,7 +60,7 @@ def with_generator(pipeline: Pipeline, generator) -> Pipeline:  # noqa: ANN001
 @pytest.fixture
 def in_index_dir(tmp_path, sample_index, monkeypatch):
     """The sample index at ./agree-index, where query.yaml looks for it."""
-    shutil.copytree(sample_index, tmp_path / "agree-index")
+    copy_index(sample_index, tmp_path / "agree-index")
     monkeypatch.chdir(tmp_path)
     return tmp_path / "agree-index"
 

@@ -4,7 +4,7 @@ the session's encoder and sample index, no network."""
 import asyncio
 import base64
 import gc
-import shutil
+
 import sys
 import time
 from pathlib import Path
@@ -35,14 +35,14 @@ from llama_index.retrievers.agree import AgreeVisualRetriever, to_agree_filters
 from agree_core.index import IndexConfigError, PageIndex
 from agree_core.pages import iter_pages
 from agree_core.rerank import PageRef, PageScorer
-from conftest import lorem_pages, make_pdf, marker
+from conftest import copy_index, lorem_pages, make_pdf, marker
 
 QUESTION = "revenue in the third quarter"
 
 
 @pytest.fixture
 def index_dir(tmp_path, sample_index):
-    return Path(shutil.copytree(sample_index, tmp_path / "ix"))
+    return Path(copy_index(sample_index, tmp_path / "ix"))
 
 
 @pytest.fixture

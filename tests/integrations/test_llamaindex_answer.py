@@ -5,7 +5,8 @@ with their evidence. A recording LLM stands in for the model."""
 from __future__ import annotations
 
 import asyncio
-import shutil
+
+from conftest import copy_index
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -64,7 +65,7 @@ class RecordingLLM(CustomLLM):
 
 @pytest.fixture
 def retriever(tmp_path, sample_index):
-    shutil.copytree(sample_index, tmp_path / "index")
+    copy_index(sample_index, tmp_path / "index")
     with AgreeVisualRetriever(tmp_path / "index", top_k=3) as r:
         yield r
 

@@ -4,7 +4,7 @@ what another process is told meanwhile, in Python words and in the CLI's."""
 
 import json
 import os
-import shutil
+
 import socket
 import subprocess
 import sys
@@ -20,7 +20,7 @@ pytest.importorskip("starlette")
 pytest.importorskip("llama_index.core")
 
 from agree_core.index import IndexBusyError, PageIndex  # noqa: E402
-from conftest import run_cli  # noqa: E402
+from conftest import copy_index, run_cli  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -37,7 +37,7 @@ def get(url: str) -> dict:
 
 
 def test_an_asgi_app_opens_the_index_once_per_process(tmp_path, sample_index):
-    index = Path(shutil.copytree(sample_index, tmp_path / "ix"))
+    index = Path(copy_index(sample_index, tmp_path / "ix"))
     port = free_port()
     env = {**os.environ, "AGREE_INDEX": str(index), "HF_HUB_OFFLINE": "1"}
     server = subprocess.Popen(

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
+
+from conftest import copy_index
 import signal
 import socket
 import subprocess
@@ -56,7 +57,7 @@ def serve_in_thread(index_dir: Path, **app_options) -> Iterator[str]:
 
 @pytest.fixture
 def index_copy(tmp_path, sample_index) -> Path:
-    return Path(shutil.copytree(sample_index, tmp_path / "index"))
+    return Path(copy_index(sample_index, tmp_path / "index"))
 
 
 @pytest.fixture

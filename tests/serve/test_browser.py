@@ -9,7 +9,7 @@ import shutil
 import pytest
 
 from agree_core.index import PageIndex
-from conftest import make_pdf
+from conftest import copy_index, make_pdf
 from serve.browser import Browser, find_chromium
 from serve.servers import serve_in_thread
 
@@ -30,7 +30,7 @@ def browser(tmp_path):
 def test_search_page_in_chromium(browser, tmp_path, sample_index):
     with PageIndex.open(sample_index, create=False) as local:
         expected = local.search(QUESTION, 1)[0]
-    index = shutil.copytree(sample_index, tmp_path / "index")
+    index = copy_index(sample_index, tmp_path / "index")
     with serve_in_thread(index) as url:
         browser.call("Page.enable")
         browser.call("Page.navigate", url=url + "/")

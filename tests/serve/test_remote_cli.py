@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import json
-import shutil
+
 import subprocess
 import sys
 
 from PIL import Image
 
 from agree_core.samples import SAMPLE_QUESTIONS
-from conftest import make_pdf, run_cli
+from conftest import copy_index, make_pdf, run_cli
 from serve.servers import serve_in_thread
 
 
 def test_remote_cli_prints_what_the_local_cli_prints(tmp_path, sample_index, samples):
-    index = shutil.copytree(sample_index, tmp_path / "index")
+    index = copy_index(sample_index, tmp_path / "index")
     queries = tmp_path / "q.txt"
     queries.write_text("\n".join(q for q, _, _ in SAMPLE_QUESTIONS) + "\n")
     commands = [

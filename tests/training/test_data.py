@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
+
 from pathlib import Path
 
 import pytest
@@ -14,7 +14,7 @@ from PIL import Image
 from agree_core.teacher import MapCache, TeacherConfig
 from agree_core.training.data import DataError, PageLoader, PageRef, check_files, read_examples
 from agree_core.training.synthesize import QuestionWriter, parse_questions, synthesize
-from conftest import make_pdf, run_cli
+from conftest import copy_index, make_pdf, run_cli
 
 
 def write_lines(path: Path, *objs) -> Path:
@@ -136,7 +136,7 @@ def test_map_cache_find(tmp_path):
 # -- converter ---------------------------------------------------------------------------------
 def test_convert_cli_end_to_end(tmp_path, sample_index, samples):
     index = tmp_path / "index"
-    shutil.copytree(sample_index, index)
+    copy_index(sample_index, index)
     report, slides, _ = samples
     queries = write_lines(
         tmp_path / "q.jsonl",

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
+
+from conftest import copy_index
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -91,7 +92,7 @@ def test_the_local_generator_reads_each_image_as_image_tokens(teachers, family):
 def test_haystack_query_yaml_with_the_local_generator(teachers, sample_index, tmp_path, monkeypatch):
     from haystack import Pipeline
 
-    shutil.copytree(sample_index, tmp_path / "agree-index")
+    copy_index(sample_index, tmp_path / "agree-index")
     monkeypatch.chdir(tmp_path)
     text = (EXAMPLES / "query.yaml").read_text().replace(
         "type: haystack.components.generators.chat.mock.MockChatGenerator\n    init_parameters: {}",
@@ -128,7 +129,7 @@ def test_llamaindex_engine_with_the_local_llm(teachers, sample_index, tmp_path):
     from llama_index.query_engine.agree import AgreeVisualQueryEngine
     from llama_index.retrievers.agree import AgreeVisualRetriever
 
-    shutil.copytree(sample_index, tmp_path / "index")
+    copy_index(sample_index, tmp_path / "index")
     llm = AgreeQwenVL(model=str(teachers["colqwen2"]), device="cpu", max_pixels=MAX_PIXELS, max_new_tokens=3)
     with AgreeVisualRetriever(tmp_path / "index", top_k=3) as retriever:
         engine = AgreeVisualQueryEngine(retriever=retriever, llm=llm, max_pixels=MAX_PIXELS)
