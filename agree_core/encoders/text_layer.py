@@ -92,6 +92,7 @@ class TextLayerEncoder:
         self.dtype_name = dtype
         self.max_batch_tokens = max_batch_tokens
         self._model = None
+        self._fast = None  # ONNX Runtime forward where it beats torch on this CPU (text_backend)
         self.base_spec: str | None = None  # the base model (differs from cfg.model for an adapter)
         self._tokenizer = None
         self._skip_ids: torch.Tensor | None = None
@@ -143,10 +144,12 @@ class TextLayerEncoder:
             raise ValueError("the text layer trains in float32 (it is small; bf16 autocast applies on GPU)")
         self.dtype_name = "float32"
         self._load(merge_adapter=False)
+        self._fast = None  # training updates the torch model: encode with it
         return self._model
 
     def use_module(self, module: torch.nn.Module) -> None:
         self._model = module
+        self._fast = None  # the module's weights are not those of any exported graph
 
     def embed_pages(self, pages: Sequence[Page]) -> VectorBatch:
         self._load()
@@ -247,6 +250,10 @@ class TextLayerEncoder:
         if self._compute_dtype() == torch.bfloat16:
             model.to(torch.bfloat16)
         self._model = model
+        if merge_adapter:  # inference only: training keeps to the torch model it updates
+            from agree_core.encoders.text_backend import fast_forward
+
+            self._fast = fast_forward(model, self.device, self._compute_dtype(), [path, adapter])
         vocab = self._tokenizer.convert_ids_to_tokens(list(range(len(self._tokenizer))))
         skip = [_is_skippable(t) for t in vocab] if self.cfg.skip_stopwords else [False] * len(vocab)
         self._skip_ids = torch.tensor(skip, dtype=torch.bool)
@@ -331,8 +338,11 @@ class TextLayerEncoder:
                 input_ids[b, : len(seq)] = torch.tensor(seq)
                 attn[b, : len(seq)] = 1
             with torch.enable_grad() if grad else torch.inference_mode():
-                hidden = self._model(input_ids=input_ids.to(self.device),
-                                     attention_mask=attn.to(self.device)).last_hidden_state
+                if self._fast is not None and not grad:
+                    hidden = self._fast(input_ids, attn)
+                else:
+                    hidden = self._model(input_ids=input_ids.to(self.device),
+                                         attention_mask=attn.to(self.device)).last_hidden_state
                 hidden = torch.nn.functional.normalize(hidden.float(), dim=-1).to(where)  # (b, L, dim)
                 for b, (li, start, lo, hi) in enumerate(batch):
                     out[li][start + lo : start + hi] = hidden[b, 1 + lo : 1 + hi]

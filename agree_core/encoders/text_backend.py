@@ -1,0 +1,192 @@
+"""The text-layer encoder's forward pass on CPU: ONNX Runtime where it is faster, torch elsewhere.
+
+Chosen per CPU at run time by :func:`fast_forward`:
+
+- CPUs with native bf16 (AVX512-BF16 or AMX) and GPUs: torch (the encoder runs bf16 weights
+  there, measured 4.6x fp32), so this returns None.
+- other CPUs (AVX2, AVX-512 without bf16): ONNX Runtime on a fused BERT graph (attention,
+  skip-layer-norm and bias-GELU fused by onnxruntime's transformer optimizer) with the
+  matrix multiplies dynamically quantized to int8 per output channel. Measured on an AVX2
+  EPYC: 2.0x the torch fp32 forward at token cosine 0.987 (mean) to fp32; the fused fp32 graph
+  alone gives 1.5x at cosine 1.0000 (``AGREE_TEXT_BACKEND=onnx``).
+
+The graph is exported locally from the weights in memory (never downloaded) the first time a
+model is used and cached under ``$AGREE_CACHE_DIR/onnx`` (default ``~/.cache/agree/onnx``),
+keyed by the model files' names, sizes and times and the library versions; later runs load it.
+Without onnxruntime and onnx (``pip install 'agree[fast]'``), or for a model that is not
+BERT-style, or if the export fails, encoding stays on torch.
+
+``AGREE_TEXT_BACKEND`` overrides the choice: ``torch``, ``onnx`` (fused fp32), ``onnx-int8``
+or ``auto`` (the default).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("auto", "torch", "onnx", "onnx-int8")
+Forward = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+__all__ = ["BACKENDS", "choose_backend", "fast_forward", "onnx_cache_dir"]
+
+
+def choose_backend(device: torch.device, dtype: torch.dtype, requested: str | None = None) -> str:
+    """``"torch"``, ``"onnx"`` or ``"onnx-int8"`` for this machine (see the module docstring)."""
+    requested = (requested or os.environ.get("AGREE_TEXT_BACKEND") or "auto").strip().lower()
+    if requested not in BACKENDS:
+        raise ValueError(f"AGREE_TEXT_BACKEND must be one of {', '.join(BACKENDS)}, got {requested!r}")
+    if device.type != "cpu" or dtype != torch.float32:
+        return "torch"  # GPUs and native-bf16 CPUs: torch's own fast path
+    if requested == "auto":
+        from agree_core.cpu import cpu_has_native_bf16
+
+        return "torch" if cpu_has_native_bf16() else "onnx-int8"
+    return requested
+
+
+def onnx_cache_dir() -> Path:
+    base = os.environ.get("AGREE_CACHE_DIR") or Path.home() / ".cache" / "agree"
+    return Path(base) / "onnx"
+
+
+def fast_forward(
+    model: torch.nn.Module,
+    device: torch.device,
+    dtype: torch.dtype,
+    sources: Sequence[str | Path | None],
+    requested: str | None = None,
+) -> Forward | None:
+    """A ``forward(input_ids, attention_mask) -> last_hidden_state`` (float32, on CPU) that
+    runs ``model`` faster than torch on this CPU, or None to run the torch model itself.
+
+    ``sources`` are the directories the weights came from (model, adapter): their files key
+    the cached graph, so a changed checkpoint is exported again."""
+    backend = choose_backend(device, dtype, requested)
+    if backend == "torch":
+        return None
+    if getattr(model.config, "model_type", None) != "bert":
+        log.info("text-layer encoder: %s is not BERT-style; encoding with torch",
+                 getattr(model.config, "model_type", type(model).__name__))
+        return None
+    try:
+        import onnx  # noqa: F401 - the exporter and the quantizer need it
+        import onnxruntime as ort
+    except ImportError:
+        log.info("text-layer encoder: onnxruntime/onnx not installed, encoding with torch fp32 "
+                 "(pip install 'agree[fast]' for about 2x on CPUs without native bf16)")
+        return None
+    try:
+        path = _cached_graph(model, sources, int8=backend == "onnx-int8")
+        return _session_forward(ort, path)
+    except Exception as e:  # noqa: BLE001 - any export/runtime surprise: torch still works
+        log.warning("text-layer encoder: the ONNX Runtime path failed (%s: %s); encoding with torch",
+                    type(e).__name__, e)
+        return None
+
+
+def _cache_key(model: torch.nn.Module, sources: Sequence[str | Path | None], int8: bool) -> str:
+    import onnx
+    import onnxruntime
+    import transformers
+
+    h = hashlib.sha256()
+    h.update(f"{torch.__version__} {transformers.__version__} {onnx.__version__} "
+             f"{onnxruntime.__version__} int8={int8} v1".encode())
+    h.update(repr(sorted(model.config.to_dict().items(), key=lambda kv: kv[0])).encode())
+    for src in sources:
+        if src is None or not Path(src).is_dir():
+            continue
+        for f in sorted(Path(src).iterdir()):
+            if f.is_file():
+                st = f.stat()
+                h.update(f"{f.resolve()} {st.st_size} {st.st_mtime_ns}".encode())
+    return h.hexdigest()[:24]
+
+
+def _cached_graph(model: torch.nn.Module, sources: Sequence[str | Path | None], *, int8: bool) -> Path:
+    """The optimised (and quantized) graph of ``model``, exported once and cached."""
+    final = onnx_cache_dir() / _cache_key(model, sources, int8) / ("model-int8.onnx" if int8 else "model.onnx")
+    if final.is_file():
+        return final
+    final.parent.mkdir(parents=True, exist_ok=True)
+    log.info("text-layer encoder: building the ONNX Runtime graph once (cached in %s)", final.parent)
+    with tempfile.TemporaryDirectory(dir=final.parent) as tmp:
+        raw, fused = Path(tmp) / "raw.onnx", Path(tmp) / "fused.onnx"
+        _export(model, raw)
+        _fuse(raw, fused, model.config)
+        out = Path(tmp) / final.name
+        if int8:
+            from onnxruntime.quantization import QuantType, quantize_dynamic
+
+            # per output channel: cosine 0.987 to fp32 on real pages, against 0.925 per tensor
+            quantize_dynamic(str(fused), str(out), weight_type=QuantType.QInt8, per_channel=True,
+                             extra_options={"DefaultTensorType": 1})  # fused ops have no inferred type
+        else:
+            shutil.move(fused, out)
+        os.replace(out, final)  # atomic: a concurrent process sees a whole file or none
+    return final
+
+
+class _LastHidden(torch.nn.Module):
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+
+def _export(model: torch.nn.Module, path: Path) -> None:
+    """The TorchScript exporter over eager attention: the graph onnxruntime's BERT fusion knows."""
+    import warnings
+
+    before = model.config._attn_implementation
+    ids = torch.ones(2, 16, dtype=torch.long)
+    mask = torch.ones(2, 16, dtype=torch.long)
+    mask[1, 10:] = 0
+    try:
+        model.set_attn_implementation("eager")
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                _LastHidden(model).eval(), (ids, mask), str(path), dynamo=False, opset_version=17,
+                input_names=["input_ids", "attention_mask"], output_names=["last_hidden_state"],
+                dynamic_axes={n: {0: "batch", 1: "tokens"}
+                              for n in ("input_ids", "attention_mask", "last_hidden_state")},
+            )
+    finally:
+        model.set_attn_implementation(before)
+
+
+def _fuse(src: Path, dst: Path, config) -> None:
+    from onnxruntime.transformers import optimizer
+
+    fused = optimizer.optimize_model(str(src), model_type="bert", num_heads=int(config.num_attention_heads),
+                                     hidden_size=int(config.hidden_size), opt_level=1)
+    fused.save_model_to_file(str(dst))
+
+
+def _session_forward(ort, path: Path) -> Forward:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = max(1, torch.get_num_threads())
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    def forward(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        (hidden,) = session.run(None, {"input_ids": input_ids.cpu().numpy(),
+                                       "attention_mask": attention_mask.cpu().numpy()})
+        return torch.from_numpy(hidden)
+
+    forward.backend = path.name  # type: ignore[attr-defined]  (for logs and benchmarks)
+    return forward
