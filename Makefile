@@ -14,11 +14,11 @@ PIP := $(PY) -m pip install -q --disable-pip-version-check
 $(VENV)/.base: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) $(TORCH)
-	$(PIP) -e '.[ocr,samples]'
+	$(PIP) -e '.[ocr,fast,samples]'
 	touch $@
 
 $(VENV)/.dev: $(VENV)/.base
-	$(PIP) -e '.[ocr,samples,visual,llamaindex,haystack,serve,dev]'
+	$(PIP) -e '.[ocr,fast,samples,visual,llamaindex,haystack,serve,dev]'
 	touch $@
 
 install: $(VENV)/.base

@@ -11,6 +11,9 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))  # hostile_folder
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# The suite encodes with torch (CLI subprocesses inherit this): the ONNX Runtime path would
+# build its graph under ~/.cache, outside tmp_path. tests/test_text_backend.py tests that path.
+os.environ.setdefault("AGREE_TEXT_BACKEND", "torch")
 
 
 def make_pdf(path: Path, pages: list[str], *, size: tuple[float, float] = (612, 792)) -> Path:

