@@ -155,3 +155,18 @@ def test_agree_index_and_search_on_the_onnx_backend(tiny_bert_dir, tmp_path, pdf
     found = run_cli("search", "--index", str(tmp_path / "ix"), "otters", "--json", env=env)
     assert found.returncode == 0, found.stderr
     assert '"page"' in found.stdout
+
+
+def test_different_weights_with_the_same_config_get_their_own_graph(tiny_bert_dir, cache):
+    first = _load(tiny_bert_dir)
+    second = _load(tiny_bert_dir)
+    with torch.no_grad():
+        second.encoder.layer[0].output.dense.weight.mul_(-1.0)  # same config, other weights
+    ids, mask = _batch()
+    a = fast_forward(first, torch.device("cpu"), torch.float32, ["some/hub-id"], "onnx")(ids, mask)
+    b = fast_forward(second, torch.device("cpu"), torch.float32, ["some/hub-id"], "onnx")(ids, mask)
+    with torch.inference_mode():
+        want = second(input_ids=ids, attention_mask=mask).last_hidden_state
+    assert torch.allclose(b[mask.bool()], want[mask.bool()], atol=1e-4)
+    assert not torch.allclose(a, b, atol=1e-3)
+    assert len(list(cache.rglob("model.onnx"))) == 2

@@ -12,7 +12,8 @@ Chosen per CPU at run time by :func:`fast_forward`:
 
 The graph is exported locally from the weights in memory (never downloaded) the first time a
 model is used and cached under ``$AGREE_CACHE_DIR/onnx`` (default ``~/.cache/agree/onnx``),
-keyed by the model files' names, sizes and times and the library versions; later runs load it.
+keyed by the model files' names, sizes and times, a checksum of the weights and the library
+versions; later runs load it.
 Without onnxruntime and onnx (``pip install 'agree[fast]'``), or for a model that is not
 BERT-style, or if the export fails, encoding stays on torch.
 
@@ -103,8 +104,12 @@ def _cache_key(model: torch.nn.Module, sources: Sequence[str | Path | None], int
     h.update(f"{torch.__version__} {transformers.__version__} {onnx.__version__} "
              f"{onnxruntime.__version__} int8={int8} v1".encode())
     h.update(repr(sorted(model.config.to_dict().items(), key=lambda kv: kv[0])).encode())
+    with torch.no_grad():  # the weights themselves (a hub id, a merged adapter): sums per tensor
+        sums = torch.stack([t.detach().double().sum() for t in model.state_dict().values()])
+    h.update(sums.cpu().numpy().tobytes())
     for src in sources:
         if src is None or not Path(src).is_dir():
+            h.update(repr(src).encode())
             continue
         for f in sorted(Path(src).iterdir()):
             if f.is_file():
