@@ -300,18 +300,20 @@ def cmd_search(args: argparse.Namespace) -> int:
     with PageIndex.open(args.index, create=False, wait=args.wait) as index:
         results = index.search_batch([q for _, q in queries], max(args.k, args.rerank_top) if args.rerank else args.k,
                                      _pairs(args.filter, "--filter"), args.candidates)
-    if args.rerank:  # the second stage: the reranker reads each query with its pages
-        from agree_core.rerankers import rerank_batch
+        if args.rerank:  # the second stage: the reranker reads each query with its pages
+            from agree_core.rerankers import rerank_batch
 
-        results = rerank_batch(args.rerank, [q for _, q in queries], results, args.k, args.rerank_top)
+            results = rerank_batch(args.rerank, [q for _, q in queries], results, args.k, args.rerank_top)
+        if args.json:  # each hit with its evidence, read while the index is open
+            from agree_core.search_json import search_lines
+
+            for line in search_lines(index, queries, results):
+                sys.stdout.write(json.dumps(line) + "\n")
+            return EXIT_OK
     for (qid, query), hits in zip(queries, results):
-        if args.json:
-            sys.stdout.write(json.dumps({"qid": qid, "query": query,
-                                         "hits": [h.to_json() for h in hits]}) + "\n")
-        else:
-            sys.stdout.write(f"{query}\n")
-            for rank, h in enumerate(hits, start=1):
-                sys.stdout.write(f"  {rank:2d}. {h.score:8.3f}  {h.source}  page {h.page}\n")
+        sys.stdout.write(f"{query}\n")
+        for rank, h in enumerate(hits, start=1):
+            sys.stdout.write(f"  {rank:2d}. {h.score:8.3f}  {h.source}  page {h.page}\n")
     return EXIT_OK
 
 
