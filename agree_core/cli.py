@@ -332,7 +332,10 @@ def cmd_show(args: argparse.Namespace) -> int:
         if not hits:
             log.error("the index holds no pages")
             return EXIT_ERROR
-        if isinstance(index, RemoteIndex):  # the server draws them: its disk has the images
+        if isinstance(index, RemoteIndex) and args.mode == "maxsim":  # the server found the evidence
+            images = [draw_evidence(Image.open(io.BytesIO(index.page_image(h.page_id))), h.evidence)
+                      for h in hits]
+        elif isinstance(index, RemoteIndex):  # the server draws them: its disk has the images
             images = [Image.open(io.BytesIO(index.heatmap(h.page_id, args.query, args.mode)))
                       for h in hits]
         elif args.mode == "maxsim":  # the evidence boxes, as agree search --json gives them

@@ -77,7 +77,7 @@ def run_demo(pdfs: str | None, out: Path, questions: list[str], quiet: bool = Fa
         found = 0
         for i, question in enumerate(questions, start=1):
             hits = index.search(question, k=3)
-            found = evidence_by_id(index, question, [h.page_id for h in hits])
+            boxes = evidence_by_id(index, question, [h.page_id for h in hits])
             want = expected.get(question)
             sys.stdout.write(f"\nQ{i}: {question}\n")
             for rank, h in enumerate(hits, start=1):
@@ -85,7 +85,7 @@ def run_demo(pdfs: str | None, out: Path, questions: list[str], quiet: bool = Fa
                 sys.stdout.write(f"   {rank}. {h.score:7.3f}  {Path(h.source).name} page {h.page}{mark}\n")
             if want and hits and (hits[0].source, hits[0].page) == want:
                 found += 1
-            panels = [(draw_evidence(Image.open(h.image), found.get(h.page_id, [])),
+            panels = [(draw_evidence(Image.open(h.image), boxes.get(h.page_id, [])),
                        f"#{r} {Path(h.source).name} p.{h.page}\nscore {h.score:.2f}")
                       for r, h in enumerate(hits, start=1)]
             if panels:
