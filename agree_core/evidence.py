@@ -203,7 +203,8 @@ def evidence_batch(index: "PageIndex", queries: Sequence[torch.Tensor], ids: Seq
         emb = PageEmbedding(torch.from_numpy(point.vectors[TOKENS]), tuple(payload["grid"]),
                             torch.tensor(payload["cells"], dtype=torch.long))
         words = stored_words(payload)
-        if words is None and payload.get("source") and isinstance(payload.get("page"), int):
+        if (words is None and payload.get("kind") != "record" and payload.get("source")
+                and isinstance(payload.get("page"), int)):  # a PDF page indexed before words were stored
             words = page_words(payload["source"], payload["page"], payload.get("sha256"))
         pages[point_of[pid]] = (emb, words)
     return [{i: evidence(q, *pages[i], top=top) for i in group if i in pages}
