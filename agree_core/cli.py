@@ -93,14 +93,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rerank-top", type=int, default=20, metavar="N",
                    help="first-stage pages the reranker reads per query (default 20)")
 
-    p = sub.add_parser("show", help="write a PNG of the top pages with heatmaps of why they matched")
+    p = sub.add_parser("show", help="write a PNG of the top pages with the boxes of why they matched")
     p.add_argument("query", help="the question")
     _index_arg(p)
     p.add_argument("-k", "--top-k", type=int, default=3, dest="k", help="pages to draw (default 3)")
     p.add_argument("--out", default="agree-show.png", help="output PNG (default agree-show.png)")
     p.add_argument("--mode", choices=["maxsim", "mean"], default="maxsim",
-                   help="maxsim: the regions each query token matched (sums to the score); "
-                        "mean: mean similarity to the whole query (AGREE's patch relevance)")
+                   help="maxsim: the evidence boxes, the words (or patches) the query tokens matched, "
+                        "shaded by their share of the score; mean: a heatmap of the mean similarity "
+                        "to the whole query (AGREE's patch relevance)")
 
     p = sub.add_parser("info", help="what an index holds")
     _index_arg(p)
@@ -300,25 +301,28 @@ def cmd_search(args: argparse.Namespace) -> int:
     with PageIndex.open(args.index, create=False, wait=args.wait) as index:
         results = index.search_batch([q for _, q in queries], max(args.k, args.rerank_top) if args.rerank else args.k,
                                      _pairs(args.filter, "--filter"), args.candidates)
-    if args.rerank:  # the second stage: the reranker reads each query with its pages
-        from agree_core.rerankers import rerank_batch
+        if args.rerank:  # the second stage: the reranker reads each query with its pages
+            from agree_core.rerankers import rerank_batch
 
-        results = rerank_batch(args.rerank, [q for _, q in queries], results, args.k, args.rerank_top)
+            results = rerank_batch(args.rerank, [q for _, q in queries], results, args.k, args.rerank_top)
+        if args.json:  # each hit with its evidence, read while the index is open
+            from agree_core.search_json import search_lines
+
+            for line in search_lines(index, queries, results):
+                sys.stdout.write(json.dumps(line) + "\n")
+            return EXIT_OK
     for (qid, query), hits in zip(queries, results):
-        if args.json:
-            sys.stdout.write(json.dumps({"qid": qid, "query": query,
-                                         "hits": [h.to_json() for h in hits]}) + "\n")
-        else:
-            sys.stdout.write(f"{query}\n")
-            for rank, h in enumerate(hits, start=1):
-                sys.stdout.write(f"  {rank:2d}. {h.score:8.3f}  {h.source}  page {h.page}\n")
+        sys.stdout.write(f"{query}\n")
+        for rank, h in enumerate(hits, start=1):
+            sys.stdout.write(f"  {rank:2d}. {h.score:8.3f}  {h.source}  page {h.page}\n")
     return EXIT_OK
 
 
 def cmd_show(args: argparse.Namespace) -> int:
     from PIL import Image
 
-    from agree_core.heatmaps import contact_sheet, overlay_heatmap
+    from agree_core.evidence import evidence_by_id
+    from agree_core.heatmaps import contact_sheet, draw_evidence, overlay_heatmap
     from agree_core.index import PageIndex
 
     from agree_core.serve.client import RemoteIndex
@@ -328,9 +332,15 @@ def cmd_show(args: argparse.Namespace) -> int:
         if not hits:
             log.error("the index holds no pages")
             return EXIT_ERROR
-        if isinstance(index, RemoteIndex):  # the server draws them: its disk has the images
+        if isinstance(index, RemoteIndex) and args.mode == "maxsim":  # the server found the evidence
+            images = [draw_evidence(Image.open(io.BytesIO(index.page_image(h.page_id))), h.evidence)
+                      for h in hits]
+        elif isinstance(index, RemoteIndex):  # the server draws them: its disk has the images
             images = [Image.open(io.BytesIO(index.heatmap(h.page_id, args.query, args.mode)))
                       for h in hits]
+        elif args.mode == "maxsim":  # the evidence boxes, as agree search --json gives them
+            found = evidence_by_id(index, args.query, [h.page_id for h in hits])
+            images = [draw_evidence(Image.open(h.image), found.get(h.page_id, [])) for h in hits]
         else:
             maps = index.similarity_maps(args.query, hits, args.mode)
             images = [overlay_heatmap(Image.open(h.image), m) for h, m in zip(hits, maps)]

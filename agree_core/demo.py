@@ -1,4 +1,4 @@
-"""The end-to-end demo (`make demo`, `agree demo`): PDFs in, ranked pages and heatmaps out."""
+"""The end-to-end demo (`make demo`, `agree demo`): PDFs in, ranked pages and their evidence boxes out."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from agree_core.heatmaps import contact_sheet, overlay_heatmap
+from agree_core.evidence import evidence_by_id
+from agree_core.heatmaps import contact_sheet, draw_evidence
 from agree_core.index import PageIndex
 from agree_core.pages import require_poppler
 
@@ -76,7 +77,7 @@ def run_demo(pdfs: str | None, out: Path, questions: list[str], quiet: bool = Fa
         found = 0
         for i, question in enumerate(questions, start=1):
             hits = index.search(question, k=3)
-            maps = index.similarity_maps(question, hits)
+            boxes = evidence_by_id(index, question, [h.page_id for h in hits])
             want = expected.get(question)
             sys.stdout.write(f"\nQ{i}: {question}\n")
             for rank, h in enumerate(hits, start=1):
@@ -84,9 +85,9 @@ def run_demo(pdfs: str | None, out: Path, questions: list[str], quiet: bool = Fa
                 sys.stdout.write(f"   {rank}. {h.score:7.3f}  {Path(h.source).name} page {h.page}{mark}\n")
             if want and hits and (hits[0].source, hits[0].page) == want:
                 found += 1
-            panels = [(overlay_heatmap(Image.open(h.image), m),
+            panels = [(draw_evidence(Image.open(h.image), boxes.get(h.page_id, [])),
                        f"#{r} {Path(h.source).name} p.{h.page}\nscore {h.score:.2f}")
-                      for r, (h, m) in enumerate(zip(hits, maps), start=1)]
+                      for r, h in enumerate(hits, start=1)]
             if panels:
                 path = heat_dir / f"q{i:02d}.png"
                 contact_sheet(panels).save(path)

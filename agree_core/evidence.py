@@ -1,75 +1,147 @@
-"""Evidence boxes: the regions of a page that made it match a query, for citations.
+"""Evidence: the places on a page that made it match a query, as data a person can read.
 
 A hit's evidence is a list of ``{"box": [x0, y0, x1, y1], "text": ..., "score": ...}``, best
-first. Boxes are fractions of the page (x right, y down, as :class:`agree_core.pages.Word`
-boxes); ``text`` is the page's words inside the box when the page has a text layer, else
-``None``; ``score`` is the part of the page's MaxSim score that the region holds.
+first, at most ``top`` of them (:data:`DEFAULT_TOP`). ``box`` is a fraction of the page
+(x right, y down, as :class:`agree_core.pages.Word` boxes; ``0 <= x0 < x1 <= 1``, the same
+for y); ``score`` is the part of the page's MaxSim score that the place holds; ``text``:
 
-They come from the MaxSim similarity map (:func:`agree_core.scoring.similarity_map`): every
-query token adds its best similarity to the grid cell of its best-matching page vector, so
-the map sums to the score. Cells with a contribution that touch (8-neighbours, or within
-``gap`` empty cells of each other) form one region; a region's box is the union of its cells,
-tightened to the words whose centres fall in it when the words are known.
+- pages whose vectors are tied to words (the text-layer encoders, pages with a text layer or
+  OCR): one entry per matched word, ``text`` the word and ``box`` its box;
+- visual encoders (one vector per image patch): the matched patches, merged into one region
+  where they touch, and ``text`` is always ``null`` (``None``): a patch has no text.
+
+Every query token adds its best similarity (when positive) to the vector it matched, so the
+scores of all places sum to the page's MaxSim score less the tokens that matched nothing on
+the grid. A page is word-tied when every cell holding a vector holds a word's centre.
+
+The index side (:func:`evidence_by_id`) reads only the hits' own points: vectors, cells and
+the word boxes written at indexing time (``payload["words"]``, :func:`word_rows`); indexes
+written before those were stored read the words from the PDF again (slower).
 """
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+import logging
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
 
+import numpy as np
 import torch
 
 from agree_core.encoders.base import PageEmbedding, cell_of
 from agree_core.pages import Word
-from agree_core.scoring import similarity_map
 
-__all__ = ["evidence"]
+if TYPE_CHECKING:
+    from agree_core.index import PageIndex
+
+log = logging.getLogger(__name__)
+
+__all__ = ["evidence", "evidence_by_id", "word_rows", "stored_words", "page_words", "DEFAULT_TOP"]
+
+DEFAULT_TOP = 8  # a hit's evidence entries: about one per content word of a question
+_MIN_SIDE = 1e-4  # a zero-width word box still gets a drawable, strictly ordered box
 
 
 def evidence(query: torch.Tensor, page: PageEmbedding, words: Sequence[Word] | None = None, *,
-             top: int = 3, gap: int = 1) -> list[dict[str, Any]]:
-    """The ``top`` regions of ``page`` that match ``query`` most, best first.
+             top: int = DEFAULT_TOP, gap: int = 0) -> list[dict[str, Any]]:
+    """The ``top`` places of ``page`` that match ``query`` most, best first.
 
     Args:
-        query: ``(n_q_tokens, dim)`` query vectors, as the index scores them.
+        query: ``(n_q_tokens, dim)`` query vectors, as the index scores them (IDF-weighted).
         page: the page's stored vectors, grid and cells.
-        words: the page's words with their boxes (``None``: ``text`` is ``None``).
-        top: regions kept (``>= 1``).
-        gap: empty cells allowed between two cells of one region (``>= 0``).
+        words: the page's words with their boxes; ``None`` or words the vectors are not
+            tied to: patches, with ``text`` ``None``.
+        top: entries kept (``>= 1``).
+        gap: patches only: empty cells allowed between two cells of one region (``>= 0``;
+            ``0``: cells that touch, 8-neighbours).
 
     >>> q = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
     >>> emb = PageEmbedding(torch.tensor([[1.0, 0.0], [0.0, 0.5]]), (4, 4), torch.tensor([0, 15]))
-    >>> evidence(q, emb, gap=0)
+    >>> evidence(q, emb)
     [{'box': [0.0, 0.0, 0.25, 0.25], 'text': None, 'score': 1.0}, {'box': [0.75, 0.75, 1.0, 1.0], 'text': None, 'score': 0.5}]
+    >>> evidence(q, emb, [Word("solar", (0.05, 0.1, 0.2, 0.15)), Word("wind", (0.8, 0.8, 0.9, 0.85))])[0]
+    {'box': [0.05, 0.1, 0.2, 0.15], 'text': 'solar', 'score': 1.0}
     """
     if top < 1:
         raise ValueError(f"top must be >= 1, got {top}")
     if gap < 0:
         raise ValueError(f"gap must be >= 0, got {gap}")
-    rows, cols = page.grid
-    heat = similarity_map(query, page.vectors, page.cells, page.grid, "maxsim")  # (rows, cols)
-    hot = [(int(i) // cols, int(i) % cols) for i in torch.nonzero(heat.flatten() > 0).flatten()]
-    regions = _regions(hot, gap)
-    words_in: dict[int, list[Word]] = {}
-    for w in words or ():
-        words_in.setdefault(cell_of(w.box, page.grid), []).append(w)
-    out = []
-    for cells in regions:
-        score = float(sum(heat[r, c] for r, c in cells))
-        r0, r1 = min(r for r, _ in cells), max(r for r, _ in cells)
-        c0, c1 = min(c for _, c in cells), max(c for _, c in cells)
-        box = [c0 / cols, r0 / rows, (c1 + 1) / cols, (r1 + 1) / rows]
-        text = None
-        if words is not None:
-            inside = [w for r in range(r0, r1 + 1) for c in range(c0, c1 + 1)
-                      for w in words_in.get(r * cols + c, ())]
-            if inside:
-                inside.sort(key=lambda w: (round(w.box[1], 2), w.box[0]))  # reading order
-                box = [min(w.box[0] for w in inside), min(w.box[1] for w in inside),
-                       max(w.box[2] for w in inside), max(w.box[3] for w in inside)]
-                text = " ".join(w.text for w in inside)
-        out.append({"box": [round(v, 4) for v in box], "text": text, "score": round(score, 4)})
+    matched = _matches(query, page)  # (vector index, similarity) per query token that counts
+    if not matched:
+        return []
+    by_cell = _words_by_cell(words or (), page.grid)
+    cells = page.cells.tolist()
+    on_grid = {c for c in cells if c >= 0}
+    if by_cell and on_grid <= by_cell.keys():
+        out = _word_entries(matched, cells, by_cell)
+    else:
+        out = _patch_entries(matched, cells, page.grid, gap)
     out.sort(key=lambda e: -e["score"])
     return out[:top]
+
+
+def _matches(query: torch.Tensor, page: PageEmbedding) -> list[tuple[int, float]]:
+    if page.vectors.numel() == 0 or query.numel() == 0:
+        return []
+    # numpy: a few small products, where torch's thread pool costs more than the work
+    sims = query.detach().float().numpy() @ page.vectors.detach().float().numpy().T  # (n_q, n)
+    idx = sims.argmax(axis=1)
+    best = sims[np.arange(len(idx)), idx]
+    return [(int(j), float(s)) for j, s in zip(idx, best) if s > 0]
+
+
+def _words_by_cell(words: Sequence[Word], grid: tuple[int, int]) -> dict[int, list[Word]]:
+    out: dict[int, list[Word]] = {}
+    for w in words:
+        out.setdefault(cell_of(w.box, grid), []).append(w)
+    return out
+
+
+def _word_entries(matched: list[tuple[int, float]], cells: list[int],
+                  by_cell: dict[int, list[Word]]) -> list[dict[str, Any]]:
+    """One entry per matched word. A vector names its word by its cell (the cell of the
+    word's centre); of two words in one cell, the longer is taken (a stopword, which has no
+    vector, is short)."""
+    score: dict[int, float] = {}
+    word_of: dict[int, Word] = {}
+    for j, s in matched:
+        if cells[j] < 0:
+            continue
+        w = max(by_cell[cells[j]], key=lambda w: len(w.text))
+        score[id(w)] = score.get(id(w), 0.0) + s
+        word_of[id(w)] = w
+    return [{"box": _box(word_of[k].box), "text": word_of[k].text, "score": round(s, 4)}
+            for k, s in score.items()]
+
+
+def _patch_entries(matched: list[tuple[int, float]], cells: list[int], grid: tuple[int, int],
+                   gap: int) -> list[dict[str, Any]]:
+    rows, cols = grid
+    heat: dict[tuple[int, int], float] = {}
+    for j, s in matched:
+        if cells[j] >= 0:
+            rc = (cells[j] // cols, cells[j] % cols)
+            heat[rc] = heat.get(rc, 0.0) + s
+    out = []
+    for region in _regions(list(heat), gap):
+        r0, r1 = min(r for r, _ in region), max(r for r, _ in region)
+        c0, c1 = min(c for _, c in region), max(c for _, c in region)
+        out.append({"box": _box((c0 / cols, r0 / rows, (c1 + 1) / cols, (r1 + 1) / rows)), "text": None,
+                    "score": round(sum(heat[rc] for rc in region), 4)})
+    return out
+
+
+def _box(box: Sequence[float]) -> list[float]:
+    """``box`` clipped to the page, rounded, with ``x0 < x1`` and ``y0 < y1``."""
+    x0, y0, x1, y1 = (min(1.0, max(0.0, float(v))) for v in box)
+    out = []
+    for lo, hi in ((x0, x1), (y0, y1)):
+        lo, hi = round(min(lo, hi), 4), round(max(lo, hi), 4)
+        if hi - lo < _MIN_SIDE:
+            lo, hi = (lo, lo + _MIN_SIDE) if lo + _MIN_SIDE <= 1 else (1 - _MIN_SIDE, 1.0)
+        out.append((lo, hi))
+    return [out[0][0], out[1][0], out[0][1], out[1][1]]
 
 
 def _regions(cells: list[tuple[int, int]], gap: int) -> list[list[tuple[int, int]]]:
@@ -89,3 +161,74 @@ def _regions(cells: list[tuple[int, int]], gap: int) -> list[list[tuple[int, int
                 stack.append(cell)
         groups.append(sorted(group))
     return groups
+
+
+# -- the index side ----------------------------------------------------------------------------
+def word_rows(words: Sequence[Word]) -> list[list[Any]]:
+    """Words as stored in a page's payload (``"words"``): ``[text, x0, y0, x1, y1]`` each."""
+    return [[w.text, *(round(float(v), 4) for v in w.box)] for w in words]
+
+
+def stored_words(payload: dict[str, Any]) -> list[Word] | None:
+    """The words :func:`word_rows` wrote into ``payload``; ``None`` when it has none."""
+    rows = payload.get("words")
+    if rows is None:
+        return None
+    return [Word(str(r[0]), (float(r[1]), float(r[2]), float(r[3]), float(r[4]))) for r in rows]
+
+
+def evidence_by_id(index: "PageIndex", query: str | torch.Tensor, ids: Sequence[str], *,
+                   top: int = DEFAULT_TOP) -> dict[str, list[dict[str, Any]]]:
+    """Evidence (:func:`evidence`) of ``query`` (text, or its vectors as the index scores
+    them) on the stored pages (page ids) or records (record ids) ``ids``, by id; ids not in
+    the index are left out. One read of the engine for all of them."""
+    if not ids:
+        return {}
+    q = index.encode_queries([query])[0] if isinstance(query, str) else torch.as_tensor(query)
+    return evidence_batch(index, [q], [list(ids)], top=top)[0]
+
+
+def evidence_batch(index: "PageIndex", queries: Sequence[torch.Tensor], ids: Sequence[Sequence[str]], *,
+                   top: int = DEFAULT_TOP) -> list[dict[str, list[dict[str, Any]]]]:
+    """:func:`evidence_by_id` for several queries (vectors) and their hits' ids at once."""
+    from agree_core.index.records import record_point_id
+    from agree_core.index.schema import IMAGE_DATA, TOKENS
+
+    wanted = {i for group in ids for i in group}
+    point_of = {record_point_id(i): i for i in wanted} | {i: i for i in wanted if _is_uuid(i)}
+    got = index.engine.retrieve(list(point_of), vectors=[TOKENS], exclude=[IMAGE_DATA, "text", "terms"])
+    pages: dict[str, tuple[PageEmbedding, list[Word] | None]] = {}
+    for pid, point in got.items():
+        payload = point.payload
+        emb = PageEmbedding(torch.from_numpy(point.vectors[TOKENS]), tuple(payload["grid"]),
+                            torch.tensor(payload["cells"], dtype=torch.long))
+        words = stored_words(payload)
+        if (words is None and payload.get("kind") != "record" and payload.get("source")
+                and isinstance(payload.get("page"), int)):  # a PDF page indexed before words were stored
+            words = page_words(payload["source"], payload["page"], payload.get("sha256"))
+        pages[point_of[pid]] = (emb, words)
+    return [{i: evidence(q, *pages[i], top=top) for i in group if i in pages}
+            for q, group in zip(queries, ids)]
+
+
+def _is_uuid(s: str) -> bool:
+    try:
+        uuid.UUID(s)
+    except (ValueError, TypeError, AttributeError):
+        return False
+    return True
+
+
+def page_words(source: str | Path, page: int, sha256: str | None = None) -> list[Word] | None:
+    """The words (with boxes) of a PDF page's text layer, or ``None`` when the file cannot be
+    read any more (moved, or not a PDF: pages written as records)."""
+    from agree_core.pages import PdfError, iter_pages
+
+    path = Path(source)
+    if path.suffix.lower() != ".pdf" or not path.is_file():
+        return None
+    try:
+        return next(iter_pages(path, render=False, pages=[page], sha256=sha256)).words
+    except (PdfError, ValueError, StopIteration, OSError) as e:
+        log.debug("no words for %s page %d: %s", source, page, e)
+        return None

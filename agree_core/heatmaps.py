@@ -1,4 +1,5 @@
-"""Draw similarity maps over page images: why a page matched."""
+"""Draw why a page matched over its image: evidence boxes (:func:`draw_evidence`), or the
+whole similarity map (:func:`overlay_heatmap`)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-__all__ = ["overlay_heatmap", "contact_sheet"]
+__all__ = ["draw_evidence", "overlay_heatmap", "contact_sheet"]
 
 # A perceptual yellow-orange-red ramp; low values stay transparent.
 _RAMP = np.array([[255, 237, 160], [254, 178, 76], [240, 59, 32], [189, 0, 38]], dtype=np.float32)
@@ -58,6 +59,41 @@ def overlay_heatmap(image: Image.Image, sim_map: torch.Tensor, *, alpha: float =
     page = np.asarray(base, dtype=np.float32)
     out = page * (1 - weight) + _colorize(v) * weight
     return Image.fromarray(out.clip(0, 255).astype(np.uint8))
+
+
+def draw_evidence(image: Image.Image, evidence: list[dict], *, alpha: float = 0.45,
+                  outline: tuple[int, int, int] = (189, 0, 38)) -> Image.Image:
+    """The page with its evidence (:mod:`agree_core.evidence`) drawn over it: each box
+    shaded by its share of the best box's score (the best at ``alpha``), outlined, and
+    numbered by rank. Boxes are fractions of the page, so any size of image works."""
+    base = image.convert("RGB")
+    if not evidence:
+        return base.copy()
+    w, h = base.size
+    best = max(float(e["score"]) for e in evidence) or 1.0
+    shade = Image.new("RGBA", base.size, (0, 0, 0, 0))
+    draw = ImageDraw.Draw(shade)
+    rects = []
+    for e in evidence:
+        x0, y0, x1, y1 = e["box"]
+        pad = max(1, round(0.002 * w))  # a word box drawn tight to the glyphs hides nothing
+        rect = [round(x0 * w) - pad, round(y0 * h) - pad, round(x1 * w) + pad, round(y1 * h) + pad]
+        share = max(0.15, float(e["score"]) / best)
+        colour = tuple(int(c) for c in _colorize(np.array([share]))[0])
+        draw.rectangle(rect, fill=(*colour, round(255 * alpha * share)))
+        rects.append(rect)
+    out = Image.alpha_composite(base.convert("RGBA"), shade).convert("RGB")
+    draw = ImageDraw.Draw(out)
+    font = ImageFont.load_default(size=max(10, h // 70))
+    width = max(1, w // 400)
+    for rank, rect in enumerate(rects, start=1):
+        draw.rectangle(rect, outline=outline, width=width)
+        label = str(rank)
+        x, y = rect[0], max(0, rect[1] - font.size - 2)
+        box = draw.textbbox((x, y), label, font=font)
+        draw.rectangle(box, fill=outline)
+        draw.text((x, y), label, fill="white", font=font)
+    return out
 
 
 def contact_sheet(panels: list[tuple[Image.Image, str]], *, columns: int = 3,

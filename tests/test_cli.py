@@ -26,7 +26,7 @@ def test_search_json_contract(index_dir, samples):
     assert result["query"] == "Which solar site produced the most electricity?"
     assert len(result["hits"]) == 2
     for hit in result["hits"]:
-        assert set(hit) == {"source", "page", "score", "image"}
+        assert set(hit) == {"source", "page", "score", "image", "evidence"}
         assert isinstance(hit["page"], int) and isinstance(hit["score"], float)
         assert hit["source"].startswith("/") and Image.open(hit["image"]).size[0] > 0
     top = result["hits"][0]

@@ -32,13 +32,29 @@ def test_gap_joins_cells_with_empty_cells_between_them():
     assert joined["box"] == [0.0, 0.0, 0.75, 0.25] and joined["score"] == 2.0
 
 
-def test_words_tighten_the_box_and_give_its_text_in_reading_order():
-    emb = page([0, 1])
-    words = [Word("Revenue", (0.05, 0.05, 0.2, 0.1)), Word("2023", (0.3, 0.05, 0.45, 0.1)),
-             Word("elsewhere", (0.8, 0.8, 0.95, 0.9))]
-    (region,) = evidence(torch.eye(2), emb, list(reversed(words)))
-    assert region["text"] == "Revenue 2023" and region["box"] == [0.05, 0.05, 0.45, 0.1]
-    assert evidence(torch.eye(2), emb, [])[0]["text"] is None  # words known, none in the box
+def test_word_tied_pages_give_one_entry_per_matched_word():
+    emb = page([0, 1])  # vector 0 on "Revenue" (cell 0), vector 1 on "2023" (cell 1)
+    words = [Word("of", (0.01, 0.05, 0.09, 0.1)), Word("Revenue", (0.02, 0.05, 0.2, 0.1)),
+             Word("2023", (0.3, 0.05, 0.45, 0.1)), Word("elsewhere", (0.8, 0.8, 0.95, 0.9))]
+    q = torch.tensor([[1.0, 0], [0.9, 0], [0, 0.5]])  # two tokens on Revenue, one on 2023
+    got = evidence(q, emb, words)
+    assert got == [{"box": [0.02, 0.05, 0.2, 0.1], "text": "Revenue", "score": 1.9},  # the longer word of cell 0
+                   {"box": [0.3, 0.05, 0.45, 0.1], "text": "2023", "score": 0.5}]
+    assert sum(e["score"] for e in got) == pytest.approx(float(maxsim([q], [emb.vectors])[0, 0]))
+
+
+def test_vectors_on_cells_without_words_are_patches_with_no_text():
+    emb = page([0, 10])  # cell 10 holds no word: not a word-tied page (a visual encoder's patches)
+    got = evidence(torch.tensor([[1.0, 0], [0, 0.5]]), emb, [Word("Revenue", (0.05, 0.05, 0.2, 0.1))])
+    assert [e["text"] for e in got] == [None, None]
+    assert got[0]["box"] == [0.0, 0.0, 0.25, 0.25]  # whole cells, not the word
+
+
+def test_boxes_stay_inside_the_page_and_never_collapse():
+    emb = page([0])
+    (e,) = evidence(torch.eye(1), emb, [Word("x", (-0.01, 0.02, -0.01, 0.02))])
+    x0, y0, x1, y1 = e["box"]
+    assert 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1
 
 
 def test_no_match_gives_no_evidence_and_bad_settings_are_refused():

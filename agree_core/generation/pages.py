@@ -6,7 +6,6 @@ Page images come from the index (the JPEG written at indexing time): nothing is 
 
 from __future__ import annotations
 
-import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,12 +13,10 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from PIL import Image
 
-from agree_core.evidence import evidence
+from agree_core.evidence import evidence_by_id, page_words  # noqa: F401 - page_words: the old home
 
 if TYPE_CHECKING:
     from agree_core.index import Hit, PageIndex
-
-log = logging.getLogger(__name__)
 
 __all__ = ["PageContext", "page_contexts", "evidence_by_id", "fit_image", "DEFAULT_MAX_PIXELS"]
 
@@ -90,47 +87,3 @@ def page_contexts(index: "PageIndex", query: str, hits: Sequence["Hit"], *,
         out.append(PageContext(h.source, h.page, h.score, h.image, index.page_text(h.page_id),
                                found.get(h.page_id, []), h.page_id))
     return out
-
-
-def evidence_by_id(index: "PageIndex", query: str, ids: Sequence[str], *, top: int = 3
-                   ) -> dict[str, list[dict[str, Any]]]:
-    """Evidence boxes (:func:`agree_core.evidence.evidence`) of ``query`` on the stored pages
-    (page ids) or records (record ids) ``ids``; ids not in the index are left out. Words come
-    from the PDF's text layer when the page's ``source`` file is still there."""
-    q = index.encode_queries([query])[0]  # (n_q, dim), weighted as search weights it
-    out = {}
-    for i in ids:
-        stored = _stored(index, i)
-        if stored is None:
-            continue
-        emb, payload = stored
-        source, page = payload.get("source"), payload.get("page")
-        words = page_words(source, page, payload.get("sha256")) if source and isinstance(page, int) else None
-        out[i] = evidence(q, emb, words, top=top)
-    return out
-
-
-def _stored(index: "PageIndex", i: str):  # noqa: ANN202
-    from agree_core.index.records import record_point_id
-
-    for pid in (i, record_point_id(i)):
-        try:
-            return index.page_embedding(pid)
-        except KeyError:
-            continue
-    return None
-
-
-def page_words(source: str | Path, page: int, sha256: str | None = None) -> list[Any] | None:
-    """The words (with boxes) of a PDF page's text layer, or ``None`` when the file cannot be
-    read any more (moved, or not a PDF: pages written as records)."""
-    from agree_core.pages import PdfError, iter_pages
-
-    path = Path(source)
-    if path.suffix.lower() != ".pdf" or not path.is_file():
-        return None
-    try:
-        return next(iter_pages(path, render=False, pages=[page], sha256=sha256)).words
-    except (PdfError, ValueError, StopIteration, OSError) as e:
-        log.debug("no words for %s page %d: %s", source, page, e)
-        return None

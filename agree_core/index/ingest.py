@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
+from agree_core.evidence import word_rows
 from agree_core.index.schema import build_point
 from agree_core.pages import (DEFAULT_PAGE_TIMEOUT, Page, PdfError, PdfInfo, file_sha256, find_pdfs,
                               inspect_pdf, iter_pages)
@@ -301,7 +302,8 @@ def _points(index: "PageIndex", plan: Plan, pages: list[Page], embeddings: list)
         text=emb.text if emb.text is not None else page.text, source=str(plan.source),
         page=page.page_no, doc_id=plan.doc_id, meta=doc.meta if doc else {},
         image=index.images.page_fields(plan.doc_id, page.page_no),
-        sha256=plan.sha256, width_pt=page.width_pt, height_pt=page.height_pt)
+        sha256=plan.sha256, width_pt=page.width_pt, height_pt=page.height_pt,
+        words=word_rows(page.words))  # evidence boxes read them (agree_core.evidence)
         for page, emb in zip(pages, embeddings)]
 
 

@@ -283,16 +283,19 @@ class PageIndex:
         encoder that has a vocabulary, each token's vector is scaled by its term's IDF over
         the indexed pages (:func:`agree_core.scoring.idf_weights`)."""
         queries = list(queries)
+        last = getattr(self, "_last_queries", None)  # a search's evidence asks for the same queries again
+        if last is not None and last[0] == queries and last[1] is self._term_stats:
+            return list(last[2])
         vectors = self.encoder.encode_queries(queries)
         terms_of = getattr(self.encoder, "encode_query_terms", None)
-        if self.config.term_weighting != "idf" or terms_of is None:
-            return vectors
-        if self._term_stats is None:
-            self._term_stats = self.catalog.term_stats()
-        n_pages, df = self._term_stats
-        if not df:
-            return vectors
-        return [v * idf_weights(t, df, n_pages)[:, None] for v, t in zip(vectors, terms_of(queries))]
+        if self.config.term_weighting == "idf" and terms_of is not None:
+            if self._term_stats is None:
+                self._term_stats = self.catalog.term_stats()
+            n_pages, df = self._term_stats
+            if df:
+                vectors = [v * idf_weights(t, df, n_pages)[:, None] for v, t in zip(vectors, terms_of(queries))]
+        self._last_queries = (queries, self._term_stats, list(vectors))
+        return vectors
 
     def page_embedding(self, page_id: str) -> tuple[PageEmbedding, dict[str, Any]]:
         """A stored page's vectors, grid and cells, and its payload."""

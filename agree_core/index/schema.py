@@ -11,7 +11,8 @@ searches), and a payload with
   server engine ``image_data`` (the file's bytes, base64) so that every client can read it;
 - ``source``, ``page`` (PDF path and 1-based page, or ``""``/``0`` when a record has none),
   ``doc_id``, ``meta`` (the document's metadata);
-- PDF pages also ``sha256``, ``width_pt``, ``height_pt``; records ``kind="record"``,
+- PDF pages also ``sha256``, ``width_pt``, ``height_pt``, ``words`` (``[text, x0, y0, x1, y1]``
+  each, the words the encoder read: :func:`agree_core.evidence.word_rows`); records ``kind="record"``,
   ``record_id``, ``meta_json``/``extra`` (exact JSON copies), ``mime_type``, ``text_given``, ``seq``.
 
 Visibility (:func:`visible`): points of documents the catalog does not hold as ``ready`` are
@@ -35,7 +36,7 @@ __all__ = ["TOKENS", "POOLED", "IMAGE_DATA", "SEARCH_EXCLUDE", "KEYWORD_FIELDS",
 
 TOKENS, POOLED = "tokens", "pooled"
 IMAGE_DATA = "image_data"
-SEARCH_EXCLUDE = ("cells", "text", "terms", IMAGE_DATA)  # what a search hit does not need
+SEARCH_EXCLUDE = ("cells", "text", "terms", "words", IMAGE_DATA)  # what a search hit does not need
 KEYWORD_FIELDS = ("source", "doc_id", "kind", "record_id")
 INTEGER_FIELDS = ("page", "seq")
 EXACT_SEARCH_MAX_PAGES = 2_000  # below this, every search is exact MaxSim over all vectors

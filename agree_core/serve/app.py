@@ -37,6 +37,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import ValidationError
 
+from agree_core.search_json import search_lines
 from agree_core.serve.host import Conflict, HostStopping, IndexHost
 from agree_core.serve.safety import (BodyLimit, BodyTooLarge, PathRefused, Unauthorized,
                                      bearer_guard, resolve_server_path, unauthorized)
@@ -86,10 +87,10 @@ def create_app(host: IndexHost, *, token: str | None = None, allow_dirs: list[Pa
     async def search(body: SearchBody) -> dict[str, Any]:
         queries = body.query_list()
         hits = await asyncio.wrap_future(host.search(queries, body.k, body.filters, body.candidates))
+        lines = await _read(host, search_lines, list(enumerate(queries, start=1)), hits)  # as agree search --json
         return {"results": [
-            {"qid": n, "query": q, "hits": [{**h.to_json(), "image_url": f"/pages/{h.page_id}/image"}
-                                            for h in found]}
-            for n, (q, found) in enumerate(zip(queries, hits), start=1)]}
+            {**line, "hits": [{**h, "image_url": f"/pages/{hit.page_id}/image"} for h, hit in zip(line["hits"], found)]}
+            for line, found in zip(lines, hits)]}
 
     @api.post("/documents")
     async def add_documents(request: Request) -> dict[str, str]:

@@ -48,6 +48,7 @@ class RemoteHit:
     page_id: str
     _index: "RemoteIndex | None" = field(default=None, repr=False, compare=False)
     _record: dict[str, Any] | None = field(default=None, repr=False, compare=False)
+    evidence: list[dict[str, Any]] = field(default_factory=list, compare=False)  # as the server found it
 
     @property
     def doc_id(self) -> str:
@@ -279,7 +280,7 @@ class RemoteIndex:
         url = h["image_url"]
         page_id = url.rstrip("/").split("/")[-2]  # /pages/PAGE_ID/image
         return RemoteHit(h["source"], int(h["page"]), float(h["score"]), h["image"],
-                         str(self._http.base_url.join(url)), page_id, self)
+                         str(self._http.base_url.join(url)), page_id, self, evidence=h.get("evidence", []))
 
     def _json(self, method: str, path: str, **kwargs: Any) -> Any:
         return self._request(method, path, **kwargs).json()

@@ -12,7 +12,7 @@ from agree_core.index import PageIndex
 from agree_core.samples import SAMPLE_QUESTIONS
 from conftest import make_pdf
 
-HIT_FIELDS = {"source", "page", "score", "image", "image_url"}
+HIT_FIELDS = {"source", "page", "score", "image", "evidence", "image_url"}
 
 
 def test_health_and_info(http, samples):

@@ -62,3 +62,15 @@ def test_an_index_rejects_another_encoder(visual_index, checkpoints):
                      f"colpali:{checkpoints['colpali'][0]}")
     assert result.returncode == 5 and "was built with encoder 'colqwen2.5:" in result.stderr
     assert main(["-q", "index", str(pdf), "--index", str(index / "new"), "--encoder", "colqwen9"]) == 1
+
+
+def test_search_json_gives_visual_pages_patch_boxes_with_no_text(visual_index):
+    index, _, _ = visual_index
+    result = run_cli("search", "--index", str(index), "camel", "--json", "-k", "1")
+    assert result.returncode == 0, result.stderr
+    (hit,) = json.loads(result.stdout)["hits"]
+    assert hit["evidence"], hit  # the PDF has a text layer, but the vectors are patches
+    for e in hit["evidence"]:
+        assert set(e) == {"box", "text", "score"} and e["text"] is None and e["score"] > 0
+        x0, y0, x1, y1 = e["box"]
+        assert 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 import weakref
@@ -14,6 +15,7 @@ from haystack.document_stores.errors import DuplicateDocumentError
 from haystack.document_stores.types import DuplicatePolicy
 from haystack.errors import FilterError
 
+from agree_core.evidence import evidence_by_id
 from agree_core.index.config import CONFIG_FILE
 from agree_core.index.filters import FilterError as IndexFilterError
 from agree_core.index.node_fields import resolve_node_fields
@@ -192,8 +194,8 @@ class AgreeDocumentStore(MetadataQueries):
     def _search_op(self, query: str | torch.Tensor, top_k: int, filters: dict[str, Any] | None,
                    candidates: int | None) -> Callable:
         with_blobs = self.include_images
-        return lambda ix: ix.records.search(query, top_k, _resolved(ix, filters), candidates=candidates,
-                                            with_blobs=with_blobs)
+        return lambda ix: _with_evidence(ix, query, ix.records.search(query, top_k, _resolved(ix, filters),
+                                                                      candidates=candidates, with_blobs=with_blobs))
 
     def _score_op(self, query: str | torch.Tensor, refs: list[PageRef]) -> Callable:
         batch_size = self.batch_size
@@ -242,3 +244,10 @@ def _required(filters: Any) -> dict[str, Any]:
     if not filters:
         raise FilterError("give a filter; to delete or update everything use delete_all_documents()")
     return filters
+
+
+def _with_evidence(ix: Any, query: str | torch.Tensor, found: list[Record]) -> list[Record]:
+    """Each record with ``meta["evidence"]``: the places that matched, as ``agree search
+    --json`` gives them (:mod:`agree_core.evidence`)."""
+    evidence = evidence_by_id(ix, query, [r.id for r in found])
+    return [dataclasses.replace(r, meta={**r.meta, "evidence": evidence.get(r.id, [])}) for r in found]

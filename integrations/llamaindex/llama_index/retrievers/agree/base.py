@@ -32,7 +32,8 @@ class AgreeVisualRetriever(BaseRetriever):
     (``image_path``), the page's text (text layer or OCR), and metadata ``source`` (also
     ``file_path``), ``page`` (the physical page, 1-based), ``page_label`` (the PDF's printed
     label, as LlamaIndex's PDFReader gives it), ``file_name``, ``doc_id``, ``index_dir`` and
-    the document's own metadata. Node id: the page id, stable for a file's content at its
+    the document's own metadata, and ``evidence``: the places of the page that matched, as
+    ``agree search --json`` gives them (:mod:`agree_core.evidence`). Node id: the page id, stable for a file's content at its
     path (:func:`page_nodes` gives other retrievers the same ids); ``ref_doc_id``: the
     document id.
 

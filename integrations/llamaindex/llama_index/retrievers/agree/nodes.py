@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from llama_index.core.schema import ImageNode, NodeRelationship, NodeWithScore, RelatedNodeInfo, TextNode
 
+from agree_core.evidence import evidence_by_id
 from agree_core.index import PageIndex
 from agree_core.index.node_fields import resolve_node_fields
 from agree_core.page_identity import page_label
@@ -16,7 +17,7 @@ from agree_core.page_identity import page_label
 __all__ = ["search_nodes", "page_node", "page_nodes"]
 
 # metadata a node carries for programs, not for the LLM's prompt or an embedding
-_HIDDEN_KEYS = ["doc_id", "file_path", "page_label", "index_dir"]
+_HIDDEN_KEYS = ["doc_id", "file_path", "page_label", "index_dir", "evidence"]
 
 
 def search_nodes(index: PageIndex, query: str | torch.Tensor, top_k: int, filters: dict[str, Any] | None,
@@ -26,7 +27,9 @@ def search_nodes(index: PageIndex, query: str | torch.Tensor, top_k: int, filter
     tree = resolve_node_fields(filters, documents, index_dir)
     found = index.records.search(query, top_k, tree, candidates=candidates, with_blobs=False)
     doc_ids = {d.source: d.doc_id for d in documents}
-    return [NodeWithScore(node=_node(r, doc_ids, index_dir), score=r.score) for r in found]
+    evidence = evidence_by_id(index, query, [r.id for r in found])  # as agree search --json gives it
+    return [NodeWithScore(node=_node(r, doc_ids, index_dir, evidence.get(r.id, [])), score=r.score)
+            for r in found]
 
 
 def page_node(source: str, page: int, text: str, image: str | None, node_id: str, doc_id: str,
@@ -59,8 +62,10 @@ def page_nodes(index: PageIndex, filters: dict[str, Any] | None, index_dir: Path
     return [_node(r, doc_ids, index_dir) for r in index.records.find(tree, with_blobs=False)]
 
 
-def _node(r: Any, doc_ids: dict[str, str], index_dir: Path) -> TextNode:
+def _node(r: Any, doc_ids: dict[str, str], index_dir: Path, evidence: list | None = None) -> TextNode:
     meta = dict(r.meta)
+    if evidence is not None:
+        meta["evidence"] = evidence
     source, page = meta.pop("source", ""), meta.pop("page", 0)
     doc_id = doc_ids.get(source, r.id) if r.kind == "page" else r.id
     return page_node(source, page, r.text or "", r.image_path, r.id, doc_id, index_dir, meta)

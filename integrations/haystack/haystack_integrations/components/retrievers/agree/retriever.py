@@ -72,7 +72,8 @@ class AgreeRetriever:
     @component.output_types(documents=list[Document])
     def run(self, query: str | None = None, query_multivector_embedding: list[list[float]] | None = None,
             filters: dict[str, Any] | None = None, top_k: int | None = None) -> dict[str, list[Document]]:
-        """Pages for a query, best first, with their MaxSim ``score``.
+        """Pages for a query, best first, with their MaxSim ``score`` and ``meta["evidence"]``,
+        the places of the page that matched, as ``agree search --json`` gives them.
 
         :param query: the query text (ignored when ``query_multivector_embedding`` is given).
         :param query_multivector_embedding: the query's token vectors.

@@ -1,0 +1,43 @@
+"""The JSON of a search, as ``agree search --json`` prints it and ``agree serve``'s /search
+returns it: one object per query, ``{"qid", "query", "hits": [...]}``, each hit
+``{"source", "page", "score", "image", "evidence"}`` (``evidence``: :mod:`agree_core.evidence`).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Sequence
+
+from agree_core.evidence import DEFAULT_TOP, evidence_batch
+
+if TYPE_CHECKING:
+    from agree_core.index import Hit, PageIndex
+
+__all__ = ["search_lines", "hits_evidence", "hit_json"]
+
+
+def search_lines(index: "PageIndex", queries: Sequence[tuple[Any, str]], results: Sequence[Sequence["Hit"]],
+                 *, top: int = DEFAULT_TOP) -> list[dict[str, Any]]:
+    """The ``{"qid", "query", "hits"}`` object of each ``(qid, query)`` and its hits."""
+    found = hits_evidence(index, [q for _, q in queries], results, top=top)
+    return [{"qid": qid, "query": query, "hits": [hit_json(h, ev.get(h.page_id, [])) for h in hits]}
+            for (qid, query), hits, ev in zip(queries, results, found)]
+
+
+def hits_evidence(index: "PageIndex", queries: Sequence[str], results: Sequence[Sequence["Hit"]],
+                  *, top: int = DEFAULT_TOP) -> list[dict[str, list[dict[str, Any]]]]:
+    """Each query's evidence by page id, for its hits only (one engine read for all).
+    A server index's hits carry the evidence the server computed."""
+    if not hasattr(index, "engine"):  # agree_core.serve.client.RemoteIndex
+        return [{h.page_id: getattr(h, "evidence", []) for h in hits} for hits in results]
+    asked = [i for i, hits in enumerate(results) if hits]
+    out: list[dict[str, list[dict[str, Any]]]] = [{} for _ in results]
+    if asked:
+        vectors = index.encode_queries([queries[i] for i in asked])
+        found = evidence_batch(index, vectors, [[h.page_id for h in results[i]] for i in asked], top=top)
+        for i, ev in zip(asked, found):
+            out[i] = ev
+    return out
+
+def hit_json(hit: "Hit", evidence: list[dict[str, Any]]) -> dict[str, Any]:
+    """One hit of a search line."""
+    return {**hit.to_json(), "evidence": evidence}
