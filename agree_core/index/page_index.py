@@ -35,9 +35,9 @@ from agree_core.encoders import DEFAULT_ENCODER, MultiVectorEncoder, PageEmbeddi
 from agree_core.index import filters as F
 from agree_core.index.catalog import Catalog
 from agree_core.index.config import IndexConfig, IndexConfigError
-from agree_core.index import ingest
+from agree_core.index import ingest, sizes
 from agree_core.index.ingest import AddReport  # noqa: F401 - a public name of this module
-from agree_core.index.schema import POOLED, SEARCH_EXCLUDE, TOKENS, candidates_for, visible
+from agree_core.index.schema import POOLED, SEARCH_EXCLUDE, TOKENS, candidates_for, expand_pooled, visible
 from agree_core.index.storage import Storage
 from agree_core.pages import DEFAULT_PAGE_TIMEOUT
 from agree_core.pages import page_id as make_page_id
@@ -295,11 +295,13 @@ class PageIndex:
         return [v * idf_weights(t, df, n_pages)[:, None] for v, t in zip(vectors, terms_of(queries))]
 
     def page_embedding(self, page_id: str) -> tuple[PageEmbedding, dict[str, Any]]:
-        """A stored page's vectors, grid and cells, and its payload."""
+        """A stored page's vectors, grid and cells, and its payload (on a pooled index, each
+        cell's token gets the pooled vector that stands in for it)."""
         got = self.engine.retrieve([page_id], vectors=[TOKENS], exclude=["image_data"])
         if page_id not in got:
             raise KeyError(f"page {page_id} is not in the index")
-        payload, vectors = got[page_id].payload, got[page_id].vectors[TOKENS]
+        payload = got[page_id].payload
+        vectors = np.ascontiguousarray(expand_pooled(got[page_id].vectors[TOKENS], payload))
         emb = PageEmbedding(torch.from_numpy(vectors), tuple(payload["grid"]),
                             torch.tensor(payload["cells"], dtype=torch.long), payload.get("text"))
         return emb, payload
@@ -376,6 +378,8 @@ class PageIndex:
             "records": self.engine.count(F.Match("kind", F.RECORD_KIND)),
             "dim": self.config.dim,
             "vector_datatype": self.config.vector_datatype,
+            "pool_factor": self.config.pool_factor,
+            **sizes.index_sizes(self),
             "engine": self.engine.capabilities.name,
             "location": self.location,
             "directory": str(self.directory) if self.directory is not None else None,

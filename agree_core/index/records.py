@@ -281,7 +281,8 @@ class RecordStore:
     def _point(self, r: Record, emb: PageEmbedding, old: dict | None) -> Point:
         pid = record_point_id(r.id)
         return build_point(
-            pid, emb, pooled=self.index.config.pooled_vectors, text=r.text, doc_id=pid,
+            pid, emb, pooled=self.index.config.pooled_vectors, pool_factor=self.index.config.pool_factor,
+            text=r.text, doc_id=pid,
             **_located(r.meta), meta=r.meta,
             image=self.index.images.blob_fields(pid, r.blob) if r.blob else {"image": ""},
             kind=RECORD_KIND, record_id=r.id, mime_type=r.mime_type, text_given=r.text is not None,
