@@ -39,7 +39,20 @@ def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def corpus(enc, batch: int = 32) -> tuple[list, list[dict]]:
+def subset(pages: list, questions: list[dict], n: int) -> list:
+    """Every page a question names, then pages drawn at random (fixed seed) up to ``n``
+    (0: all pages)."""
+    if not n or n >= len(pages):
+        return pages
+    relevant = {(r["doc"], int(r["page"])) for q in questions for r in q["relevant"]}
+    keep = [i for i, p in enumerate(pages) if (p.source.name, p.page_no) in relevant]
+    rest = [i for i in range(len(pages)) if i not in set(keep)]
+    rng = np.random.default_rng(1234)
+    extra = rng.choice(len(rest), max(0, n - len(keep)), replace=False) if n > len(keep) else []
+    return [pages[i] for i in sorted(keep + [rest[j] for j in extra])]
+
+
+def corpus(enc, n_pages: int, batch: int = 32) -> tuple[list, list[dict]]:
     """(PageEmbedding per dev-set page, their keys), encoded once and cached."""
     import torch
     from safetensors.numpy import load_file, save_file
@@ -47,9 +60,9 @@ def corpus(enc, batch: int = 32) -> tuple[list, list[dict]]:
     from agree_core.encoders import PageEmbedding
 
     tag = hashlib.sha1(json.dumps([enc.name, enc.config], sort_keys=True).encode()).hexdigest()[:10]
-    path = CACHE / f"storage_corpus_{tag}.safetensors"
+    path = CACHE / f"storage_corpus_{tag}_n{n_pages}.safetensors"
     if not path.exists():
-        pages = corpus_pages()
+        pages = subset(corpus_pages(), load_questions(), n_pages)
         vecs, cells, terms, meta = [], [], [], []
         t0 = time.perf_counter()
         for i in range(0, len(pages), batch):
@@ -116,6 +129,8 @@ def main() -> None:
     ap.add_argument("--factors", default="1,2,3,4")
     ap.add_argument("--datatypes", default="float32,float16,turbo8,turbo4")
     ap.add_argument("--pooled", type=int, default=32, help="first-stage centroids per page")
+    ap.add_argument("--pages", type=int, default=400,
+                    help="dev-set pages: every page a question names plus random others (0: all 1,816)")
     ap.add_argument("--encode-only", action="store_true")
     args = ap.parse_args()
 
@@ -127,7 +142,7 @@ def main() -> None:
 
     print(f"# Storage vs quality\n\n{machine()}\n")
     enc = load_encoder("text-layer")
-    embs, meta = corpus(enc)
+    embs, meta = corpus(enc, args.pages)
     if args.encode_only:
         return
     questions = load_questions()

@@ -97,3 +97,14 @@ def test_bad_storage_settings_say_what_is_allowed(tmp_path, encoder):
         PageIndex.open(tmp_path / "a", encoder, pool_factor=0)
     with pytest.raises(ValueError, match="vector_datatype must be one of float32, float16, turbo8, turbo4"):
         PageIndex.open(tmp_path / "b", encoder, vector_datatype="uint8")
+
+
+def test_agree_index_storage_flags_make_a_pooled_index_and_an_existing_one_keeps_its_own(tmp_path):
+    pdf = make_pdf(tmp_path / "a.pdf", lorem_pages(2))
+    ix = tmp_path / "ix"
+    out = run_cli("index", str(pdf), "--index", str(ix), "--pool-factor", "2", "--vector-datatype", "turbo4")
+    assert out.returncode == 0, out.stderr
+    config = json.loads((ix / CONFIG_FILE).read_text())
+    assert (config["pool_factor"], config["vector_datatype"]) == (2, "turbo4")
+    out = run_cli("index", str(pdf), "--index", str(ix), "--pool-factor", "3")
+    assert out.returncode != 0 and "was built with pool_factor=2, not 3" in out.stderr

@@ -137,6 +137,12 @@ class PageIndex:
                 raise IndexConfigError(f"{storage.location} is not an agree index; create one with "
                                        f"`agree index PDF... --index {storage.location}`")
             if config is not None:
+                for key in ("pool_factor", "vector_datatype"):  # how its vectors are stored
+                    if key in settings and settings[key] != getattr(config, key):
+                        raise IndexConfigError(
+                            f"{storage.location} was built with {key}={getattr(config, key)!r}, not "
+                            f"{settings[key]!r}: an index keeps its storage settings; build a new "
+                            "index for the other setting")
                 unknown = set(settings) - {"dpi"}
                 if unknown:
                     log.debug("ignoring %s for an existing index", sorted(unknown))
