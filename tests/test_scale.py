@@ -34,12 +34,16 @@ def test_info_json_reports_bytes_on_disk_and_vector_bytes_per_page(tmp_path, sam
     assert abs(info["bytes_on_disk"] - _du(ix)) < 0.05 * _du(ix)  # the whole folder, like du
     with PageIndex.open(ix) as index:
         vectors, points = _stored_vectors(index)
-    assert info["vector_bytes_per_page"] == pytest.approx(vectors * 384 * 2 / points, rel=1e-3)
+    assert (info["vector_datatype"], info["pool_factor"]) == ("turbo4", 3)  # the defaults
+    assert info["vector_bytes_per_page"] == pytest.approx(vectors * 384 * 0.5 / points, rel=1e-3)
 
 
-def test_an_index_written_before_pooling_opens_searches_and_reports_its_size(tmp_path, sample_index):
-    """main's format: no ``pool_factor`` in the config, no ``nvec``/``pool_of`` on points."""
-    ix = copy_index(sample_index, tmp_path / "old")
+def test_an_index_written_before_pooling_opens_searches_and_reports_its_size(tmp_path, samples, encoder):
+    """The format of an index built before pooling: float16, every vector, no ``pool_factor``
+    in the config, no ``nvec``/``pool_of`` on points."""
+    ix = tmp_path / "old"
+    with PageIndex.open(ix, encoder, pool_factor=1, vector_datatype="float16") as index:
+        assert index.add([samples[0].parent], progress=False).ok
     config = json.loads((ix / CONFIG_FILE).read_text())
     config.pop("pool_factor", None)
     (ix / CONFIG_FILE).write_text(json.dumps(config))
@@ -73,7 +77,8 @@ def test_a_pooled_quantized_index_stores_fewer_bytes_and_still_finds_and_maps_pa
         pytest.importorskip("qdrant_client")
     pdf = make_pdf(tmp_path / "a.pdf", lorem_pages(4))
     infos = {}
-    for name, settings in {"plain": {}, "pooled": {"pool_factor": 3, "vector_datatype": "turbo8"}}.items():
+    plain = {"pool_factor": 1, "vector_datatype": "float16"}
+    for name, settings in {"plain": plain, "pooled": {"pool_factor": 3, "vector_datatype": "turbo8"}}.items():
         path = tmp_path / name
         location = str(path) if engine_kind == "edge" else f"qdrant-local:{path}"
         with PageIndex.open(location, encoder, **settings) as index:
@@ -86,7 +91,7 @@ def test_a_pooled_quantized_index_stores_fewer_bytes_and_still_finds_and_maps_pa
             assert heat.shape == emb.grid and float(heat.max()) > 0
             infos[name] = index.info()
         if engine_kind == "edge":
-            assert json.loads((path / CONFIG_FILE).read_text())["pool_factor"] == settings.get("pool_factor", 1)
+            assert json.loads((path / CONFIG_FILE).read_text())["pool_factor"] == settings["pool_factor"]
     plain, pooled = infos["plain"]["vector_bytes_per_page"], infos["pooled"]["vector_bytes_per_page"]
     assert pooled < plain / 3  # a third of the vectors at half the bytes each (centroids too)
     assert infos["pooled"]["bytes_on_disk"] > 0

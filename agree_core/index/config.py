@@ -34,8 +34,10 @@ class IndexConfig:
     encoder: str  # registry spec, e.g. "text-layer" or "colqwen2.5:/runs/x"
     encoder_config: dict[str, Any]
     dim: int
-    vector_datatype: str = "float16"  # storage of the vectors: one of VECTOR_DATATYPES
-    pool_factor: int = 1  # stored vectors per page: about n / pool_factor (hierarchical pooling)
+    # storage of the vectors: one of VECTOR_DATATYPES; with pool_factor 3, 25 KB of vectors a
+    # page instead of 255 KB for the same dev-set nDCG@5 (BENCHMARKS.md)
+    vector_datatype: str = "turbo4"
+    pool_factor: int = 3  # stored vectors per page: about n / pool_factor (hierarchical pooling)
     pooled_vectors: int = 32  # per page, for the first search stage (0: exact search only)
     term_weighting: str = "idf"  # "idf": weight query tokens by IDF (encoders with a vocabulary); "none"
     image_format: str = "jpeg"
@@ -85,7 +87,7 @@ class IndexConfig:
             )
         known = set(cls.__dataclass_fields__)
         # indexes written before a setting existed were built without it
-        defaults = {"pool_factor": 1}
+        defaults = {"pool_factor": 1, "vector_datatype": "float16"}
         return cls(**{**defaults, **{k: v for k, v in data.items() if k in known}})
 
     def check_encoder(self, encoder_name: str, encoder_config: dict[str, Any], dim: int) -> None:
