@@ -1,9 +1,9 @@
 """The one point schema of an index, and the rules every read and write follows.
 
 A PDF page and a document written by a framework (a *record*) are the same kind of point,
-built by :func:`build_point`: the named multivectors ``tokens`` (every vector; scores are
-made of them) and ``pooled`` (a few k-means centroids, the cheap first stage of large
-searches), and a payload with
+built by :func:`build_point`: the named multivectors ``tokens`` (the page's vectors, merged
+by the index's ``pool_factor``; scores are made of them) and ``pooled`` (a few k-means
+centroids, the cheap first stage of large searches), and a payload with
 
 - ``grid``, ``cells``, ``terms``, ``text``: where each vector sits on the page, its vocabulary
   ids (for IDF statistics) and the page text;
