@@ -331,9 +331,11 @@ class PageIndex:
         return None
 
     def page_vectors(self, page_ids: Sequence[str]) -> dict[str, torch.Tensor]:
-        """Stored vectors ``(n, dim)`` of the pages found, by page id."""
-        got = self.engine.retrieve(list(page_ids), payload=False, vectors=[TOKENS])
-        return {pid: torch.from_numpy(p.vectors[TOKENS]) for pid, p in got.items()}
+        """Stored vectors ``(n, dim)`` of the pages found, by page id: one per vector the
+        encoder made (on a pooled index, each its pooled vector; MaxSim is the same)."""
+        got = self.engine.retrieve(list(page_ids), payload=["pool_of"], vectors=[TOKENS])
+        return {pid: torch.from_numpy(np.ascontiguousarray(expand_pooled(p.vectors[TOKENS], p.payload)))
+                for pid, p in got.items()}
 
     def page_text(self, page_id: str) -> str:
         got = self.engine.retrieve([page_id], payload=["text"])
