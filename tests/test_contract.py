@@ -75,7 +75,7 @@ def test_every_request_of_an_index_session_is_valid_for_qdrant(tmp_path, schema,
     assert create["shard_number"] == 2 and create["replication_factor"] == 2
     tokens, pooled = create["vectors"]["tokens"], create["vectors"]["pooled"]
     assert tokens["multivector_config"] == {"comparator": "max_sim"} and tokens["hnsw_config"]["m"] == 0
-    assert tokens["on_disk"] is True and pooled["on_disk"] is False and tokens["datatype"] == "turbo4"
+    assert tokens["on_disk"] is True and pooled["on_disk"] is False and tokens["datatype"] == "float16"
     queries = [b for m, t, b, _ in mock.requests if t.endswith("/query/batch")]
     assert any(s.get("prefetch") and s["prefetch"]["using"] == "pooled" and s["prefetch"]["limit"] == 50
                for q in queries for s in q["searches"])

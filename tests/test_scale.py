@@ -34,8 +34,8 @@ def test_info_json_reports_bytes_on_disk_and_vector_bytes_per_page(tmp_path, sam
     assert abs(info["bytes_on_disk"] - _du(ix)) < 0.05 * _du(ix)  # the whole folder, like du
     with PageIndex.open(ix) as index:
         vectors, points = _stored_vectors(index)
-    assert (info["vector_datatype"], info["pool_factor"]) == ("turbo4", 3)  # the defaults
-    assert info["vector_bytes_per_page"] == pytest.approx(vectors * 384 * 0.5 / points, rel=1e-3)
+    assert (info["vector_datatype"], info["pool_factor"]) == ("float16", 1)  # the defaults
+    assert info["vector_bytes_per_page"] == pytest.approx(vectors * 384 * 2 / points, rel=1e-3)
 
 
 def test_an_index_written_before_pooling_opens_searches_and_reports_its_size(tmp_path, samples, encoder):

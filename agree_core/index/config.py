@@ -34,10 +34,11 @@ class IndexConfig:
     encoder: str  # registry spec, e.g. "text-layer" or "colqwen2.5:/runs/x"
     encoder_config: dict[str, Any]
     dim: int
-    # storage of the vectors: one of VECTOR_DATATYPES; with pool_factor 3, 25 KB of vectors a
-    # page instead of 255 KB for the same dev-set nDCG@5 (BENCHMARKS.md)
-    vector_datatype: str = "turbo4"
-    pool_factor: int = 3  # stored vectors per page: about n / pool_factor (hierarchical pooling)
+    # storage of the vectors: one of VECTOR_DATATYPES. pool_factor 3 with turbo4 keeps the
+    # dev-set nDCG@5 at 25 KB of vectors a page instead of 255 KB (BENCHMARKS.md); not yet the
+    # default: the reranker and migration compare stored with freshly encoded vectors
+    vector_datatype: str = "float16"
+    pool_factor: int = 1  # stored vectors per page: about n / pool_factor (hierarchical pooling)
     pooled_vectors: int = 32  # per page, for the first search stage (0: exact search only)
     term_weighting: str = "idf"  # "idf": weight query tokens by IDF (encoders with a vocabulary); "none"
     image_format: str = "jpeg"
