@@ -63,6 +63,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "adapter); an existing index keeps its own encoder and rejects a different one")
     p.add_argument("--dpi", type=int, default=100, help="resolution of stored page images (default 100)")
     p.add_argument("--batch-size", type=int, default=16, help="pages encoded together (default 16)")
+    p.add_argument("--pool-factor", type=int, default=None, metavar="N",
+                   help="a new index stores about 1/N of each page's vectors, merged by hierarchical "
+                        "pooling (default 1: all; BENCHMARKS.md has the bytes against quality)")
+    p.add_argument("--vector-datatype", default=None, choices=["float32", "float16", "turbo8", "turbo4"],
+                   help="how a new index stores vectors (default float16; turbo8/turbo4: Qdrant's "
+                        "8- and 4-bit TurboQuant codes)")
     p.add_argument("--meta", action="append", default=[], metavar="KEY=VALUE",
                    help="metadata for these documents, usable as a search filter (repeatable)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1... (default: cuda if available)")
@@ -269,7 +275,7 @@ def cmd_index(args: argparse.Namespace) -> int:
         return _usage(f"--page-timeout must be > 0 seconds, got {args.page_timeout:g}")
     options = {"device": args.device} if args.device else {}
     with PageIndex.open(args.index, args.encoder, wait=args.wait, encoder_options=options,
-                        dpi=args.dpi) as index:
+                        dpi=args.dpi, **_storage_settings(args)) as index:
         report = index.add(args.paths, metadata=_pairs(args.meta, "--meta") if args.meta else None,
                            batch_size=args.batch_size, progress=not args.quiet,
                            page_timeout=args.page_timeout)
@@ -350,6 +356,12 @@ def cmd_show(args: argparse.Namespace) -> int:
     log.info("wrote %s", args.out)
     sys.stdout.write(str(Path(args.out).absolute()) + "\n")
     return EXIT_OK
+
+
+def _storage_settings(args: argparse.Namespace) -> dict:
+    """`agree index`'s storage flags given, as IndexConfig fields (an existing index keeps its own)."""
+    given = {"pool_factor": args.pool_factor, "vector_datatype": args.vector_datatype}
+    return {k: v for k, v in given.items() if v is not None}
 
 
 def cmd_info(args: argparse.Namespace) -> int:

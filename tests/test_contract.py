@@ -94,3 +94,18 @@ def test_the_schema_catches_a_malformed_body(schema):
     assert schema.errors(query, {"searches": [{"query": [[0.1]], "filter": {"must": "team"}}]})
     _, create = schema.route("PUT", "/collections/pages")
     assert schema.errors(create, {"vectors": {"tokens": {"size": 8, "distance": "MaxSim"}}})
+
+
+def test_a_pooled_turbo4_index_is_created_as_qdrant_119_accepts_it(tmp_path, schema, encoder):
+    mock = MockQdrant(schema)
+    pdf = make_pdf(tmp_path / "a.pdf", ["solar panels on the roof and a battery", "parking for visitors"])
+    with PageIndex.open("qdrant://qdrant.example:6333/small", encoder, pool_factor=2, vector_datatype="turbo4",
+                        client_options={"transport": mock.transport(), "check_compatibility": False}) as index:
+        assert index.add([pdf], progress=False).ok
+        info = index.info()
+    assert info["pool_factor"] == 2 and info["bytes_on_disk"] is None  # the server API has no sizes
+    create = [b for m, t, b, _ in mock.requests if t == "/collections/{collection_name}" and b.get("vectors")][0]
+    assert {v["datatype"] for v in create["vectors"].values()} == {"turbo4"}
+    upserts = [p for m, t, b, _ in mock.requests if t.endswith("/points") and m == "PUT" for p in b["points"]]
+    page = next(p for p in upserts if "pool_of" in p["payload"])
+    assert len(page["vector"]["tokens"]) == max(page["payload"]["pool_of"]) + 1 < len(page["payload"]["cells"])

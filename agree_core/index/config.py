@@ -9,9 +9,12 @@ from pathlib import Path
 from typing import Any
 
 FORMAT_VERSION = 1
+# bytes per stored value: floats, and Qdrant's TurboQuant codes (8 and 4 bits per dimension)
+VECTOR_DATATYPES = {"float32": 4.0, "float16": 2.0, "turbo8": 1.0, "turbo4": 0.5}
 CONFIG_FILE = "agree-index.json"
 
-__all__ = ["IndexConfig", "IndexError_", "IndexBusyError", "IndexConfigError", "FORMAT_VERSION"]
+__all__ = ["IndexConfig", "IndexError_", "IndexBusyError", "IndexConfigError", "FORMAT_VERSION",
+           "VECTOR_DATATYPES"]
 
 
 class IndexError_(Exception):
@@ -31,7 +34,11 @@ class IndexConfig:
     encoder: str  # registry spec, e.g. "text-layer" or "colqwen2.5:/runs/x"
     encoder_config: dict[str, Any]
     dim: int
-    vector_datatype: str = "float16"  # storage of the token vectors: float32, float16, uint8
+    # storage of the vectors: one of VECTOR_DATATYPES. pool_factor 3 with turbo4 keeps the
+    # dev-set nDCG@5 at 25 KB of vectors a page instead of 255 KB (BENCHMARKS.md); not yet the
+    # default: the reranker and migration compare stored with freshly encoded vectors
+    vector_datatype: str = "float16"
+    pool_factor: int = 1  # stored vectors per page: about n / pool_factor (hierarchical pooling)
     pooled_vectors: int = 32  # per page, for the first search stage (0: exact search only)
     term_weighting: str = "idf"  # "idf": weight query tokens by IDF (encoders with a vocabulary); "none"
     image_format: str = "jpeg"
@@ -43,8 +50,11 @@ class IndexConfig:
     def __post_init__(self) -> None:
         if self.term_weighting not in ("idf", "none"):
             raise ValueError(f"term_weighting must be 'idf' or 'none', got {self.term_weighting!r}")
-        if self.vector_datatype not in ("float32", "float16"):
-            raise ValueError(f"vector_datatype must be 'float32' or 'float16', got {self.vector_datatype!r}")
+        if self.vector_datatype not in VECTOR_DATATYPES:
+            raise ValueError(f"vector_datatype must be one of {', '.join(VECTOR_DATATYPES)}, "
+                             f"got {self.vector_datatype!r}")
+        if not isinstance(self.pool_factor, int) or self.pool_factor < 1:
+            raise ValueError(f"pool_factor must be an integer >= 1 (1: no pooling), got {self.pool_factor!r}")
         if self.pooled_vectors < 0:
             raise ValueError(f"pooled_vectors must be >= 0, got {self.pooled_vectors}")
 
@@ -77,7 +87,9 @@ class IndexConfig:
                 f"{FORMAT_VERSION}: rebuild the index with this version (`agree index ...`)"
             )
         known = set(cls.__dataclass_fields__)
-        return cls(**{k: v for k, v in data.items() if k in known})
+        # indexes written before a setting existed were built without it
+        defaults = {"pool_factor": 1, "vector_datatype": "float16"}
+        return cls(**{**defaults, **{k: v for k, v in data.items() if k in known}})
 
     def check_encoder(self, encoder_name: str, encoder_config: dict[str, Any], dim: int) -> None:
         """Raise when vectors from this encoder would not be comparable with the index's."""

@@ -298,7 +298,7 @@ def _points(index: "PageIndex", plan: Plan, pages: list[Page], embeddings: list)
     """The engine points of written pages (:func:`~agree_core.index.schema.build_point`)."""
     doc = index.catalog.get(plan.doc_id)
     return [build_point(
-        page.id, emb, pooled=index.config.pooled_vectors,
+        page.id, emb, pooled=index.config.pooled_vectors, pool_factor=index.config.pool_factor,
         text=emb.text if emb.text is not None else page.text, source=str(plan.source),
         page=page.page_no, doc_id=plan.doc_id, meta=doc.meta if doc else {},
         image=index.images.page_fields(plan.doc_id, page.page_no),

@@ -35,9 +35,9 @@ from agree_core.encoders import DEFAULT_ENCODER, MultiVectorEncoder, PageEmbeddi
 from agree_core.index import filters as F
 from agree_core.index.catalog import Catalog
 from agree_core.index.config import IndexConfig, IndexConfigError
-from agree_core.index import ingest
+from agree_core.index import ingest, sizes
 from agree_core.index.ingest import AddReport  # noqa: F401 - a public name of this module
-from agree_core.index.schema import POOLED, SEARCH_EXCLUDE, TOKENS, candidates_for, visible
+from agree_core.index.schema import POOLED, SEARCH_EXCLUDE, TOKENS, candidates_for, expand_pooled, visible
 from agree_core.index.storage import Storage
 from agree_core.pages import DEFAULT_PAGE_TIMEOUT
 from agree_core.pages import page_id as make_page_id
@@ -137,6 +137,12 @@ class PageIndex:
                 raise IndexConfigError(f"{storage.location} is not an agree index; create one with "
                                        f"`agree index PDF... --index {storage.location}`")
             if config is not None:
+                for key in ("pool_factor", "vector_datatype"):  # how its vectors are stored
+                    if key in settings and settings[key] != getattr(config, key):
+                        raise IndexConfigError(
+                            f"{storage.location} was built with {key}={getattr(config, key)!r}, not "
+                            f"{settings[key]!r}: an index keeps its storage settings; build a new "
+                            "index for the other setting")
                 unknown = set(settings) - {"dpi"}
                 if unknown:
                     log.debug("ignoring %s for an existing index", sorted(unknown))
@@ -298,11 +304,13 @@ class PageIndex:
         return vectors
 
     def page_embedding(self, page_id: str) -> tuple[PageEmbedding, dict[str, Any]]:
-        """A stored page's vectors, grid and cells, and its payload."""
+        """A stored page's vectors, grid and cells, and its payload (on a pooled index, each
+        cell's token gets the pooled vector that stands in for it)."""
         got = self.engine.retrieve([page_id], vectors=[TOKENS], exclude=["image_data"])
         if page_id not in got:
             raise KeyError(f"page {page_id} is not in the index")
-        payload, vectors = got[page_id].payload, got[page_id].vectors[TOKENS]
+        payload = got[page_id].payload
+        vectors = np.ascontiguousarray(expand_pooled(got[page_id].vectors[TOKENS], payload))
         emb = PageEmbedding(torch.from_numpy(vectors), tuple(payload["grid"]),
                             torch.tensor(payload["cells"], dtype=torch.long), payload.get("text"))
         return emb, payload
@@ -326,9 +334,11 @@ class PageIndex:
         return None
 
     def page_vectors(self, page_ids: Sequence[str]) -> dict[str, torch.Tensor]:
-        """Stored vectors ``(n, dim)`` of the pages found, by page id."""
-        got = self.engine.retrieve(list(page_ids), payload=False, vectors=[TOKENS])
-        return {pid: torch.from_numpy(p.vectors[TOKENS]) for pid, p in got.items()}
+        """Stored vectors ``(n, dim)`` of the pages found, by page id: one per vector the
+        encoder made (on a pooled index, each its pooled vector; MaxSim is the same)."""
+        got = self.engine.retrieve(list(page_ids), payload=["pool_of"], vectors=[TOKENS])
+        return {pid: torch.from_numpy(np.ascontiguousarray(expand_pooled(p.vectors[TOKENS], p.payload)))
+                for pid, p in got.items()}
 
     def page_text(self, page_id: str) -> str:
         got = self.engine.retrieve([page_id], payload=["text"])
@@ -379,6 +389,8 @@ class PageIndex:
             "records": self.engine.count(F.Match("kind", F.RECORD_KIND)),
             "dim": self.config.dim,
             "vector_datatype": self.config.vector_datatype,
+            "pool_factor": self.config.pool_factor,
+            **sizes.index_sizes(self),
             "engine": self.engine.capabilities.name,
             "location": self.location,
             "directory": str(self.directory) if self.directory is not None else None,

@@ -38,7 +38,7 @@ from agree_core.index.engines.base import Point
 from agree_core.index.filters import RECORD_KIND, check_types
 from agree_core.index.images import IMAGE_DATA
 from agree_core.index.record_pages import embed_records
-from agree_core.index.schema import IS_RECORD, TOKENS, build_point
+from agree_core.index.schema import IS_RECORD, build_point
 
 if TYPE_CHECKING:
     from agree_core.index import PageIndex
@@ -190,10 +190,11 @@ class RecordStore:
         return [self._record(found[i][0], found[i][1], with_blobs) for i in ids if i in found]
 
     def vectors(self, ids: Sequence[str]) -> dict[str, torch.Tensor]:
-        """Stored vectors ``(n, dim)`` by record or page id, for the ids found."""
+        """Stored vectors ``(n, dim)`` by record or page id, for the ids found (one per vector
+        written: on a pooled index, each its pooled vector)."""
         found = self._lookup(list(ids))
-        got = self.index.engine.retrieve([pid for pid, _ in found.values()], payload=False, vectors=[TOKENS])
-        return {rid: torch.from_numpy(got[pid].vectors[TOKENS]) for rid, (pid, _) in found.items() if pid in got}
+        stored = self.index.page_vectors([pid for pid, _ in found.values()])
+        return {rid: stored[pid] for rid, (pid, _) in found.items() if pid in stored}
 
     def search(self, query: str | torch.Tensor, k: int = 10, where: dict[str, Any] | None = None, *,
                candidates: int | None = None, with_blobs: bool = True) -> list[Record]:
@@ -281,7 +282,8 @@ class RecordStore:
     def _point(self, r: Record, emb: PageEmbedding, old: dict | None) -> Point:
         pid = record_point_id(r.id)
         return build_point(
-            pid, emb, pooled=self.index.config.pooled_vectors, text=r.text, doc_id=pid,
+            pid, emb, pooled=self.index.config.pooled_vectors, pool_factor=self.index.config.pool_factor,
+            text=r.text, doc_id=pid,
             **_located(r.meta), meta=r.meta,
             image=self.index.images.blob_fields(pid, r.blob) if r.blob else {"image": ""},
             kind=RECORD_KIND, record_id=r.id, mime_type=r.mime_type, text_given=r.text is not None,

@@ -1,12 +1,16 @@
 """The one point schema of an index, and the rules every read and write follows.
 
 A PDF page and a document written by a framework (a *record*) are the same kind of point,
-built by :func:`build_point`: the named multivectors ``tokens`` (every vector; scores are
-made of them) and ``pooled`` (a few k-means centroids, the cheap first stage of large
-searches), and a payload with
+built by :func:`build_point`: the named multivectors ``tokens`` (the page's vectors, merged
+by the index's ``pool_factor``; scores are made of them) and ``pooled`` (a few k-means
+centroids, the cheap first stage of large searches), and a payload with
 
 - ``grid``, ``cells``, ``terms``, ``text``: where each vector sits on the page, its vocabulary
   ids (for IDF statistics) and the page text;
+- ``pool_of`` (indexes with ``pool_factor > 1``): for each of the page's original vectors,
+  the stored (pooled) vector that stands in for it, so ``tokens[pool_of]`` lines up with
+  ``cells`` and ``terms``; ``nvec``: how many vectors the point stores (``tokens`` and
+  ``pooled``), for the index's size figures;
 - ``image``: the page image's path relative to the image root (``images/...``), and with the
   server engine ``image_data`` (the file's bytes, base64) so that every client can read it;
 - ``source``, ``page`` (PDF path and 1-based page, or ``""``/``0`` when a record has none),
@@ -28,20 +32,27 @@ import numpy as np
 from agree_core.encoders import PageEmbedding
 from agree_core.index import filters as F
 from agree_core.index.engines.base import Point, VectorSpec
-from agree_core.pooling import pool_vectors
+from agree_core.pooling import pool_tokens, pool_vectors
 
 __all__ = ["TOKENS", "POOLED", "IMAGE_DATA", "SEARCH_EXCLUDE", "KEYWORD_FIELDS", "INTEGER_FIELDS",
            "EXACT_SEARCH_MAX_PAGES", "DEFAULT_CANDIDATES", "vector_specs", "build_point",
-           "visible", "candidates_for", "IS_RECORD"]
+           "visible", "candidates_for", "IS_RECORD", "expand_pooled"]
 
 TOKENS, POOLED = "tokens", "pooled"
 IMAGE_DATA = "image_data"
-SEARCH_EXCLUDE = ("cells", "text", "terms", "words", IMAGE_DATA)  # what a search hit does not need
+SEARCH_EXCLUDE = ("cells", "text", "terms", "words", "pool_of", IMAGE_DATA)  # what a search hit does not need
 KEYWORD_FIELDS = ("source", "doc_id", "kind", "record_id")
 INTEGER_FIELDS = ("page", "seq")
 EXACT_SEARCH_MAX_PAGES = 2_000  # below this, every search is exact MaxSim over all vectors
 DEFAULT_CANDIDATES = 800  # pages the pooled first stage passes to exact rescoring (BENCHMARKS.md)
 IS_RECORD = F.Match("kind", F.RECORD_KIND)
+
+
+def expand_pooled(vectors: np.ndarray, payload: dict[str, Any]) -> np.ndarray:
+    """A point's stored ``tokens`` as one vector per original token (``(n, dim)``, lined up
+    with ``cells``): pooled vectors repeated by ``pool_of``; unpooled points as they are."""
+    group = payload.get("pool_of")
+    return vectors[np.asarray(group, dtype=np.int64)] if group is not None else vectors
 
 
 def vector_specs(dim: int, datatype: str, pooled: bool) -> list[VectorSpec]:
@@ -54,19 +65,24 @@ def vector_specs(dim: int, datatype: str, pooled: bool) -> list[VectorSpec]:
 
 def build_point(point_id: str, emb: PageEmbedding, *, pooled: int, text: str | None,
                 source: str, page: int, doc_id: str, meta: dict[str, Any],
-                image: dict[str, Any], **fields: Any) -> Point:
+                image: dict[str, Any], pool_factor: int = 1, **fields: Any) -> Point:
     """The point of one page (a PDF page or a record): its vectors ``(n, dim)`` as float32
-    numpy arrays, the pooled first-stage vectors when ``pooled > 0``, and the payload of the
-    module docstring (``fields`` are the kind-specific keys)."""
+    numpy arrays (pooled by ``pool_factor``), the first-stage centroids when ``pooled > 0``,
+    and the payload of the module docstring (``fields`` are the kind-specific keys)."""
     vectors = emb.vectors.float()  # (n, dim)
+    extra: dict[str, Any] = {}
+    if pool_factor > 1:
+        vectors, group = pool_tokens(vectors, pool_factor)
+        extra["pool_of"] = group.tolist()
     vecs = {TOKENS: np.ascontiguousarray(vectors.numpy(), dtype=np.float32)}
     if pooled > 0:
         vecs[POOLED] = np.ascontiguousarray(pool_vectors(vectors, pooled).numpy(), dtype=np.float32)
+    extra["nvec"] = sum(len(v) for v in vecs.values())
     payload = {
         "doc_id": doc_id, "source": source, "page": page, **image,
         "grid": list(emb.grid), "cells": emb.cells.tolist(),
         "terms": emb.terms.tolist() if emb.terms is not None else None,
-        "text": text if text is not None else (emb.text or ""), "meta": meta, **fields,
+        "text": text if text is not None else (emb.text or ""), "meta": meta, **extra, **fields,
     }
     return Point(point_id, vecs, payload)
 

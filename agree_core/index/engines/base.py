@@ -48,7 +48,7 @@ class VectorSpec:
 
     name: str
     dim: int
-    datatype: str = "float16"  # float32 | float16
+    datatype: str = "float16"  # float32 | float16 | turbo8 | turbo4
     index: bool = False
     on_disk: bool = False
 

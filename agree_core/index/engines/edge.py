@@ -36,7 +36,9 @@ class EdgeEngine(Engine):
                  integer_fields: Sequence[str] = ()):
         qe = _qe()
         datatypes = {"float32": qe.VectorStorageDatatype.Float32,
-                     "float16": qe.VectorStorageDatatype.Float16}
+                     "float16": qe.VectorStorageDatatype.Float16,
+                     "turbo8": qe.VectorStorageDatatype.Turbo8,  # TurboQuant: float queries
+                     "turbo4": qe.VectorStorageDatatype.Turbo4}  # against 8/4-bit codes
         for v in vectors:
             if v.datatype not in datatypes:
                 raise ValueError(f"vector datatype must be one of {sorted(datatypes)}, got {v.datatype!r}")

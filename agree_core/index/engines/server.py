@@ -74,7 +74,8 @@ class ServerEngine(Engine):
             concurrent_clients=not local, payload_indexes=not local)
         if not client.collection_exists(collection):
             m = _models()
-            datatypes = {"float32": m.Datatype.FLOAT32, "float16": m.Datatype.FLOAT16}
+            datatypes = {"float32": m.Datatype.FLOAT32, "float16": m.Datatype.FLOAT16,
+                         "turbo8": m.Datatype.TURBO8, "turbo4": m.Datatype.TURBO4}  # turbo8: Qdrant >= 1.20
             config = {v.name: m.VectorParams(
                 size=v.dim, distance=m.Distance.DOT, datatype=datatypes[v.datatype], on_disk=v.on_disk,
                 hnsw_config=None if v.index else m.HnswConfigDiff(m=0),
