@@ -192,7 +192,7 @@ def evidence_batch(index: "PageIndex", queries: Sequence[torch.Tensor], ids: Seq
                    top: int = DEFAULT_TOP) -> list[dict[str, list[dict[str, Any]]]]:
     """:func:`evidence_by_id` for several queries (vectors) and their hits' ids at once."""
     from agree_core.index.records import record_point_id
-    from agree_core.index.schema import IMAGE_DATA, TOKENS
+    from agree_core.index.schema import IMAGE_DATA, TOKENS, expand_pooled
 
     wanted = {i for group in ids for i in group}
     point_of = {record_point_id(i): i for i in wanted} | {i: i for i in wanted if _is_uuid(i)}
@@ -200,7 +200,8 @@ def evidence_batch(index: "PageIndex", queries: Sequence[torch.Tensor], ids: Seq
     pages: dict[str, tuple[PageEmbedding, list[Word] | None]] = {}
     for pid, point in got.items():
         payload = point.payload
-        emb = PageEmbedding(torch.from_numpy(point.vectors[TOKENS]), tuple(payload["grid"]),
+        vectors = expand_pooled(point.vectors[TOKENS], payload)  # one vector per cell, pooled or not
+        emb = PageEmbedding(torch.from_numpy(vectors), tuple(payload["grid"]),
                             torch.tensor(payload["cells"], dtype=torch.long))
         words = stored_words(payload)
         if (words is None and payload.get("kind") != "record" and payload.get("source")
