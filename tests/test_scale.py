@@ -10,6 +10,7 @@ import torch
 from agree_core.index import PageIndex
 from agree_core.index.config import CONFIG_FILE
 from agree_core.index.schema import TOKENS
+from agree_core.evidence import evidence_by_id
 from agree_core.pooling import pool_tokens
 from conftest import copy_index, lorem_pages, make_pdf, marker, run_cli
 
@@ -89,6 +90,9 @@ def test_a_pooled_quantized_index_stores_fewer_bytes_and_still_finds_and_maps_pa
             assert emb.vectors.shape[0] == len(payload["cells"])  # one vector per cell's token
             (heat,) = index.similarity_maps(marker(2), [hit])
             assert heat.shape == emb.grid and float(heat.max()) > 0
+            (ev,) = evidence_by_id(index, marker(2), [hit.page_id]).values()  # word boxes, pooled too
+            assert ev and all(0 <= e["box"][0] < e["box"][2] <= 1 for e in ev)
+            assert sum(e["score"] for e in ev) == pytest.approx(hit.score, rel=0.05)
             infos[name] = index.info()
         if engine_kind == "edge":
             assert json.loads((path / CONFIG_FILE).read_text())["pool_factor"] == settings["pool_factor"]
