@@ -374,7 +374,14 @@ def _text(words: list[Word]) -> str:
 
 
 @register_encoder("text-layer", default_checkpoint=DEFAULT_MODEL, dim=384, gpu=False, parameters="22M",
-                  layouts="a BERT-style model directory or hub id (transformers), or a LoRA adapter over one")
-def _build(checkpoint: str | None = None, **options: Any) -> TextLayerEncoder:
+                  layouts="a BERT-style model directory or hub id (transformers), a LoRA adapter over one, "
+                          "or a late-interaction text model: ColBERT, PyLate or Sentence Transformers "
+                          "MultiVectorEncoder (answerai-colbert-small, GTE-ModernColBERT...), grounded to word boxes")
+def _build(checkpoint: str | None = None, **options: Any):
+    if checkpoint and checkpoint != DEFAULT_MODEL:
+        from agree_core.encoders.text_layer_multivector import TextLayerMultiVectorEncoder, is_multivector_checkpoint
+
+        if is_multivector_checkpoint(checkpoint):
+            return TextLayerMultiVectorEncoder(checkpoint, **options)
     return TextLayerEncoder(checkpoint, **options)
 
