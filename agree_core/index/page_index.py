@@ -292,7 +292,9 @@ class PageIndex:
         n_pages, df = self._term_stats
         if not df:
             return vectors
-        return [v * idf_weights(t, df, n_pages)[:, None] for v, t in zip(vectors, terms_of(queries))]
+        # vectors past the terms (an encoder's sentence vector) carry no term and keep their scale
+        return [torch.cat([v[:len(t)] * idf_weights(t, df, n_pages)[:, None], v[len(t):]])
+                for v, t in zip(vectors, terms_of(queries))]
 
     def page_embedding(self, page_id: str) -> tuple[PageEmbedding, dict[str, Any]]:
         """A stored page's vectors, grid and cells, and its payload."""
