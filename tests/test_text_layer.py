@@ -136,3 +136,27 @@ def test_sentence_weight_fuses_maxsim_with_the_best_window_exactly(pdf_factory):
     torch.testing.assert_close(batch.vectors[0, : len(q_fused)], q_fused, atol=1e-5, rtol=1e-4)
     with pytest.raises(ValueError, match="sentence_weight must be in"):
         TextLayerEncoder(sentence_weight=1.0)
+
+
+def test_fused_index_weights_tokens_by_idf_and_leaves_the_sentence_vector(tmp_path, pdf_factory):
+    from agree_core.index import PageIndex
+    from agree_core.scoring import idf_weights
+
+    enc = TextLayerEncoder(dtype="float32", sentence_weight=0.3)
+    pdf = pdf_factory("a.pdf", ["quarterly report on revenue"] * 4 + ["the zeppelin hangar was repaired"])
+    query = "report about the zeppelin"
+    with PageIndex.open(tmp_path / "index", enc) as index:
+        index.add([pdf], progress=False)
+        assert index.config.dim == 385
+        q = index.encode_queries([query])[0]
+        raw = enc.encode_queries([query])[0]
+        n_pages, df = index.catalog.term_stats()
+        w = idf_weights(enc.encode_query_terms([query])[0], df, n_pages)
+        torch.testing.assert_close(q[:-1], raw[:-1] * w[:, None])
+        torch.testing.assert_close(q[-1], raw[-1])  # the sentence vector keeps its scale
+        hits = index.search(query, k=5)
+        assert hits[0].page == 5
+        pages = list(iter_pages(pdf, render=False))
+        want = maxsim([q], [e.vectors for e in enc.encode_pages(pages)], compute_dtype=torch.float32)[0]
+        for h in hits:
+            assert abs(h.score - float(want[h.page - 1])) < 0.02 * abs(float(want[h.page - 1]))  # float16 storage
