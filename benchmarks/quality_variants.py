@@ -209,7 +209,6 @@ def main():
         for stop in (0.0, 0.3, 1.0):
             for alpha in (0.0, 1.0, 2.0):
                 variants[f"{pages_side}; query stopwords x{stop}; idf^{alpha:g}"] = token_scores(qs, maxima, weights(stop, alpha, df))
-    base = variants["pages w/o stopwords; query stopwords x0.0; idf^1"]
     for name, s in win.items():
         variants[f"window only: {name}"] = s
     # query-token normalisation: the query's stopwords removed from its text before the forward
@@ -246,7 +245,6 @@ def main():
             + table([{"": "default (base)", **base}, {"": "chosen", **best}], ["", *cols[1:]]))
     print(out)
     (DATA / f"variants-w{enc.cfg.window}.md").write_text(out + "\n")
-    torch.save({"base": base}, DATA / "cache" / "variants-base.pt")
 
 
 if __name__ == "__main__":
