@@ -2,6 +2,10 @@
 
     .venv/bin/python benchmarks/bench_quality.py            # the table for BENCHMARKS.md
     .venv/bin/python benchmarks/bench_quality.py --variants # encoder settings compared in memory
+    .venv/bin/python benchmarks/bench_quality.py --sentence-weight 0.4  # + the window-fused encoder
+
+benchmarks/quality_variants.py compares query-side handling and window-level fusion on all
+143 questions from one encoding pass (chosen on the odd questions, reported on the even ones).
 
 The agree rows are the product path: `PageIndex.add`, then `agree eval`'s `evaluate_index` (over
 `search_batch`, the embedded Qdrant engine). The variants encode the same pages in memory and rank with `maxsim`, to compare
@@ -62,15 +66,21 @@ def rank_single_vector(pages, questions, k=10):
             for q, row in zip(questions, top.tolist())}
 
 
-def eval_index(directory=None):
+def eval_index(directory=None, sentence_weight=0.0):
     """The product path: `agree index` then `agree eval` (PageIndex.add, evaluate_index over
-    search_batch), with and without IDF weighting of query tokens."""
+    search_batch), with and without IDF weighting of query tokens; ``sentence_weight`` > 0:
+    the text-layer encoder fused with window similarity (its own index)."""
     from agree_core.evaluation import evaluate_index, load_queries
     from agree_core.index import PageIndex
 
-    directory = directory or DATA / "quality-index"
+    encoder = None
+    if sentence_weight:
+        from agree_core.encoders.text_layer import TextLayerEncoder
+
+        encoder = TextLayerEncoder(sentence_weight=sentence_weight)
+    directory = directory or DATA / ("quality-index" + (f"-sw{sentence_weight:g}" if sentence_weight else ""))
     queries = load_queries(ROOT / "devset" / "questions.jsonl")
-    with PageIndex.open(directory) as index:
+    with PageIndex.open(directory, encoder) as index:
         t = time.perf_counter()
         report = index.add([DEVSET], progress=True)
         if report.pages:
@@ -117,6 +127,9 @@ def rrf(*score_sets, k=60, weights=None):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--variants", action="store_true", help="compare encoder settings in memory")
+    ap.add_argument("--sentence-weight", type=float, default=0.0, metavar="W",
+                    help="also build and evaluate an index of the text-layer encoder fused with window "
+                         "similarity at this weight (benchmarks/data/quality-index-swW)")
     args = ap.parse_args()
     questions = load_questions()
     pages = corpus_pages()
@@ -151,6 +164,9 @@ def main():
     ours, no_idf = eval_index()
     rows.append(_row("agree text-layer, no IDF weighting", no_idf))
     rows.append(_row("agree text-layer (default)", ours))
+    if args.sentence_weight:
+        fused, _ = eval_index(sentence_weight=args.sentence_weight)
+        rows.append(_row(f"agree text-layer, sentence_weight {args.sentence_weight:g}", fused))
     counts = {t: sum(q.get("type") == t for q in questions) for t in TYPES}
     print(table(rows, ["system", *METRICS]))
     print(f"\nquestions per type: {counts}; the agree rows are what `agree eval --index "

