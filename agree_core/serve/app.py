@@ -16,6 +16,9 @@ Routes (a contract: clients and checks rely on them)::
     GET    /pages/PAGE_ID/evidence      ?query=...[&mode=...] -> score, grid, map, best cells
     GET    /                            the web page; /docs the OpenAPI page
 
+    and the routes of :mod:`agree_core.serve.records_api` (``/records/...``, ``/config``,
+    ``GET /documents``, ``/queries/vectors``) behind the framework components.
+
 Every error is ``{"error": message}`` with a 4xx status that says what was wrong; an
 unexpected failure is a 500 with no details (they go to the server log).
 """
@@ -37,6 +40,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import ValidationError
 
+from agree_core.serve.records_api import WRITE_PATHS, add_record_routes
 from agree_core.serve.host import Conflict, HostStopping, IndexHost
 from agree_core.serve.safety import (BodyLimit, BodyTooLarge, PathRefused, Unauthorized,
                                      bearer_guard, resolve_server_path, unauthorized)
@@ -70,7 +74,7 @@ def create_app(host: IndexHost, *, token: str | None = None, allow_dirs: list[Pa
     app = FastAPI(title="agree serve", lifespan=lifespan,
                   description="Search an agree page index: MaxSim over page images, with the "
                               "evidence of why each page matched.")
-    app.add_middleware(BodyLimit, upload_limit=max_upload_bytes)
+    app.add_middleware(BodyLimit, upload_limit=max_upload_bytes, large_paths=WRITE_PATHS)
     _error_handlers(app)
     api = APIRouter(dependencies=[Depends(bearer_guard(token))])
 
@@ -148,6 +152,7 @@ def create_app(host: IndexHost, *, token: str | None = None, allow_dirs: list[Pa
         _, sim_map, payload = await _read(host, _page_map, pid, query, mode)
         return _evidence(pid, payload, query, mode, sim_map)
 
+    add_record_routes(api, app, host)  # index.records for the framework components
     app.include_router(api)
 
     @app.get("/", include_in_schema=False)
