@@ -57,10 +57,14 @@ def record_to_json(record: Any) -> dict[str, Any]:
         "mime_type": record.mime_type, "meta": record.meta,
         "vectors": vectors_to_json(record.vectors) if record.vectors is not None else None,
         "grid": list(record.grid) if record.grid is not None else None,
-        "cells": [int(c) for c in record.cells.tolist()] if record.cells is not None else None,
+        "cells": _ints(record.cells) if record.cells is not None else None,
         "extra": record.extra, "kind": record.kind, "score": record.score,
         "image_path": record.image_path,
     }
+
+
+def _ints(values: Any) -> list[int]:
+    return [int(c) for c in (values.tolist() if hasattr(values, "tolist") else values)]
 
 
 def record_from_json(data: dict[str, Any]) -> Any:
