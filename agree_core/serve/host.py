@@ -7,9 +7,12 @@
   posted again.
 - The **reader thread** answers searches and page lookups on a
   :meth:`~agree_core.index.PageIndex.reader` view (the same engine, its own catalog
-  connection, its own query encoder), so reads never wait for a job: they see the documents
-  that are finished, never a half-indexed one. Searches that arrive together are answered
-  by one ``search_batch`` per (k, filters, candidates).
+  connection), so reads never wait for a job: they see the documents that are finished,
+  never a half-indexed one. Searches that arrive together are answered by one
+  ``search_batch`` per (k, filters, candidates); while several clients search, a search
+  waits up to :data:`MAX_WAIT` for the others (one encode and one engine call for all).
+- One encoder (:class:`SerializedEncoder`) encodes pages for jobs and queries for searches,
+  one call at a time: a query waits at most for one batch of a job's pages.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ from typing import Any, Callable, Sequence
 log = logging.getLogger(__name__)
 
 MAX_READ_BATCH = 64  # searches answered together
+MAX_WAIT = 0.02  # seconds a search may wait for others (only while several clients search)
+CONCURRENCY_WINDOW = 1.0  # seconds of batch sizes that say how many clients search at once
 KEEP_JOBS = 1000  # finished jobs remembered for GET /jobs/ID
 
 
@@ -61,6 +66,26 @@ class Job:
         out = asdict(self)
         out.pop("metadata")
         return out
+
+
+class SerializedEncoder:
+    """An encoder used by the writer (pages) and the reader (queries) one call at a time:
+    one model in memory, and its tokenizer never used by two threads at once."""
+
+    def __init__(self, encoder: Any):
+        self._encoder = encoder
+        self._lock = threading.Lock()
+
+    def __getattr__(self, name: str) -> Any:  # name, config, dim; encode_* under the lock
+        value = getattr(self._encoder, name)
+        if not (callable(value) and name.startswith(("encode", "embed"))):
+            return value
+
+        def serialized(*args: Any, **kwargs: Any) -> Any:
+            with self._lock:
+                return value(*args, **kwargs)
+
+        return serialized
 
 
 class _Search:
@@ -164,13 +189,17 @@ class IndexHost:
         from agree_core.index import PageIndex
 
         try:
-            self.index = PageIndex.open(self.location, self._encoder_spec, create=True,
-                                        wait=self._wait, encoder_options=self._encoder_options)
             from agree_core.encoders import load_encoder
 
-            config = self.index.config
-            self._query_encoder = load_encoder(config.encoder, **config.encoder_config,
-                                               **self._encoder_options)
+            # one encoder for queries and pages (a visual model is GBs): read the config
+            # (creating a new index), then open the index with that one encoder, serialized
+            with PageIndex.open(self.location, self._encoder_spec, create=True, wait=self._wait,
+                                encoder_options=self._encoder_options) as probe:
+                config = probe.config
+            self._query_encoder = SerializedEncoder(load_encoder(config.encoder, **config.encoder_config,
+                                                                 **self._encoder_options))
+            self.index = PageIndex.open(self.location, self._query_encoder, create=False,
+                                        wait=self._wait)
         except BaseException as e:  # noqa: BLE001 - handed to start()
             self._ready.set_exception(e)
             return
@@ -249,18 +278,16 @@ class IndexHost:
 
     def _read_loop(self) -> None:
         view, seen = self.index.reader(self._query_encoder), self._generation
+        recent: list[tuple[float, int]] = []  # (time, searches) of the last batches
         try:
             while (item := self._reads.get()) is not None:
-                batch = [item]
-                while len(batch) < MAX_READ_BATCH:
-                    try:
-                        nxt = self._reads.get_nowait()
-                    except queue.Empty:
-                        break
-                    if nxt is None:
-                        self._reads.put(None)
-                        break
-                    batch.append(nxt)
+                # clients that search one query at a time send their next query right after
+                # their answer: wait a moment for as many as answered together lately
+                now = time.monotonic()
+                recent = [(t, n) for t, n in recent if now - t < CONCURRENCY_WINDOW]
+                expected = max((n for _, n in recent), default=1)
+                batch = self._gather(item, expected, now + MAX_WAIT if expected > 1 else now)
+                recent.append((now, sum(isinstance(b, _Search) for b in batch)))
                 if seen != self._generation:  # a write happened: fresh catalog statistics
                     view.close_reader()
                     view, seen = self.index.reader(self._query_encoder), self._generation
@@ -271,6 +298,24 @@ class IndexHost:
                     (item.future if isinstance(item, _Search) else item[0]).set_exception(
                         HostStopping("the server is shutting down"))
             view.close_reader()
+
+    def _gather(self, first: Any, expected: int, deadline: float) -> list[Any]:
+        """``first`` and the reads queued after it: up to :data:`MAX_READ_BATCH`, waiting
+        until ``deadline`` while fewer than ``expected`` searches came."""
+        batch = [first]
+        while len(batch) < MAX_READ_BATCH:
+            wait = deadline - time.monotonic()
+            searches = sum(isinstance(b, _Search) for b in batch)
+            try:
+                nxt = self._reads.get(timeout=wait) if wait > 0 and searches < expected \
+                    else self._reads.get_nowait()
+            except queue.Empty:
+                break
+            if nxt is None:
+                self._reads.put(None)
+                break
+            batch.append(nxt)
+        return batch
 
     @staticmethod
     def _answer(view: Any, batch: list[Any]) -> None:
