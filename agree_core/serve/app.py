@@ -8,7 +8,8 @@ Routes (a contract: clients and checks rely on them)::
                                         -> {"results": [{"qid", "query", "hits": [...]}]}
     POST   /documents                   {"paths": [...]} (under --allow-dir) or a multipart
                                         upload of PDFs ("files") -> {"job": ID}
-    GET    /jobs/ID                     state, pages_done / pages_total, added, skipped
+    GET    /jobs/ID                     state, pages_done / pages_total, added, skipped (kept
+                                        across restarts: agree_core.serve.jobs)
     DELETE /documents                   {"source": PATH} -> {"source", "pages"}
     GET    /pages/PAGE_ID               its document id, source, page, metadata and text
     GET    /pages/PAGE_ID/image         the stored page image
@@ -115,7 +116,7 @@ def create_app(host: IndexHost, *, token: str | None = None, allow_dirs: list[Pa
     async def job(job_id: str) -> dict[str, Any]:
         found = host.jobs.get(job_id)
         if found is None:
-            raise _NotFound(f"no job {job_id!r} (jobs are kept until the server restarts)")
+            raise _NotFound(f"no job {job_id!r} (the last 1,000 jobs are kept; a server index keeps them until the server stops)")
         return found.to_json()
 
     @api.delete("/documents")

@@ -311,14 +311,14 @@ class RemoteIndex:
                 bar.update(state["pages_done"] - bar.n)
                 if on_progress is not None:
                     on_progress(state["pages_done"], state["pages_total"])
-                if state["state"] in ("done", "failed", "stopped"):
+                if state["state"] in ("done", "failed", "stopped", "interrupted"):
                     break
                 time.sleep(_POLL)
         finally:
             bar.close()
         if state["state"] != "done":
             raise RemoteIndexError(f"job {job_id} {state['state']}: {state.get('error') or 'no reason given'}"
-                                   + (" (post the same paths again to resume)" if state["state"] == "stopped" else ""))
+                                   + (" (post the same paths again to resume)" if state["state"] in ("stopped", "interrupted") else ""))
         problems = [Skipped(s["path"], s["reason"], s.get("code") or "failed", s.get("page"))
                     for s in state["skipped"]]
         return RemoteAddReport(job_id, list(state["added"]), list(state["unchanged"]),

@@ -12,7 +12,7 @@
   ``search_batch`` per (k, filters, candidates); while several clients search, a search
   waits up to :data:`MAX_WAIT` for the others (one encode and one engine call for all).
 - One encoder (:class:`SerializedEncoder`) encodes pages for jobs and queries for searches,
-  one call at a time: a query waits at most for one batch of a job's pages.
+  one call at a time, queries first: a query waits at most for one page of a job.
 """
 
 from __future__ import annotations
@@ -24,16 +24,17 @@ import threading
 import time
 import uuid
 from concurrent.futures import Future
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
+
+from agree_core.serve.jobs import Job, JobStore
 
 log = logging.getLogger(__name__)
 
 MAX_READ_BATCH = 64  # searches answered together
 MAX_WAIT = 0.02  # seconds a search may wait for others (only while several clients search)
+JOBS_DIR = "serve-jobs"  # inside an index folder
 CONCURRENCY_WINDOW = 1.0  # seconds of batch sizes that say how many clients search at once
-KEEP_JOBS = 1000  # finished jobs remembered for GET /jobs/ID
 
 
 class HostStopping(RuntimeError):
@@ -44,48 +45,49 @@ class Conflict(RuntimeError):
     """The request conflicts with what the index is doing (a document being indexed)."""
 
 
-@dataclass
-class Job:
-    """One ``POST /documents``: what ``GET /jobs/ID`` reports."""
-
-    job: str
-    paths: list[str]
-    metadata: dict[str, Any] | None = None
-    batch_size: int = 16
-    state: str = "queued"  # queued -> running -> done | failed | stopped
-    pages_done: int = 0
-    pages_total: int = 0
-    added: list[str] = field(default_factory=list)
-    unchanged: list[str] = field(default_factory=list)
-    skipped: list[dict[str, Any]] = field(default_factory=list)  # {"path", "reason", "code", "page"}
-    error: str | None = None
-    created: float = field(default_factory=time.time)
-    finished: float | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        out = asdict(self)
-        out.pop("metadata")
-        return out
-
-
 class SerializedEncoder:
-    """An encoder used by the writer (pages) and the reader (queries) one call at a time:
-    one model in memory, and its tokenizer never used by two threads at once."""
+    """One encoder for the writer (pages) and the reader (queries), one call at a time: one
+    model in memory, and its tokenizer never used by two threads at once. Queries go first:
+    while searches come in, a job's pages are encoded one page per call (a query waits for
+    one page, not a batch); otherwise in the batches the job asks for."""
 
     def __init__(self, encoder: Any):
         self._encoder = encoder
-        self._lock = threading.Lock()
+        self._turn = threading.Condition()
+        self._busy = False
+        self._queries_waiting = 0
+        self._last_query = 0.0
 
-    def __getattr__(self, name: str) -> Any:  # name, config, dim; encode_* under the lock
+    def encode_pages(self, pages: Sequence[Any], *args: Any, **kwargs: Any) -> list[Any]:
+        pages = list(pages)
+        step = 1 if time.monotonic() - self._last_query < CONCURRENCY_WINDOW else max(1, len(pages))
+        out: list[Any] = []
+        for start in range(0, len(pages), step):
+            out += self._call(False, self._encoder.encode_pages, pages[start:start + step], *args, **kwargs)
+        return out
+
+    def __getattr__(self, name: str) -> Any:  # name, config, dim; encode_queries etc. in turn
         value = getattr(self._encoder, name)
         if not (callable(value) and name.startswith(("encode", "embed"))):
             return value
+        return lambda *args, **kwargs: self._call(True, value, *args, **kwargs)
 
-        def serialized(*args: Any, **kwargs: Any) -> Any:
-            with self._lock:
-                return value(*args, **kwargs)
-
-        return serialized
+    def _call(self, query: bool, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        with self._turn:
+            if query:
+                self._queries_waiting += 1
+                self._last_query = time.monotonic()
+            while self._busy or (not query and self._queries_waiting):
+                self._turn.wait()
+            if query:
+                self._queries_waiting -= 1
+            self._busy = True
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            with self._turn:
+                self._busy = False
+                self._turn.notify_all()
 
 
 class _Search:
@@ -103,13 +105,19 @@ class IndexHost:
     """Open with :meth:`start`, stop with :meth:`close` (both from one controlling thread)."""
 
     def __init__(self, location: str | Path, *, encoder: str | None = None, wait: float = 0.0,
-                 encoder_options: dict[str, Any] | None = None):
+                 encoder_options: dict[str, Any] | None = None, jobs_dir: Path | None = None):
+        """``jobs_dir``: where jobs are kept across restarts (:class:`JobStore`); default
+        ``LOCATION/serve-jobs`` for an index folder, memory only for a server index."""
+        from agree_core.index.storage import is_url
+
+        if jobs_dir is None and not is_url(location):
+            jobs_dir = Path(location) / JOBS_DIR
         self.location = location
         self._encoder_spec = encoder
         self._wait = wait
         self._encoder_options = encoder_options or {}
         self.index: Any = None  # the PageIndex, used in the writer thread only
-        self.jobs: dict[str, Job] = {}
+        self.jobs = JobStore(jobs_dir)
         self._writes: queue.Queue = queue.Queue()  # jobs and quick writes, in order
         self._quick: queue.Queue = queue.Queue()  # quick writes run between a job's batches
         self._reads: queue.Queue = queue.Queue()
@@ -161,12 +169,7 @@ class IndexHost:
         if self._stopping.is_set():
             raise HostStopping("the server is shutting down")
         job = Job(uuid.uuid4().hex[:16], [str(p) for p in paths], metadata, batch_size)
-        self.jobs[job.job] = job
-        while len(self.jobs) > KEEP_JOBS:
-            oldest = next(iter(self.jobs))
-            if self.jobs[oldest].state in ("queued", "running"):
-                break
-            del self.jobs[oldest]
+        self.jobs.add(job)
         self._writes.put(job)
         return job
 
@@ -236,10 +239,12 @@ class IndexHost:
             self._finish(job, "stopped", "the server stopped before the job started")
             return
         job.state = "running"
+        self.jobs.save(job)
         self._running = job
 
         def on_progress(done: int, total: int) -> None:
             job.pages_done, job.pages_total = done, total
+            self.jobs.save(job)
             self._generation += 1
             self._run_quick()
             if self._stopping.is_set():
@@ -264,9 +269,9 @@ class IndexHost:
             self._running = None
             self._generation += 1
 
-    @staticmethod
-    def _finish(job: Job, state: str, error: str | None = None) -> None:
+    def _finish(self, job: Job, state: str, error: str | None = None) -> None:
         job.state, job.error, job.finished = state, error, time.time()
+        self.jobs.save(job)
         log.info("job %s %s: %d of %d pages%s", job.job, state, job.pages_done, job.pages_total,
                  f" ({error})" if error else "")
 
