@@ -25,6 +25,7 @@ def test_a_qdrant_local_index_served_answers_as_in_process(tmp_path, sample_inde
     with PageIndex.open(location, create=False) as index:
         expected = [[h.to_json() for h in hits] for hits in index.search_batch(QUESTIONS, 3)]
         expected_info = index.info()
+    (tmp_path / "pdfs").mkdir()
     pdf = make_pdf(tmp_path / "pdfs" / "walrus.pdf", ["the walrus ledger of the harbor"])
     with serve_in_thread(location, allow_dirs=[tmp_path / "pdfs"]) as url:
         with RemoteIndex(url) as remote:
