@@ -72,6 +72,9 @@ class Storage:
     # the dispatch: one small function, one line per form
     @classmethod
     def open(cls, location: str | Path, *, create: bool, wait: float, **options: Any) -> "Storage":
+        if is_served(location):  # PageIndex.open hands back a client; this needs the index itself
+            raise IndexConfigError(f"{location} is served by agree serve, which holds the index: "
+                                   "run this where the server runs, on the index it serves")
         if is_url(location):
             return cls._server(str(location), create=create, wait=wait, **options)
         return cls._directory(Path(location).expanduser().absolute(), create=create, wait=wait)
