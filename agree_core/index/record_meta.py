@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any, Iterator
 
-from agree_core.index.records import RecordStore, payload_meta
+from agree_core.index.records import RecordStore
 
 __all__ = ["meta_values", "distinct_values", "meta_fields", "meta_min_max"]
 
@@ -18,9 +18,7 @@ _TYPES = {bool: "boolean", int: "long", float: "double", str: "keyword", list: "
 
 
 def _metas(records: RecordStore, where: dict[str, Any] | None) -> Iterator[dict[str, Any]]:
-    for p in records.index.engine.scroll(
-            records.scope(where), payload=["kind", "meta", "meta_json", "source", "page"]):
-        yield payload_meta(p.payload)
+    return iter(records.metas(where))
 
 
 def meta_values(records: RecordStore, key: str, where: dict[str, Any] | None = None) -> list[Any]:

@@ -184,6 +184,11 @@ class RecordStore:
                        key=lambda p: _order(p.payload))
         return [self._record(p.id, p.payload, with_blobs) for p in found]
 
+    def metas(self, where: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        """The metadata of everything matching ``where`` (as :attr:`Record.meta`), nothing else read."""
+        return [payload_meta(p.payload) for p in self.index.engine.scroll(
+            self.scope(where), payload=["kind", "meta", "meta_json", "source", "page"])]
+
     def get(self, ids: Sequence[str], *, with_blobs: bool = True) -> list[Record]:
         """The records (or PDF pages, by page id) with these ids that exist, in that order."""
         found = self._lookup(list(ids))

@@ -32,14 +32,14 @@ from typing import Any, Callable, TypeVar
 from agree_core.encoders import DEFAULT_ENCODER, MultiVectorEncoder, load_encoder
 from agree_core.index.config import CONFIG_FILE, IndexConfig, IndexConfigError
 from agree_core.index.page_index import PageIndex
-from agree_core.index.storage import is_url, location_key
+from agree_core.index.storage import is_served, is_url, location_key
 
 log = logging.getLogger(__name__)
 
 __all__ = ["SharedIndex", "shared_encoder", "require_index", "open_indexes"]
 
 T = TypeVar("T")
-_OPEN: dict[Path, "SharedIndex"] = {}
+_OPEN: dict[Path | str, Any] = {}  # SharedIndex, or RemoteShared for a URL
 _ENCODERS: dict[tuple, MultiVectorEncoder] = {}
 _GUARD = threading.RLock()
 
@@ -107,6 +107,8 @@ class SharedIndex:
         Raises what :meth:`PageIndex.open` raises (IndexConfigError, IndexBusyError); with
         ``create=False``, :func:`require_index`'s error when there is no index.
         """
+        if is_served(directory):
+            return RemoteShared.acquire(str(directory), encoder, wait=wait)  # type: ignore[return-value]
         path = location_key(directory) if is_url(directory) else Path(directory).expanduser().absolute()
         with _GUARD:
             shared = _OPEN.get(path)
@@ -190,6 +192,62 @@ class SharedIndex:
             self._thread.join()
 
 
+class RemoteShared:
+    """What :meth:`SharedIndex.acquire` returns for ``http://HOST:PORT`` (an index that
+    ``agree serve`` holds): the same ``index`` / ``run`` / ``arun`` / ``release`` over a
+    :class:`~agree_core.serve.client.RemoteIndex` (token: ``AGREE_TOKEN``). Calls run in the
+    caller's thread (the client is thread-safe); ``run(PageIndex.method, ...)`` calls the
+    client's method of that name. One client per URL in a process, like an open folder."""
+
+    def __init__(self, url: str, index: Any):
+        self.directory = url
+        self.index = index
+        self.users = 0
+
+    @classmethod
+    def acquire(cls, url: str, encoder: str | MultiVectorEncoder | None = None, *,
+                wait: float = 0.0) -> "RemoteShared":
+        from agree_core.serve.client import open_remote
+
+        key = location_key(url)
+        with _GUARD:
+            shared = _OPEN.get(key)
+            if shared is None:
+                shared = cls(key, open_remote(key, wait=wait))
+                _OPEN[key] = shared
+            try:
+                if encoder is not None:
+                    _check_encoder(shared.index.config, encoder)
+            except BaseException:
+                if shared.users == 0:
+                    _OPEN.pop(key, None)
+                    shared.index.close()
+                raise
+            shared.users += 1
+            return shared
+
+    def run(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        return _remote_call(fn, self.index)(*args, **kwargs)
+
+    async def arun(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        return await asyncio.to_thread(_remote_call(fn, self.index), *args, **kwargs)
+
+    def release(self) -> None:
+        with _GUARD:
+            self.users -= 1
+            if self.users > 0:
+                return
+            _OPEN.pop(self.directory, None)
+        self.index.close()
+
+
+def _remote_call(fn: Callable[..., T], index: Any) -> Callable[..., T]:
+    """``fn`` bound to a remote index: a method of PageIndex becomes the client's own."""
+    if getattr(fn, "__qualname__", "").startswith("PageIndex."):
+        return getattr(index, fn.__name__)
+    return lambda *args, **kwargs: fn(index, *args, **kwargs)
+
+
 def _encoder_for(path: Path | str, encoder: str | MultiVectorEncoder | None,
                  options: dict[str, Any]) -> str | MultiVectorEncoder:
     """The encoder object to open ``path`` with (a shared one), or a spec string that
@@ -217,7 +275,7 @@ def _check_encoder(config: IndexConfig, encoder: str | MultiVectorEncoder) -> No
 @atexit.register
 def _close_all() -> None:
     """Close what is still open at exit (the engine flushes its segments on close)."""
-    for shared in list(_OPEN.values()):
+    for shared in list(_OPEN.values()):  # a RemoteShared closes its client
         shared.users = 1
         try:
             shared.release()

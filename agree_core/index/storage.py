@@ -26,7 +26,7 @@ from agree_core.index.images import IMAGE_DATA, ImageStore, PayloadImageStore
 from agree_core.index.lock import DirectoryLock
 from agree_core.index.schema import INTEGER_FIELDS, KEYWORD_FIELDS, vector_specs
 
-__all__ = ["Storage", "open_storage", "location_key", "is_url", "SERVER_SETTINGS", "LOCAL_COLLECTION"]
+__all__ = ["Storage", "open_storage", "location_key", "is_url", "is_served", "SERVER_SETTINGS", "LOCAL_COLLECTION"]
 
 SERVER_SETTINGS = ("shard_number", "replication_factor", "on_disk_payload")
 LOCAL_COLLECTION = "agree"  # the collection of a qdrant-local: index
@@ -35,8 +35,14 @@ _COLLECTION = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,200}$")
 
 
 def is_url(location: str | Path) -> bool:
-    """Whether ``location`` names a server index (else a folder)."""
-    return isinstance(location, str) and location.startswith(("qdrant://", "qdrants://", "qdrant-local:"))
+    """Whether ``location`` names a server index or a served one (``http(s)://``), else a folder."""
+    return isinstance(location, str) and location.startswith(
+        ("qdrant://", "qdrants://", "qdrant-local:", "http://", "https://"))
+
+
+def is_served(location: str | Path) -> bool:
+    """Whether ``location`` names an index that ``agree serve`` holds (``http(s)://HOST:PORT``)."""
+    return isinstance(location, str) and location.startswith(("http://", "https://"))
 
 
 def location_key(location: str | Path) -> str:
@@ -66,6 +72,9 @@ class Storage:
     # the dispatch: one small function, one line per form
     @classmethod
     def open(cls, location: str | Path, *, create: bool, wait: float, **options: Any) -> "Storage":
+        if is_served(location):  # PageIndex.open hands back a client; this needs the index itself
+            raise IndexConfigError(f"{location} is served by agree serve, which holds the index: "
+                                   "run this where the server runs, on the index it serves")
         if is_url(location):
             return cls._server(str(location), create=create, wait=wait, **options)
         return cls._directory(Path(location).expanduser().absolute(), create=create, wait=wait)

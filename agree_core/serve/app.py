@@ -8,13 +8,17 @@ Routes (a contract: clients and checks rely on them)::
                                         -> {"results": [{"qid", "query", "hits": [...]}]}
     POST   /documents                   {"paths": [...]} (under --allow-dir) or a multipart
                                         upload of PDFs ("files") -> {"job": ID}
-    GET    /jobs/ID                     state, pages_done / pages_total, added, skipped
+    GET    /jobs/ID                     state, pages_done / pages_total, added, skipped (kept
+                                        across restarts: agree_core.serve.jobs)
     DELETE /documents                   {"source": PATH} -> {"source", "pages"}
     GET    /pages/PAGE_ID               its document id, source, page, metadata and text
     GET    /pages/PAGE_ID/image         the stored page image
     GET    /pages/PAGE_ID/heatmap       ?query=...[&mode=maxsim|mean][&width=N] -> PNG
     GET    /pages/PAGE_ID/evidence      ?query=...[&mode=...] -> score, grid, map, best cells
     GET    /                            the web page; /docs the OpenAPI page
+
+    and the routes of :mod:`agree_core.serve.records_api` (``/records/...``, ``/config``,
+    ``GET /documents``, ``/queries/vectors``) behind the framework components.
 
 Every error is ``{"error": message}`` with a 4xx status that says what was wrong; an
 unexpected failure is a 500 with no details (they go to the server log).
@@ -37,7 +41,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import ValidationError
 
-from agree_core.search_json import search_lines
+from agree_core.serve.records_api import WRITE_PATHS, add_record_routes
 from agree_core.serve.host import Conflict, HostStopping, IndexHost
 from agree_core.serve.safety import (BodyLimit, BodyTooLarge, PathRefused, Unauthorized,
                                      bearer_guard, resolve_server_path, unauthorized)
@@ -71,7 +75,7 @@ def create_app(host: IndexHost, *, token: str | None = None, allow_dirs: list[Pa
     app = FastAPI(title="agree serve", lifespan=lifespan,
                   description="Search an agree page index: MaxSim over page images, with the "
                               "evidence of why each page matched.")
-    app.add_middleware(BodyLimit, upload_limit=max_upload_bytes)
+    app.add_middleware(BodyLimit, upload_limit=max_upload_bytes, large_paths=WRITE_PATHS)
     _error_handlers(app)
     api = APIRouter(dependencies=[Depends(bearer_guard(token))])
 
@@ -86,8 +90,7 @@ def create_app(host: IndexHost, *, token: str | None = None, allow_dirs: list[Pa
     @api.post("/search")
     async def search(body: SearchBody) -> dict[str, Any]:
         queries = body.query_list()
-        hits = await asyncio.wrap_future(host.search(queries, body.k, body.filters, body.candidates))
-        lines = await _read(host, search_lines, list(enumerate(queries, start=1)), hits)  # as agree search --json
+        hits, lines = await asyncio.wrap_future(host.search(queries, body.k, body.filters, body.candidates))
         return {"results": [
             {**line, "hits": [{**h, "image_url": f"/pages/{hit.page_id}/image"} for h, hit in zip(line["hits"], found)]}
             for line, found in zip(lines, hits)]}
@@ -112,7 +115,7 @@ def create_app(host: IndexHost, *, token: str | None = None, allow_dirs: list[Pa
     async def job(job_id: str) -> dict[str, Any]:
         found = host.jobs.get(job_id)
         if found is None:
-            raise _NotFound(f"no job {job_id!r} (jobs are kept until the server restarts)")
+            raise _NotFound(f"no job {job_id!r} (the last 1,000 jobs are kept; a server index keeps them until the server stops)")
         return found.to_json()
 
     @api.delete("/documents")
@@ -149,6 +152,7 @@ def create_app(host: IndexHost, *, token: str | None = None, allow_dirs: list[Pa
         _, sim_map, payload = await _read(host, _page_map, pid, query, mode)
         return _evidence(pid, payload, query, mode, sim_map)
 
+    add_record_routes(api, app, host)  # index.records for the framework components
     app.include_router(api)
 
     @app.get("/", include_in_schema=False)

@@ -136,6 +136,8 @@ class RemoteIndex:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout,
                                   transport=transport)
+        self._config: Any = None
+        self._encoder: Any = None
 
     # -- PageIndex's methods ---------------------------------------------------------------
     def search(self, query: str, k: int = 10, filters: dict[str, Any] | None = None,
@@ -212,6 +214,80 @@ class RemoteIndex:
     def page_text(self, page_id: str) -> str:
         return self.page(page_id)["text"]
 
+    # -- what the framework components use (agree_core.serve.remote_records) --------------
+    directory = None  # not a folder on this machine
+
+    @property
+    def records(self) -> Any:
+        """The served index's records, as ``PageIndex.records`` (one request per call)."""
+        from agree_core.serve.remote_records import RemoteRecords
+
+        return RemoteRecords(self)
+
+    @property
+    def catalog(self) -> Any:
+        """The served index's documents: ``catalog.documents(state=..., source=...)``."""
+        from agree_core.serve.remote_records import RemoteCatalog
+
+        return RemoteCatalog(self)
+
+    @property
+    def config(self) -> Any:
+        """The served index's :class:`~agree_core.index.config.IndexConfig` (read once)."""
+        if self._config is None:
+            from agree_core.index.config import IndexConfig
+
+            self._config = IndexConfig.from_dict(self._json("GET", "/config"), self.url)
+        return self._config
+
+    @property
+    def encoder(self) -> Any:
+        """The index's encoder loaded here, for pages the index does not hold (a reranker's
+        candidates from elsewhere); loaded on first use only: searches never need it."""
+        if self._encoder is None:
+            from agree_core.index.shared import shared_encoder
+
+            self._encoder = shared_encoder(self.config.encoder, **self.config.encoder_config)
+        return self._encoder
+
+    def encode_queries(self, queries: Sequence[str]) -> list[Any]:
+        """Query vectors ``(n_tokens, dim)`` as the server's search weights them."""
+        from agree_core.serve.wire import vectors_from_json
+
+        got = self._json("POST", "/queries/vectors", json={"queries": list(queries)})["vectors"]
+        return [vectors_from_json(v) for v in got]
+
+    def find_page(self, source: str | Path, page: int) -> str | None:
+        """The id of page ``page`` of ``source`` (a path on the server) when it is indexed."""
+        from agree_core.pages import page_id
+
+        src = str(Path(source).absolute())
+        for doc in self.catalog.documents(state="ready", source=src):
+            if 1 <= page <= doc.pages:
+                return page_id(src, doc.sha256, page)
+        return None
+
+    def page_vectors(self, page_ids: Sequence[str]) -> dict[str, Any]:
+        """Stored vectors ``(n, dim)`` of the pages found, by page id."""
+        return self.records.vectors(page_ids)
+
+    def page_embedding(self, page_id: str) -> tuple[Any, dict[str, Any]]:
+        """A stored page's (or record's) embedding and its place; KeyError when absent."""
+        import torch
+
+        from agree_core.encoders import PageEmbedding
+        from agree_core.serve.wire import vectors_from_json
+
+        try:
+            got = self._json("GET", f"/records/{page_id}/embedding")
+        except RemoteIndexError as e:
+            if e.status == 404:
+                raise KeyError(f"page {page_id} is not in the index") from None
+            raise
+        emb = PageEmbedding(vectors_from_json(got["vectors"]), tuple(got["grid"]),
+                            torch.tensor(got["cells"], dtype=torch.long), got.get("text"))
+        return emb, got["payload"]
+
     # -- what only a remote index has ------------------------------------------------------
     def page(self, page_id: str) -> dict[str, Any]:
         """A page's ``doc_id``, ``source``, ``page``, ``meta`` and ``text``."""
@@ -236,14 +312,14 @@ class RemoteIndex:
                 bar.update(state["pages_done"] - bar.n)
                 if on_progress is not None:
                     on_progress(state["pages_done"], state["pages_total"])
-                if state["state"] in ("done", "failed", "stopped"):
+                if state["state"] in ("done", "failed", "stopped", "interrupted"):
                     break
                 time.sleep(_POLL)
         finally:
             bar.close()
         if state["state"] != "done":
             raise RemoteIndexError(f"job {job_id} {state['state']}: {state.get('error') or 'no reason given'}"
-                                   + (" (post the same paths again to resume)" if state["state"] == "stopped" else ""))
+                                   + (" (post the same paths again to resume)" if state["state"] in ("stopped", "interrupted") else ""))
         problems = [Skipped(s["path"], s["reason"], s.get("code") or "failed", s.get("page"))
                     for s in state["skipped"]]
         return RemoteAddReport(job_id, list(state["added"]), list(state["unchanged"]),
@@ -294,10 +370,19 @@ class RemoteIndex:
         if response.status_code < 400:
             return response
         try:
-            message = response.json().get("error") or response.text
-        except ValueError:
-            message = response.text or response.reason_phrase
+            error = response.json()
+            message = error.get("error") or response.text
+        except (ValueError, AttributeError):
+            error, message = {}, response.text or response.reason_phrase
         status = response.status_code
+        if error.get("code") == "duplicate":  # the same exceptions as a local index
+            from agree_core.index.records import DuplicateRecordError
+
+            raise DuplicateRecordError(list(error.get("ids") or []))
+        if error.get("code") == "filter":
+            from agree_core.index.filters import FilterError
+
+            raise FilterError(message)
         if status == 401:
             message += f" (set {TOKEN_ENV} to the server's token)"
         cls = RemoteRequestError if status in (400, 413, 415, 422) else RemoteIndexError

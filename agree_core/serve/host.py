@@ -7,9 +7,12 @@
   posted again.
 - The **reader thread** answers searches and page lookups on a
   :meth:`~agree_core.index.PageIndex.reader` view (the same engine, its own catalog
-  connection, its own query encoder), so reads never wait for a job: they see the documents
-  that are finished, never a half-indexed one. Searches that arrive together are answered
-  by one ``search_batch`` per (k, filters, candidates).
+  connection), so reads never wait for a job: they see the documents that are finished,
+  never a half-indexed one. Searches that arrive together are answered by one
+  ``search_batch`` per (k, filters, candidates); while several clients search, a search
+  waits up to :data:`MAX_WAIT` for the others (one encode and one engine call for all).
+- One encoder (:class:`SerializedEncoder`) encodes pages for jobs and queries for searches,
+  one call at a time, queries first: a query waits at most for one page of a job.
 """
 
 from __future__ import annotations
@@ -21,14 +24,18 @@ import threading
 import time
 import uuid
 from concurrent.futures import Future
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
+
+from agree_core.search_json import search_lines
+from agree_core.serve.jobs import Job, JobStore
 
 log = logging.getLogger(__name__)
 
 MAX_READ_BATCH = 64  # searches answered together
-KEEP_JOBS = 1000  # finished jobs remembered for GET /jobs/ID
+MAX_WAIT = 0.02  # seconds a search may wait for others (only while several clients search)
+JOBS_DIR = "serve-jobs"  # inside an index folder
+CONCURRENCY_WINDOW = 1.0  # seconds of batch sizes that say how many clients search at once
 
 
 class HostStopping(RuntimeError):
@@ -39,28 +46,49 @@ class Conflict(RuntimeError):
     """The request conflicts with what the index is doing (a document being indexed)."""
 
 
-@dataclass
-class Job:
-    """One ``POST /documents``: what ``GET /jobs/ID`` reports."""
+class SerializedEncoder:
+    """One encoder for the writer (pages) and the reader (queries), one call at a time: one
+    model in memory, and its tokenizer never used by two threads at once. Queries go first:
+    while searches come in, a job's pages are encoded one page per call (a query waits for
+    one page, not a batch); otherwise in the batches the job asks for."""
 
-    job: str
-    paths: list[str]
-    metadata: dict[str, Any] | None = None
-    batch_size: int = 16
-    state: str = "queued"  # queued -> running -> done | failed | stopped
-    pages_done: int = 0
-    pages_total: int = 0
-    added: list[str] = field(default_factory=list)
-    unchanged: list[str] = field(default_factory=list)
-    skipped: list[dict[str, Any]] = field(default_factory=list)  # {"path", "reason", "code", "page"}
-    error: str | None = None
-    created: float = field(default_factory=time.time)
-    finished: float | None = None
+    def __init__(self, encoder: Any):
+        self._encoder = encoder
+        self._turn = threading.Condition()
+        self._busy = False
+        self._queries_waiting = 0
+        self._last_query = 0.0
 
-    def to_json(self) -> dict[str, Any]:
-        out = asdict(self)
-        out.pop("metadata")
+    def encode_pages(self, pages: Sequence[Any], *args: Any, **kwargs: Any) -> list[Any]:
+        pages = list(pages)
+        step = 1 if time.monotonic() - self._last_query < CONCURRENCY_WINDOW else max(1, len(pages))
+        out: list[Any] = []
+        for start in range(0, len(pages), step):
+            out += self._call(False, self._encoder.encode_pages, pages[start:start + step], *args, **kwargs)
         return out
+
+    def __getattr__(self, name: str) -> Any:  # name, config, dim; encode_queries etc. in turn
+        value = getattr(self._encoder, name)
+        if not (callable(value) and name.startswith(("encode", "embed"))):
+            return value
+        return lambda *args, **kwargs: self._call(True, value, *args, **kwargs)
+
+    def _call(self, query: bool, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        with self._turn:
+            if query:
+                self._queries_waiting += 1
+                self._last_query = time.monotonic()
+            while self._busy or (not query and self._queries_waiting):
+                self._turn.wait()
+            if query:
+                self._queries_waiting -= 1
+            self._busy = True
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            with self._turn:
+                self._busy = False
+                self._turn.notify_all()
 
 
 class _Search:
@@ -78,13 +106,19 @@ class IndexHost:
     """Open with :meth:`start`, stop with :meth:`close` (both from one controlling thread)."""
 
     def __init__(self, location: str | Path, *, encoder: str | None = None, wait: float = 0.0,
-                 encoder_options: dict[str, Any] | None = None):
+                 encoder_options: dict[str, Any] | None = None, jobs_dir: Path | None = None):
+        """``jobs_dir``: where jobs are kept across restarts (:class:`JobStore`); default
+        ``LOCATION/serve-jobs`` for an index folder, memory only for a server index."""
+        from agree_core.index.storage import is_url
+
+        if jobs_dir is None and not is_url(location):
+            jobs_dir = Path(location) / JOBS_DIR
         self.location = location
         self._encoder_spec = encoder
         self._wait = wait
         self._encoder_options = encoder_options or {}
         self.index: Any = None  # the PageIndex, used in the writer thread only
-        self.jobs: dict[str, Job] = {}
+        self.jobs = JobStore(jobs_dir)
         self._writes: queue.Queue = queue.Queue()  # jobs and quick writes, in order
         self._quick: queue.Queue = queue.Queue()  # quick writes run between a job's batches
         self._reads: queue.Queue = queue.Queue()
@@ -119,7 +153,8 @@ class IndexHost:
     # -- reads (any thread) ----------------------------------------------------------------
     def search(self, queries: Sequence[str], k: int, filters: dict[str, Any] | None = None,
                candidates: int | None = None) -> Future:
-        """A future of one hit list per query (only documents that are finished)."""
+        """A future of ``(hits, lines)``: one hit list per query (only documents that are
+        finished) and its line as ``agree search --json`` prints it."""
         item = _Search(list(queries), k, filters, candidates)
         self._put_read(item)
         return item.future
@@ -136,12 +171,7 @@ class IndexHost:
         if self._stopping.is_set():
             raise HostStopping("the server is shutting down")
         job = Job(uuid.uuid4().hex[:16], [str(p) for p in paths], metadata, batch_size)
-        self.jobs[job.job] = job
-        while len(self.jobs) > KEEP_JOBS:
-            oldest = next(iter(self.jobs))
-            if self.jobs[oldest].state in ("queued", "running"):
-                break
-            del self.jobs[oldest]
+        self.jobs.add(job)
         self._writes.put(job)
         return job
 
@@ -164,13 +194,17 @@ class IndexHost:
         from agree_core.index import PageIndex
 
         try:
-            self.index = PageIndex.open(self.location, self._encoder_spec, create=True,
-                                        wait=self._wait, encoder_options=self._encoder_options)
             from agree_core.encoders import load_encoder
 
-            config = self.index.config
-            self._query_encoder = load_encoder(config.encoder, **config.encoder_config,
-                                               **self._encoder_options)
+            # one encoder for queries and pages (a visual model is GBs): read the config
+            # (creating a new index), then open the index with that one encoder, serialized
+            with PageIndex.open(self.location, self._encoder_spec, create=True, wait=self._wait,
+                                encoder_options=self._encoder_options) as probe:
+                config = probe.config
+            self._query_encoder = SerializedEncoder(load_encoder(config.encoder, **config.encoder_config,
+                                                                 **self._encoder_options))
+            self.index = PageIndex.open(self.location, self._query_encoder, create=False,
+                                        wait=self._wait)
         except BaseException as e:  # noqa: BLE001 - handed to start()
             self._ready.set_exception(e)
             return
@@ -207,10 +241,12 @@ class IndexHost:
             self._finish(job, "stopped", "the server stopped before the job started")
             return
         job.state = "running"
+        self.jobs.save(job)
         self._running = job
 
         def on_progress(done: int, total: int) -> None:
             job.pages_done, job.pages_total = done, total
+            self.jobs.save(job)
             self._generation += 1
             self._run_quick()
             if self._stopping.is_set():
@@ -235,9 +271,9 @@ class IndexHost:
             self._running = None
             self._generation += 1
 
-    @staticmethod
-    def _finish(job: Job, state: str, error: str | None = None) -> None:
+    def _finish(self, job: Job, state: str, error: str | None = None) -> None:
         job.state, job.error, job.finished = state, error, time.time()
+        self.jobs.save(job)
         log.info("job %s %s: %d of %d pages%s", job.job, state, job.pages_done, job.pages_total,
                  f" ({error})" if error else "")
 
@@ -249,18 +285,16 @@ class IndexHost:
 
     def _read_loop(self) -> None:
         view, seen = self.index.reader(self._query_encoder), self._generation
+        recent: list[tuple[float, int]] = []  # (time, searches) of the last batches
         try:
             while (item := self._reads.get()) is not None:
-                batch = [item]
-                while len(batch) < MAX_READ_BATCH:
-                    try:
-                        nxt = self._reads.get_nowait()
-                    except queue.Empty:
-                        break
-                    if nxt is None:
-                        self._reads.put(None)
-                        break
-                    batch.append(nxt)
+                # clients that search one query at a time send their next query right after
+                # their answer: wait a moment for as many as answered together lately
+                now = time.monotonic()
+                recent = [(t, n) for t, n in recent if now - t < CONCURRENCY_WINDOW]
+                expected = max((n for _, n in recent), default=1)
+                batch = self._gather(item, expected, now + MAX_WAIT if expected > 1 else now)
+                recent.append((now, sum(isinstance(b, _Search) for b in batch)))
                 if seen != self._generation:  # a write happened: fresh catalog statistics
                     view.close_reader()
                     view, seen = self.index.reader(self._query_encoder), self._generation
@@ -271,6 +305,24 @@ class IndexHost:
                     (item.future if isinstance(item, _Search) else item[0]).set_exception(
                         HostStopping("the server is shutting down"))
             view.close_reader()
+
+    def _gather(self, first: Any, expected: int, deadline: float) -> list[Any]:
+        """``first`` and the reads queued after it: up to :data:`MAX_READ_BATCH`, waiting
+        until ``deadline`` while fewer than ``expected`` searches came."""
+        batch = [first]
+        while len(batch) < MAX_READ_BATCH:
+            wait = deadline - time.monotonic()
+            searches = sum(isinstance(b, _Search) for b in batch)
+            try:
+                nxt = self._reads.get(timeout=wait) if wait > 0 and searches < expected \
+                    else self._reads.get_nowait()
+            except queue.Empty:
+                break
+            if nxt is None:
+                self._reads.put(None)
+                break
+            batch.append(nxt)
+        return batch
 
     @staticmethod
     def _answer(view: Any, batch: list[Any]) -> None:
@@ -290,11 +342,14 @@ class IndexHost:
             try:
                 hits = view.search_batch([q for s in searches for q in s.queries], first.k,
                                          first.filters, first.candidates)
+                # the lines of agree search --json, evidence included, from the same query vectors
+                lines = search_lines(view, [(i, q) for s in searches for i, q in enumerate(s.queries, 1)], hits)
             except BaseException as e:  # noqa: BLE001 - the same filters fail the same way
                 for s in searches:
                     s.future.set_exception(e)
                 continue
             start = 0
             for s in searches:
-                s.future.set_result(hits[start:start + len(s.queries)])
-                start += len(s.queries)
+                end = start + len(s.queries)
+                s.future.set_result((hits[start:end], lines[start:end]))
+                start = end

@@ -53,12 +53,13 @@ async def unauthorized(request: Request, exc: Unauthorized) -> JSONResponse:
 
 
 class BodyLimit:
-    """ASGI middleware: multipart bodies up to ``upload_limit`` bytes, others up to
-    :data:`JSON_LIMIT`."""
+    """ASGI middleware: multipart bodies, and JSON bodies to ``large_paths`` (records with
+    their page images), up to ``upload_limit`` bytes; others up to :data:`JSON_LIMIT`."""
 
-    def __init__(self, app: Any, upload_limit: int):
+    def __init__(self, app: Any, upload_limit: int, large_paths: tuple[str, ...] = ()):
         self.app = app
         self.upload_limit = upload_limit
+        self.large_paths = large_paths
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] != "http":
@@ -66,10 +67,11 @@ class BodyLimit:
             return
         headers = dict(scope.get("headers") or [])
         multipart = headers.get(b"content-type", b"").startswith(b"multipart/")
-        limit = self.upload_limit if multipart else JSON_LIMIT
+        large = multipart or scope.get("path") in self.large_paths
+        limit = self.upload_limit if large else JSON_LIMIT
         what = "upload" if multipart else "request body"
         message = (f"the {what} is larger than the server's limit of {limit:,} bytes"
-                   + (" (agree serve --max-upload-mb)" if multipart else ""))
+                   + (" (agree serve --max-upload-mb)" if large else ""))
         try:
             declared = int(headers.get(b"content-length", b"0"))
         except ValueError:

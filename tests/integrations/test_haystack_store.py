@@ -35,10 +35,20 @@ from haystack.testing.document_store import (  # noqa: E402
 from haystack_integrations.document_stores.agree import AgreeDocumentStore  # noqa: E402
 
 
-@pytest.fixture(scope="module", params=["edge", "qdrant-local"])
+@pytest.fixture(scope="module", params=["edge", "qdrant-local", "http"])
 def shared_store(request, tmp_path_factory):
-    """The suite on both engines: an index folder, and the server engine over local mode."""
+    """The suite on both engines (an index folder, and the server engine over local mode),
+    and on an index that `agree serve` holds (``http://``)."""
     folder = tmp_path_factory.mktemp("haystack_suite") / "index"
+    if request.param == "http":
+        pytest.importorskip("fastapi", reason="agree serve needs the serve extra")
+        from serve.servers import serve_in_thread
+
+        with serve_in_thread(folder) as url:
+            store = AgreeDocumentStore(index_dir=url)
+            yield store
+            store.close()
+        return
     store = AgreeDocumentStore(index_dir=folder if request.param == "edge" else f"qdrant-local:{folder}",
                                create=True)
     yield store

@@ -170,3 +170,28 @@ def _wait(http, job: str, timeout: float = 120) -> dict:
             return state
         time.sleep(0.1)
     raise AssertionError(f"job {job} did not end: {state}")
+
+
+def test_the_records_routes_are_documented_and_refuse_bad_bodies(http):
+    paths = http.get("/openapi.json").json()["paths"]
+    assert {"/config", "/queries/vectors", "/records/search", "/records/find", "/records/get",
+            "/records/count", "/records/metas", "/records/vectors", "/records/{record_id}/embedding",
+            "/records/write", "/records/delete", "/records/delete_all", "/records/update_meta"} <= set(paths)
+    assert "get" in paths["/documents"] and {"post", "delete"} <= set(paths["/documents"])
+    bad = [
+        ("/records/write", {"records": [{"id": "a", "colour": "red"}]}, 400, "unknown field(s) ['colour']"),
+        ("/records/write", {"records": [{"id": "a", "blob": "not base64!"}]}, 400, "blob is not base64"),
+        ("/records/write", {"records": [{"id": "a", "vectors": [[0.1, 0.2]]}]}, 400, "vectors must be (n >= 1, 384)"),
+        ("/records/search", {"query": "x", "vectors": [[0.1]]}, 422, 'either "query"'),
+        ("/records/search", {"vectors": {"dtype": "float32", "shape": [2, 384], "data": "AAAA"}}, 400,
+         "does not hold float32 values of shape [2, 384]"),
+        ("/records/search", {"query": "x", "k": 0}, 422, "k: Input should be greater than or equal to 1"),
+        ("/records/count", {"filters": {"field": "meta.a", "operator": "~", "value": 1}}, 400, "operator"),
+        ("/records/delete", {}, 422, 'give "ids" or "filters"'),
+    ]
+    for path, body, status, message in bad:
+        r = http.post(path, json=body)
+        assert r.status_code == status and message in r.json()["error"], (path, r.status_code, r.text)
+    assert http.post("/records/count", json={"filters": {"field": "meta.a", "operator": "~", "value": 1}}
+                     ).json()["code"] == "filter"
+    assert http.get("/records/nope/embedding").status_code == 404

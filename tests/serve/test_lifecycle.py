@@ -51,6 +51,9 @@ def test_sigterm_finishes_the_batch_and_a_rerun_resumes(tmp_path, index_copy, se
         assert (incomplete["source"], incomplete["state"]) == (str(pdf), "indexing")
 
     srv = serve_process(index_copy, "--allow-dir", str(tmp_path)).wait_ready()
+    stopped = _state(srv.url, job)  # the job of the earlier run, with its final state
+    assert stopped["state"] == "stopped" and stopped["pages_done"] >= reported, stopped
+    assert "post the same paths again" in stopped["error"]
     state = _wait_for(srv.url, _job(srv.url, [str(pdf)], 4), lambda s: s["state"] != "queued"
                       and s["state"] != "running")
     assert state["state"] == "done" and state["added"] == [str(pdf)]
@@ -63,12 +66,18 @@ def test_kill_9_loses_nothing_reported_done(tmp_path, index_copy, serve_process)
     small = make_pdf(tmp_path / "small.pdf", ["the ocelot report", "ocelot appendix"])
     long = make_pdf(tmp_path / "long.pdf", lorem_pages(30, topic="part"))
     srv = serve_process(index_copy, "--allow-dir", str(tmp_path)).wait_ready()
-    assert _wait_for(srv.url, _job(srv.url, [str(small)]), lambda s: s["state"] == "done")["added"]
+    first = _job(srv.url, [str(small)])
+    done = _wait_for(srv.url, first, lambda s: s["state"] == "done")
+    assert done["added"]
     job = _job(srv.url, [str(long)])
     reported = _wait_for(srv.url, job, lambda s: s["pages_done"] >= 4)["pages_done"]
     srv.stop(signal.SIGKILL)
 
     srv = serve_process(index_copy, "--allow-dir", str(tmp_path)).wait_ready()
+    assert _state(srv.url, first) == done  # jobs survive the restart
+    interrupted = _state(srv.url, job)
+    assert interrupted["state"] == "interrupted" and interrupted["pages_done"] >= reported
+    assert "post the same paths again to resume" in interrupted["error"]
     info = httpx.get(srv.url + "/info").json()
     assert {d["source"]: d["pages"] for d in info["documents"]}[str(small)] == 2
     assert [d["source"] for d in info["incomplete"]] == [str(long)]

@@ -125,7 +125,7 @@ async function upload(event) {
       const state = await (await api(`/jobs/${job}`)).json();
       if (state.pages_total) { progress.max = state.pages_total; progress.value = state.pages_done; }
       $("job-status").textContent = `${state.state}: ${state.pages_done} / ${state.pages_total} pages`;
-      if (["done", "failed", "stopped"].includes(state.state)) {
+      if (["done", "failed", "stopped", "interrupted"].includes(state.state)) {
         const skipped = state.skipped.map((s) => `${baseName(s.path)}: ${s.reason}`).join("; ");
         if (state.error || skipped) $("job-status").textContent += " · " + (state.error || skipped);
         break;
