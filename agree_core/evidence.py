@@ -191,10 +191,17 @@ def evidence_by_id(index: "PageIndex", query: str | torch.Tensor, ids: Sequence[
 def evidence_batch(index: "PageIndex", queries: Sequence[torch.Tensor], ids: Sequence[Sequence[str]], *,
                    top: int = DEFAULT_TOP) -> list[dict[str, list[dict[str, Any]]]]:
     """:func:`evidence_by_id` for several queries (vectors) and their hits' ids at once."""
+    wanted = {i for group in ids for i in group}
+    pages = _stored_pages(index, wanted) if hasattr(index, "engine") else _served_pages(index, wanted)
+    return [{i: evidence(q, *pages[i], top=top) for i in group if i in pages}
+            for q, group in zip(queries, ids)]
+
+
+def _stored_pages(index: "PageIndex", wanted: set[str]) -> dict[str, tuple[PageEmbedding, list[Word] | None]]:
+    """The embeddings and words of pages or records ``wanted`` (ids), in one engine read."""
     from agree_core.index.records import record_point_id
     from agree_core.index.schema import IMAGE_DATA, TOKENS, expand_pooled
 
-    wanted = {i for group in ids for i in group}
     point_of = {record_point_id(i): i for i in wanted} | {i: i for i in wanted if _is_uuid(i)}
     got = index.engine.retrieve(list(point_of), vectors=[TOKENS], exclude=[IMAGE_DATA, "text", "terms"])
     pages: dict[str, tuple[PageEmbedding, list[Word] | None]] = {}
@@ -208,8 +215,20 @@ def evidence_batch(index: "PageIndex", queries: Sequence[torch.Tensor], ids: Seq
                 and isinstance(payload.get("page"), int)):  # a PDF page indexed before words were stored
             words = page_words(payload["source"], payload["page"], payload.get("sha256"))
         pages[point_of[pid]] = (emb, words)
-    return [{i: evidence(q, *pages[i], top=top) for i in group if i in pages}
-            for q, group in zip(queries, ids)]
+    return pages
+
+
+def _served_pages(index: Any, wanted: set[str]) -> dict[str, tuple[PageEmbedding, list[Word] | None]]:
+    """:func:`_stored_pages` of an ``agree serve`` index (:class:`agree_core.serve.client.RemoteIndex`),
+    one request a page; the words are those the server stored (none for old indexes)."""
+    pages = {}
+    for i in wanted:
+        try:
+            emb, payload = index.page_embedding(i)
+        except KeyError:
+            continue
+        pages[i] = (emb, stored_words(payload))
+    return pages
 
 
 def _is_uuid(s: str) -> bool:
