@@ -22,7 +22,6 @@ written before those were stored read the words from the PDF again (slower).
 from __future__ import annotations
 
 import logging
-import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -199,10 +198,11 @@ def evidence_batch(index: "PageIndex", queries: Sequence[torch.Tensor], ids: Seq
 
 def _stored_pages(index: "PageIndex", wanted: set[str]) -> dict[str, tuple[PageEmbedding, list[Word] | None]]:
     """The embeddings and words of pages or records ``wanted`` (ids), in one engine read."""
+    from agree_core.index.filters import is_uuid
     from agree_core.index.records import record_point_id
     from agree_core.index.schema import IMAGE_DATA, TOKENS, expand_pooled
 
-    point_of = {record_point_id(i): i for i in wanted} | {i: i for i in wanted if _is_uuid(i)}
+    point_of = {record_point_id(i): i for i in wanted} | {i: i for i in wanted if is_uuid(i)}
     got = index.engine.retrieve(list(point_of), vectors=[TOKENS], exclude=[IMAGE_DATA, "text", "terms"])
     pages: dict[str, tuple[PageEmbedding, list[Word] | None]] = {}
     for pid, point in got.items():
@@ -230,13 +230,6 @@ def _served_pages(index: Any, wanted: set[str]) -> dict[str, tuple[PageEmbedding
         pages[i] = (emb, stored_words(payload))
     return pages
 
-
-def _is_uuid(s: str) -> bool:
-    try:
-        uuid.UUID(s)
-    except (ValueError, TypeError, AttributeError):
-        return False
-    return True
 
 
 def page_words(source: str | Path, page: int, sha256: str | None = None) -> list[Word] | None:

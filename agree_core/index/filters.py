@@ -231,7 +231,7 @@ def _id_condition(op: str, value: Any, where: str) -> Node:
         raise FilterError(f"{where}: ids are strings, got {value!r}")
     if not ids:
         return NEVER
-    uuids = tuple(sorted({i for i in ids if _is_uuid(i)}))
+    uuids = tuple(sorted({i for i in ids if is_uuid(i)}))
     by_record = MatchAny("record_id", tuple(ids))
     return Or((by_record, HasId(uuids))) if uuids else by_record
 
@@ -290,7 +290,8 @@ def _is_iso_date(s: str) -> bool:
     return True
 
 
-def _is_uuid(s: str) -> bool:
+def is_uuid(s: str) -> bool:
+    """Whether ``s`` is a UUID (a page id is the UUID of its point)."""
     try:
         uuid.UUID(s)
     except (ValueError, TypeError, AttributeError):

@@ -238,7 +238,7 @@ class RecordStore:
     def _lookup(self, ids: list[str]) -> dict[str, tuple[str, dict]]:
         """id -> (point id, payload) for the records and visible PDF pages with these ids."""
         candidates = {record_point_id(i): i for i in ids}
-        candidates.update({i: i for i in ids if _is_uuid(i)})  # page ids are point ids
+        candidates.update({i: i for i in ids if F.is_uuid(i)})  # page ids are point ids
         unfinished = set(self.index.unfinished())
         out = {}
         for pid, point in self.index.engine.retrieve(list(candidates), exclude=_UNREAD).items():
@@ -342,10 +342,3 @@ def _order(payload: dict[str, Any]) -> tuple:
         return (1, payload.get("seq", 0))
     return (0, payload.get("source", ""), payload.get("page", 0))
 
-
-def _is_uuid(s: str) -> bool:
-    try:
-        uuid.UUID(s)
-    except (ValueError, TypeError, AttributeError):
-        return False
-    return True
