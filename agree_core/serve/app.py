@@ -41,10 +41,17 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import ValidationError
 
-from agree_core.serve.records_api import WRITE_PATHS, add_record_routes
 from agree_core.serve.host import Conflict, HostStopping, IndexHost
-from agree_core.serve.safety import (BodyLimit, BodyTooLarge, PathRefused, Unauthorized,
-                                     bearer_guard, resolve_server_path, unauthorized)
+from agree_core.serve.records_api import WRITE_PATHS, add_record_routes
+from agree_core.serve.safety import (
+    BodyLimit,
+    BodyTooLarge,
+    PathRefused,
+    Unauthorized,
+    bearer_guard,
+    resolve_server_path,
+    unauthorized,
+)
 from agree_core.serve.schemas import DeleteBody, DocumentsBody, SearchBody
 from agree_core.serve.uploads import NotAPdf, save_uploads
 

@@ -30,7 +30,7 @@ def dry_run(cfg: Any, train: Callable[..., dict[str, Any]], directory: str | Pat
 
     with tempfile.TemporaryDirectory(prefix="agree-dry-run-") as tmp:
         root = Path(directory or tmp)
-        pdfs = build_samples(root / "pdfs")
+        build_samples(root / "pdfs")
         data = root / "train.jsonl"
         data.write_text("".join(json.dumps({"qid": f"s{i}", "query": q, "pdf": f"pdfs/{name}", "page": page}) + "\n"
                                 for i, (q, name, page) in enumerate(SAMPLE_QUESTIONS)))
