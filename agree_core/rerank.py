@@ -21,6 +21,7 @@ from PIL import Image
 from agree_core.encoders import DEFAULT_ENCODER, MultiVectorEncoder, load_encoder
 from agree_core.page_identity import ON_MISSING_PAGE, missing_file, page_identity
 from agree_core.pages import Page, PdfError, iter_pages
+from agree_core.pooling import pool_tokens
 from agree_core.scoring import maxsim
 
 if TYPE_CHECKING:
@@ -190,10 +191,12 @@ class PageScorer:
                     reasons[i] = f"cannot read page {candidates[i].page} of {source}: {e}"
                 continue
             pages += [(i, by_no[candidates[i].page]) for i in positions]
+        # pages encoded here are pooled as the index pools its own, so both score alike
+        factor = getattr(getattr(self.index, "config", None), "pool_factor", 1) if self.index is not None else 1
         for start in range(0, len(pages), self.batch_size):
             batch = pages[start : start + self.batch_size]
             for (i, _), emb in zip(batch, self.encoder.encode_pages([p for _, p in batch])):
-                out[i] = emb.vectors
+                out[i] = pool_tokens(emb.vectors.float(), factor)[0] if factor > 1 else emb.vectors
         for i, reason in enumerate(reasons):
             if reason is not None:
                 log.warning("cannot score candidate %r: %s", candidates[i].key if candidates[i].key is not None

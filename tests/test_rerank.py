@@ -45,6 +45,16 @@ def test_pages_outside_the_index_are_encoded_in_batches(index, tmp_path, samples
     assert max(range(4), key=lambda i: scores[i]) == 3
 
 
+def test_on_a_pooled_index_pages_outside_it_are_pooled_alike(tmp_path, encoder, samples):
+    with PageIndex.open(tmp_path / "ix", encoder, pool_factor=3) as index:
+        index.add([samples[1]], progress=False)
+        other = tmp_path / "copy.pdf"
+        shutil.copy(samples[1], other)  # same content, another path: encoded by the scorer
+        scores = PageScorer(index).scores("egress charges and vendor lock-in",
+                                          [PageRef(str(samples[1]), 4), PageRef(str(other), 4)])
+    assert scores[1] == pytest.approx(scores[0], rel=0.03)  # unpooled, the copy scored ~1.5x
+
+
 def test_images_and_unusable_candidates(tmp_path, encoder, samples):
     scorer = PageScorer(encoder=encoder)
     (page,) = list(iter_pages(samples[1], dpi=60, pages=[3]))
