@@ -106,6 +106,38 @@ def run_cli(*args: str, timeout: float = 300, **kwargs):
                           text=True, timeout=timeout, **kwargs)
 
 
+def cli(*args: str, env: dict[str, str] | None = None):
+    """Run ``agree`` in this process: ``agree_core.cli.main(args)`` with its stdout, stderr and
+    logging captured, as a :class:`subprocess.CompletedProcess`. About ten times cheaper than
+    :func:`run_cli` (torch and the model stay loaded); use :func:`run_cli` where the process is
+    what is tested (signals, crashes, the interpreter's stream encodings). ``env`` adds to (does
+    not replace) the environment for the call."""
+    import contextlib
+    import io
+    import logging
+    import subprocess
+    from unittest import mock
+
+    from agree_core.cli import main
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    root.handlers = []  # main()'s logging.basicConfig then writes to the captured stderr
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        with mock.patch.dict(os.environ, env or {}), contextlib.redirect_stdout(out), \
+                contextlib.redirect_stderr(err):
+            try:
+                code = main(list(args))
+            except SystemExit as e:  # argparse: --help, bad arguments
+                code = e.code if isinstance(e.code, int) else 1
+    finally:
+        for h in root.handlers:
+            h.close()
+        root.handlers, root.level = handlers, level
+    return subprocess.CompletedProcess(["agree", *args], code, out.getvalue(), err.getvalue())
+
+
 def make_labelled_pdf(path: Path, pages: list[str], ranges: list[tuple[int, int, str, int]]) -> Path:
     """:func:`make_pdf`, with printed page labels: ``ranges`` of ``(first, last, style,
     start)``, 0-based physical pages, style ``/r`` (i, ii), ``/D`` (1, 2), ``/A`` (A, B)."""

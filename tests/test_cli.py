@@ -1,4 +1,5 @@
-"""The `agree` command's contracts (shared/DESIGN.md), through the real entry point."""
+"""The `agree` command's contracts (shared/DESIGN.md): through the real entry point (`run_cli`,
+a fresh process) where the process matters, else through `main()` in this process (`cli`)."""
 
 import json
 import re
@@ -6,7 +7,7 @@ import re
 import pytest
 from PIL import Image
 
-from conftest import copy_index, make_pdf, run_cli
+from conftest import cli, copy_index, make_pdf, run_cli
 
 
 @pytest.fixture
@@ -38,19 +39,19 @@ def test_many_queries_plain_and_jsonl(index_dir, tmp_path):
     plain.write_text("battery storage capacity\n\nwhere do visitors park\n")
     jsonl = tmp_path / "q.jsonl"
     jsonl.write_text(json.dumps({"qid": "a7", "query": "migration risks"}) + "\n")
-    out = run_cli("search", "--index", str(index_dir), "--queries", str(plain), "--json", "-k", "1")
+    out = cli("search", "--index", str(index_dir), "--queries", str(plain), "--json", "-k", "1")
     assert out.returncode == 0, out.stderr
     rows = [json.loads(x) for x in out.stdout.splitlines()]
     assert [(r["qid"], r["query"]) for r in rows] == [(1, "battery storage capacity"),
                                                       (3, "where do visitors park")]
     assert rows[1]["hits"][0]["source"].endswith("scan.pdf")
-    out = run_cli("search", "--index", str(index_dir), "--queries", str(jsonl), "--json")
+    out = cli("search", "--index", str(index_dir), "--queries", str(jsonl), "--json")
     row = json.loads(out.stdout)
     assert row["qid"] == "a7" and row["hits"][0]["source"].endswith("slides.pdf")
 
 
 def test_info_json_contract(index_dir, samples):
-    out = run_cli("info", "--index", str(index_dir), "--json")
+    out = cli("info", "--index", str(index_dir), "--json")
     assert out.returncode == 0, out.stderr
     info = json.loads(out.stdout)
     assert info["encoder"] == "text-layer" and info["pages"] == 9
@@ -64,14 +65,14 @@ def test_index_exit_codes_and_skipped_files(tmp_path):
     make_pdf(folder / "good.pdf", ["a readable page about harbors"])
     (folder / "bad.pdf").write_bytes(b"%PDF-1.4\n garbage that is not a pdf body")
     directory = tmp_path / "ix"
-    out = run_cli("index", str(folder), "--index", str(directory), "--meta", "team=ops")
+    out = cli("index", str(folder), "--index", str(directory), "--meta", "team=ops")
     assert out.returncode == 3, out.stderr
     assert f"skipped: {folder / 'bad.pdf'}: corrupt" in out.stderr
-    again = run_cli("index", str(folder / "good.pdf"), "--index", str(directory), "--meta", "team=ops")
+    again = cli("index", str(folder / "good.pdf"), "--index", str(directory), "--meta", "team=ops")
     assert again.returncode == 0, again.stderr  # idempotent: nothing to do, nothing skipped
-    hits = run_cli("search", "--index", str(directory), "harbors", "--filter", "team=ops", "--json")
+    hits = cli("search", "--index", str(directory), "harbors", "--filter", "team=ops", "--json")
     assert json.loads(hits.stdout)["hits"][0]["source"] == str(folder / "good.pdf")
-    none = run_cli("search", "--index", str(directory), "harbors", "--filter", "team=hr", "--json")
+    none = cli("search", "--index", str(directory), "harbors", "--filter", "team=hr", "--json")
     assert json.loads(none.stdout)["hits"] == []
 
 
@@ -92,14 +93,14 @@ def test_errors_have_codes_and_messages(tmp_path, index_dir):
 
 def test_delete_and_show(index_dir, samples, tmp_path):
     png = tmp_path / "why.png"
-    out = run_cli("show", "--index", str(index_dir), "How much revenue in the third quarter?",
-                  "-k", "2", "--out", str(png))
+    out = cli("show", "--index", str(index_dir), "How much revenue in the third quarter?",
+              "-k", "2", "--out", str(png))
     assert out.returncode == 0, out.stderr
     sheet = Image.open(png)
     assert sheet.size[0] > 1000  # two page panels side by side
-    out = run_cli("delete", str(samples[1]), "--index", str(index_dir))
+    out = cli("delete", str(samples[1]), "--index", str(index_dir))
     assert out.returncode == 0, out.stderr
-    info = json.loads(run_cli("info", "--index", str(index_dir), "--json").stdout)
+    info = json.loads(cli("info", "--index", str(index_dir), "--json").stdout)
     assert info["pages"] == 4 and str(samples[1]) not in {d["source"] for d in info["documents"]}
 
 
@@ -118,3 +119,17 @@ def test_demo_runs_end_to_end(tmp_path):
     assert found >= 4  # the scan is found through OCR; two slide questions are paraphrases
     assert len(list((tmp_path / "demo" / "heatmaps").glob("q*.png"))) == 6
     assert (tmp_path / "demo" / "indexes" / "samples" / "agree-index.json").is_file()
+
+
+def test_help_does_not_load_torch():
+    """`agree --help` and `agree index --help` answer in a second, not after importing torch."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from agree_core.cli import main\n"
+            "for argv in (['--help'], ['index', '--help'], ['ask', '--help']):\n"
+            "    try: main(argv)\n"
+            "    except SystemExit: pass\n"
+            "assert 'torch' not in sys.modules, 'torch was imported'")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr

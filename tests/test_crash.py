@@ -11,9 +11,9 @@ import time
 import pytest
 
 from agree_core.index import PageIndex
-from conftest import lorem_pages, make_pdf, marker, run_cli
+from conftest import cli, lorem_pages, make_pdf, marker, run_cli
 
-N_FILES, N_PAGES = 8, 12
+N_FILES, N_PAGES = 6, 8
 
 
 @pytest.fixture
@@ -21,7 +21,7 @@ def folder(tmp_path):
     d = tmp_path / "pdfs"
     d.mkdir()
     for i in range(N_FILES):
-        make_pdf(d / f"doc{i}.pdf", lorem_pages(N_PAGES, topic=f"doc{i}", words=250))
+        make_pdf(d / f"doc{i}.pdf", lorem_pages(N_PAGES, topic=f"doc{i}", words=200))
     return d
 
 
@@ -81,8 +81,8 @@ def test_kill_9_during_indexing_loses_nothing_and_a_rerun_completes(tmp_path, fo
         info = index.info()
         assert info["pages"] == N_FILES * N_PAGES and info["incomplete"] == []
         assert index.engine.count() == N_FILES * N_PAGES
-        hits = index.search(f"doc7 {marker(12)}", k=1)
-        assert (os.path.basename(hits[0].source), hits[0].page) == ("doc7.pdf", 12)
+        hits = index.search(f"doc5 {marker(8)}", k=1)
+        assert (os.path.basename(hits[0].source), hits[0].page) == ("doc5.pdf", 8)
         assert all(os.path.exists(h.image) for h in index.search("animal", k=20))
 
 
@@ -91,12 +91,12 @@ def test_search_while_indexing_is_busy_then_waits(tmp_path, folder):
     proc = start_indexing(folder, directory)
     try:
         wait_for(lambda: "indexing" in states(directory), proc)
-        busy = run_cli("search", "--index", str(directory), marker(1))
+        busy = cli("search", "--index", str(directory), marker(1))  # in this process: at once
         assert busy.returncode == 4
         assert f"is busy: process {proc.pid}" in busy.stderr and "--wait" in busy.stderr
-        waited = run_cli("search", "--index", str(directory), f"doc5 {marker(2)}", "--json", "--wait", "300")
+        waited = cli("search", "--index", str(directory), f"doc5 {marker(2)}", "--json", "--wait", "300")
         assert waited.returncode == 0, waited.stderr
-        assert proc.poll() is not None  # it could only open the index once indexing was done
+        assert states(directory) == ["ready"] * N_FILES  # it opened the index once indexing was done
     finally:
         proc.wait(timeout=300)
     assert proc.returncode == 0

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from conftest import lorem_pages, marker, run_cli
+from conftest import cli, lorem_pages, marker
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +33,7 @@ def test_jsonl_inline_labels_through_the_cli(zoo_index, tmp_path):
         {"qid": "b", "query": marker(1), "type": "paraphrase", "relevant": [{"doc": "zoo.pdf", "page": 2}]},
         {"qid": "c", "query": "no label here"},
     ])
-    out = run_cli("eval", "--index", str(zoo_index), str(queries), "--json")
+    out = cli("eval", "--index", str(zoo_index), str(queries), "--json")
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
     assert report["queries"] == 2 and report["unlabelled"] == ["c"]
@@ -41,7 +41,7 @@ def test_jsonl_inline_labels_through_the_cli(zoo_index, tmp_path):
     assert report["by_type"]["keyword"]["metrics"]["mrr@10"] == 1.0
     paraphrase = report["by_type"]["paraphrase"]["metrics"]
     assert paraphrase["ndcg@1"] == 0.0 and 0 < paraphrase["mrr@10"] <= 0.5
-    table = run_cli("eval", "--index", str(zoo_index), str(queries))
+    table = cli("eval", "--index", str(zoo_index), str(queries))
     assert table.returncode == 0, table.stderr
     header, overall, *types = table.stdout.splitlines()
     assert header.split()[:4] == ["type", "queries", "ndcg@1", "ndcg@5"]

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import copy_index, run_cli
+from conftest import cli, copy_index
 
 QUERY = "solar site electricity"  # a keyword query
 
@@ -19,7 +19,7 @@ def index_dir(tmp_path_factory, sample_index):
 
 @pytest.fixture(scope="module")
 def cli_hits(index_dir):
-    out = run_cli("search", "--index", str(index_dir), QUERY, "-k", "3", "--json")
+    out = cli("search", "--index", str(index_dir), QUERY, "-k", "3", "--json")
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)["hits"]
 
@@ -40,7 +40,7 @@ def test_search_json_gives_each_hit_word_boxes_inside_the_page(cli_hits):
 
 
 def test_a_scanned_page_gets_its_ocr_words(index_dir):
-    out = run_cli("search", "--index", str(index_dir), "where are visitors allowed to park", "-k", "1", "--json")
+    out = cli("search", "--index", str(index_dir), "where are visitors allowed to park", "-k", "1", "--json")
     (hit,) = json.loads(out.stdout)["hits"]
     assert hit["source"].endswith("scan.pdf")
     words = [e["text"].lower() for e in hit["evidence"]]
@@ -49,7 +49,7 @@ def test_a_scanned_page_gets_its_ocr_words(index_dir):
 
 def test_show_draws_the_top_box_over_the_page(index_dir, cli_hits, tmp_path):
     png = tmp_path / "why.png"
-    out = run_cli("show", "--index", str(index_dir), QUERY, "-k", "1", "--out", str(png))
+    out = cli("show", "--index", str(index_dir), QUERY, "-k", "1", "--out", str(png))
     assert out.returncode == 0, out.stderr
     sheet = np.asarray(Image.open(png).convert("RGB"), dtype=np.int16)
     page = Image.open(cli_hits[0]["image"]).convert("RGB")

@@ -17,7 +17,7 @@ from agree_core.index import PageIndex, ingest
 from agree_core.index.images import ImageStore
 from agree_core.pages import PdfError, find_pdfs, iter_pages
 
-from conftest import lorem_pages, make_pdf, marker, run_cli
+from conftest import cli, lorem_pages, make_pdf, marker, run_cli
 
 pytest.importorskip("pikepdf")
 import hostile_folder  # noqa: E402
@@ -215,24 +215,24 @@ def test_a_file_none_of_whose_pages_can_be_indexed_is_skipped_whole(tmp_path, en
 
 
 def test_cli_index_options_and_info_show_failed_pages(tmp_path, monkeypatch):
-    out = run_cli("index", str(tmp_path), "--index", str(tmp_path / "ix"), "--page-timeout", "0")
+    out = cli("index", str(tmp_path), "--index", str(tmp_path / "ix"), "--page-timeout", "0")
     assert out.returncode == 2 and "--page-timeout must be > 0 seconds, got 0" in out.stderr
     pdf = make_pdf(tmp_path / "doc.pdf", ["hangs", "fine page"])
     _hanging_pdftoppm(tmp_path, monkeypatch, '*"-f 1 "*')
-    out = run_cli("index", str(pdf), "--index", str(tmp_path / "ix"), "--report",
-                  str(tmp_path / "r.jsonl"), "--page-timeout", "3")
+    out = cli("index", str(pdf), "--index", str(tmp_path / "ix"), "--report",
+              str(tmp_path / "r.jsonl"), "--page-timeout", "3")
     assert out.returncode == 3, out.stderr
     message = "rendering page 1 took longer than 3 s (stopped; see --page-timeout)"
     assert f"failed: {pdf} page 1: {message} [timeout]" in out.stderr
     assert "indexed 1 pages from 1 files; 0 files unchanged; 0 files skipped; 1 pages failed" in out.stderr
     assert _report(tmp_path / "r.jsonl") == [{"source": str(pdf), "page": 1, "code": "timeout",
                                               "message": message}]
-    info = run_cli("info", "--index", str(tmp_path / "ix"))
+    info = cli("info", "--index", str(tmp_path / "ix"))
     assert f"{pdf} page 1: {message}" in info.stdout and "retried by the next" in info.stdout
-    js = json.loads(run_cli("info", "--index", str(tmp_path / "ix"), "--json").stdout)
+    js = json.loads(cli("info", "--index", str(tmp_path / "ix"), "--json").stdout)
     assert js["pages"] == 1 and js["failed_pages"][0]["code"] == "timeout"
     monkeypatch.undo()  # the real pdftoppm again: the rerun indexes the page that failed
-    again = run_cli("index", str(pdf), "--index", str(tmp_path / "ix"))
+    again = cli("index", str(pdf), "--index", str(tmp_path / "ix"))
     assert again.returncode == 0 and "indexed 1 pages from 1 files" in again.stderr, again.stderr
-    js = json.loads(run_cli("info", "--index", str(tmp_path / "ix"), "--json").stdout)
+    js = json.loads(cli("info", "--index", str(tmp_path / "ix"), "--json").stdout)
     assert js["pages"] == 2 and js["failed_pages"] == []

@@ -12,7 +12,7 @@ from agree_core.index.config import CONFIG_FILE
 from agree_core.index.schema import TOKENS
 from agree_core.evidence import evidence_by_id
 from agree_core.pooling import pool_tokens
-from conftest import copy_index, lorem_pages, make_pdf, marker, run_cli
+from conftest import cli, copy_index, lorem_pages, make_pdf, marker
 
 
 def _du(path):
@@ -28,7 +28,7 @@ def _stored_vectors(index):
 
 def test_info_json_reports_bytes_on_disk_and_vector_bytes_per_page(tmp_path, sample_index):
     ix = copy_index(sample_index, tmp_path / "ix")
-    out = run_cli("info", "--index", str(ix), "--json")
+    out = cli("info", "--index", str(ix), "--json")
     assert out.returncode == 0, out.stderr
     info = json.loads(out.stdout)
     assert isinstance(info["bytes_on_disk"], int)
@@ -52,11 +52,11 @@ def test_an_index_written_before_pooling_opens_searches_and_reports_its_size(tmp
         index.engine.delete_payload(["nvec", "pool_of"], where=None,
                                     ids=[p.id for p in index.engine.scroll(payload=False)])
         expected, points = _stored_vectors(index)
-    info = json.loads(run_cli("info", "--index", str(ix), "--json").stdout)
+    info = json.loads(cli("info", "--index", str(ix), "--json").stdout)
     assert info["pool_factor"] == 1 and info["pages"] == 9
     assert info["vector_bytes_per_page"] == pytest.approx(expected * 384 * 2 / points, rel=1e-3)
-    out = run_cli("search", "--index", str(ix), "Which solar site produced the most electricity?",
-                  "-k", "1", "--json")
+    out = cli("search", "--index", str(ix), "Which solar site produced the most electricity?",
+              "-k", "1", "--json")
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["hits"][0]["page"] == 3
 
@@ -111,9 +111,9 @@ def test_bad_storage_settings_say_what_is_allowed(tmp_path, encoder):
 def test_agree_index_storage_flags_make_a_pooled_index_and_an_existing_one_keeps_its_own(tmp_path):
     pdf = make_pdf(tmp_path / "a.pdf", lorem_pages(2))
     ix = tmp_path / "ix"
-    out = run_cli("index", str(pdf), "--index", str(ix), "--pool-factor", "2", "--vector-datatype", "turbo4")
+    out = cli("index", str(pdf), "--index", str(ix), "--pool-factor", "2", "--vector-datatype", "turbo4")
     assert out.returncode == 0, out.stderr
     config = json.loads((ix / CONFIG_FILE).read_text())
     assert (config["pool_factor"], config["vector_datatype"]) == (2, "turbo4")
-    out = run_cli("index", str(pdf), "--index", str(ix), "--pool-factor", "3")
+    out = cli("index", str(pdf), "--index", str(ix), "--pool-factor", "3")
     assert out.returncode != 0 and "was built with pool_factor=2, not 3" in out.stderr

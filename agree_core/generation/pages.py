@@ -13,12 +13,10 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from PIL import Image
 
-from agree_core.evidence import evidence_by_id, page_words  # noqa: F401 - page_words: the old home
-
 if TYPE_CHECKING:
     from agree_core.index import Hit, PageIndex
 
-__all__ = ["PageContext", "page_contexts", "evidence_by_id", "fit_image", "DEFAULT_MAX_PIXELS"]
+__all__ = ["PageContext", "page_contexts", "fit_image", "DEFAULT_MAX_PIXELS"]
 
 # Qwen2.5-VL's 768 image tokens of 28 x 28 pixels; about a 150-dpi letter page at 60%.
 DEFAULT_MAX_PIXELS = 768 * 28 * 28
@@ -80,6 +78,8 @@ def page_contexts(index: "PageIndex", query: str, hits: Sequence["Hit"], *,
                   with_evidence: bool = True, top_evidence: int = 3) -> list[PageContext]:
     """The hits of ``query`` as pages to show a model, in rank order, with their text and
     (``with_evidence``) evidence boxes computed from the stored vectors and the PDF's words."""
+    from agree_core.evidence import evidence_by_id  # torch: not for `agree --help`
+
     ids = [h.page_id for h in hits]
     found = evidence_by_id(index, query, ids, top=top_evidence) if with_evidence and hits else {}
     out = []

@@ -10,7 +10,7 @@ import sys
 from PIL import Image
 
 from agree_core.samples import SAMPLE_QUESTIONS
-from conftest import copy_index, make_pdf, run_cli
+from conftest import cli, copy_index, make_pdf, run_cli
 from serve.servers import serve_in_thread
 
 
@@ -25,37 +25,37 @@ def test_remote_cli_prints_what_the_local_cli_prints(tmp_path, sample_index, sam
         ["info", "--json"],
         ["info"],
     ]
-    local = [run_cli(*c, "--index", str(index)) for c in commands]
+    local = [cli(*c, "--index", str(index)) for c in commands]
     assert all(o.returncode == 0 for o in local), [o.stderr for o in local]
     with serve_in_thread(index, allow_dirs=[tmp_path]) as url:
-        remote = [run_cli(*c, "--index", url) for c in commands]
+        remote = [cli(*c, "--index", url) for c in commands]
         for c, lo, re_ in zip(commands, local, remote):
             assert re_.returncode == 0, re_.stderr
             assert re_.stdout == lo.stdout, c
 
-        out = run_cli("show", SAMPLE_QUESTIONS[0][0], "--index", url, "-k", "2",
-                      "--out", str(tmp_path / "remote.png"))
+        out = cli("show", SAMPLE_QUESTIONS[0][0], "--index", url, "-k", "2",
+                  "--out", str(tmp_path / "remote.png"))
         assert out.returncode == 0, out.stderr
         assert Image.open(tmp_path / "remote.png").width > 500
 
         (tmp_path / "docs").mkdir()
         new = make_pdf(tmp_path / "docs" / "walrus.pdf", ["walrus feeding grounds", "more walrus"])
-        out = run_cli("-q", "index", str(tmp_path / "docs"), "--index", url)
+        out = cli("-q", "index", str(tmp_path / "docs"), "--index", url)
         assert out.returncode == 0, out.stderr
-        info = json.loads(run_cli("info", "--json", "--index", url).stdout)
+        info = json.loads(cli("info", "--json", "--index", url).stdout)
         assert {d["source"]: d["pages"] for d in info["documents"]}[str(new)] == 2
         (tmp_path / "docs" / "broken.pdf").write_bytes(b"%PDF-1.4 broken")
-        out = run_cli("-q", "index", str(tmp_path / "docs"), "--index", url)
+        out = cli("-q", "index", str(tmp_path / "docs"), "--index", url)
         assert out.returncode == 3 and f"skipped: {tmp_path / 'docs' / 'broken.pdf'}" in out.stderr
-        out = run_cli("index", "/etc", "--index", url)
+        out = cli("index", "/etc", "--index", url)
         assert out.returncode == 1 and "outside the folders" in out.stderr
 
-        assert run_cli("delete", str(new), "--index", url).returncode == 0
-        out = run_cli("delete", str(new), "--index", url)
+        assert cli("delete", str(new), "--index", url).returncode == 0
+        out = cli("delete", str(new), "--index", url)
         assert out.returncode == 1 and "not in the index" in out.stderr
-        assert json.loads(run_cli("info", "--json", "--index", url).stdout)["pages"] == 9
-    local_show = run_cli("show", SAMPLE_QUESTIONS[0][0], "--index", str(index), "-k", "2",
-                         "--out", str(tmp_path / "local.png"))
+        assert json.loads(cli("info", "--json", "--index", url).stdout)["pages"] == 9
+    local_show = cli("show", SAMPLE_QUESTIONS[0][0], "--index", str(index), "-k", "2",
+                     "--out", str(tmp_path / "local.png"))
     assert local_show.returncode == 0, local_show.stderr
     assert Image.open(tmp_path / "local.png").tobytes() == Image.open(tmp_path / "remote.png").tobytes()
 

@@ -14,7 +14,7 @@ from PIL import Image
 from agree_core.teacher import MapCache, TeacherConfig
 from agree_core.training.data import DataError, PageLoader, PageRef, check_files, read_examples
 from agree_core.training.synthesize import QuestionWriter, parse_questions, synthesize
-from conftest import copy_index, make_pdf, run_cli
+from conftest import cli, copy_index, make_pdf
 
 
 def write_lines(path: Path, *objs) -> Path:
@@ -147,8 +147,8 @@ def test_convert_cli_end_to_end(tmp_path, sample_index, samples):
                        {"source": str(slides), "page": 4}]},
     )
     out = tmp_path / "train.jsonl"
-    done = run_cli("dataset", "convert", str(queries), "--index", str(index), "--out", str(out),
-                   "--hard-negatives", "2")
+    done = cli("dataset", "convert", str(queries), "--index", str(index), "--out", str(out),
+               "--hard-negatives", "2")
     assert done.returncode == 0, done.stderr
     assert "wrote 3 examples for 2 queries" in done.stderr and "6 hard negatives" in done.stderr
     examples = read_examples(out)
@@ -162,12 +162,12 @@ def test_convert_cli_end_to_end(tmp_path, sample_index, samples):
     bad = write_lines(tmp_path / "bad.jsonl", {"query": "q", "source": str(report), "page": 3},
                       {"query": "q", "source": str(report), "page": 9},
                       {"query": "q", "source": "other.pdf", "page": 1})
-    failed = run_cli("dataset", "convert", str(bad), "--index", str(index), "--out", str(tmp_path / "x"))
+    failed = cli("dataset", "convert", str(bad), "--index", str(index), "--out", str(tmp_path / "x"))
     assert failed.returncode == 2 and not (tmp_path / "x").exists()
     assert "bad.jsonl:2: page 9 of " in failed.stderr and "(the file has 3 pages)" in failed.stderr
     assert "bad.jsonl:3: page 1 of " in failed.stderr and "the file is not indexed" in failed.stderr
     typo = write_lines(tmp_path / "typo.jsonl", {"query": "q", "src": "a.pdf", "page": 1})
-    failed = run_cli("dataset", "convert", str(typo), "--index", str(index), "--out", str(tmp_path / "x"))
+    failed = cli("dataset", "convert", str(typo), "--index", str(index), "--out", str(tmp_path / "x"))
     assert failed.returncode == 2 and 'typo.jsonl:1: unknown key "src"' in failed.stderr
 
 
@@ -227,14 +227,14 @@ def test_synthesis_writes_training_lines_and_resumes(tmp_path, tiny_teacher):
 def test_synthesize_cli_runs_the_model(tmp_path, tiny_teacher):
     make_pdf(tmp_path / "doc.pdf", ["a page about revenue"])
     out = tmp_path / "syn.jsonl"
-    done = run_cli("dataset", "synthesize", str(tmp_path / "doc.pdf"), "--out", str(out), "--model",
-                   str(tiny_teacher), "--pages", "1", "--per-page", "2", "--max-new-tokens", "8",
-                   "--max-image-tokens", "16", "--dpi", "20", "--device", "cpu")
+    done = cli("dataset", "synthesize", str(tmp_path / "doc.pdf"), "--out", str(out), "--model",
+               str(tiny_teacher), "--pages", "1", "--per-page", "2", "--max-new-tokens", "8",
+               "--max-image-tokens", "16", "--dpi", "20", "--device", "cpu")
     # random weights write what they write: a question (exit 0) or nothing usable (exit 3)
     assert done.returncode in (0, 3), done.stderr
     if done.returncode == 3:
         assert "the model wrote no question" in done.stderr
     else:
         assert read_examples(out)
-    bad = run_cli("dataset", "synthesize", str(tmp_path), "--out", str(out), "--pages", "0")
+    bad = cli("dataset", "synthesize", str(tmp_path), "--out", str(out), "--pages", "0")
     assert bad.returncode == 2 and "--pages and --per-page must be >= 1" in bad.stderr

@@ -6,7 +6,7 @@ import io
 import json
 
 import pytest
-from conftest import run_cli
+from conftest import cli
 from PIL import Image
 
 from agree_core.training.data import DataError, read_examples
@@ -143,15 +143,15 @@ def test_clear_errors(dataset, tmp_path):
 
 def test_cli(dataset, tmp_path):
     out = tmp_path / "ds"
-    clean = run_cli("dataset", "from-parquet", str(dataset / "train-00000-of-00002.parquet"),
-                    "--out", str(out), "--split", "train")
+    clean = cli("dataset", "from-parquet", str(dataset / "train-00000-of-00002.parquet"),
+                "--out", str(out), "--split", "train")
     assert clean.returncode == 0, clean.stderr
     assert "wrote 3 examples" in clean.stderr and "2 images written, 1 reused" in clean.stderr
-    skipped = run_cli("-q", "dataset", "from-parquet", str(dataset), "--out", str(out))
+    skipped = cli("-q", "dataset", "from-parquet", str(dataset), "--out", str(out))
     assert skipped.returncode == 3, skipped.stderr
     assert "train-00001-of-00002.parquet row 1: image bytes Pillow cannot read" in skipped.stderr
     assert skipped.stderr.count("skipped: ") == 3 and len(read_examples(out / "train.jsonl")) == 4
-    bad = run_cli("dataset", "from-parquet", str(dataset), "--out", str(out), "--query-column", "q")
+    bad = cli("dataset", "from-parquet", str(dataset), "--out", str(out), "--query-column", "q")
     assert bad.returncode == 2 and "no column 'q'" in bad.stderr and "--query-column" in bad.stderr
-    missing = run_cli("dataset", "from-parquet", str(tmp_path / "nope"), "--out", str(out))
+    missing = cli("dataset", "from-parquet", str(tmp_path / "nope"), "--out", str(out))
     assert missing.returncode == 2 and "no such file or folder" in missing.stderr

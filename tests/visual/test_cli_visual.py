@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from agree_core.cli import main
-from conftest import lorem_pages, make_pdf, run_cli
+from conftest import cli, lorem_pages, make_pdf, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -17,8 +17,8 @@ def visual_index(tmp_path_factory, checkpoints):
     root = tmp_path_factory.mktemp("visual_cli")
     pdf = make_pdf(root / "doc.pdf", lorem_pages(3))
     adapter = checkpoints["colqwen2.5"][0]
-    result = run_cli("-q", "index", str(pdf), "--index", str(root / "index"),
-                     "--encoder", f"colqwen2.5:{adapter}", "--dpi", "40")
+    result = cli("-q", "index", str(pdf), "--index", str(root / "index"),
+                 "--encoder", f"colqwen2.5:{adapter}", "--dpi", "40")
     assert result.returncode == 0, result.stderr
     return root / "index", pdf, adapter
 
@@ -58,15 +58,15 @@ def test_show_draws_visual_heatmaps(visual_index, tmp_path, capsys):
 
 def test_an_index_rejects_another_encoder(visual_index, checkpoints):
     index, pdf, _ = visual_index
-    result = run_cli("index", str(pdf), "--index", str(index), "--encoder",
-                     f"colpali:{checkpoints['colpali'][0]}")
+    result = cli("index", str(pdf), "--index", str(index), "--encoder",
+                 f"colpali:{checkpoints['colpali'][0]}")
     assert result.returncode == 5 and "was built with encoder 'colqwen2.5:" in result.stderr
     assert main(["-q", "index", str(pdf), "--index", str(index / "new"), "--encoder", "colqwen9"]) == 1
 
 
 def test_search_json_gives_visual_pages_patch_boxes_with_no_text(visual_index):
     index, _, _ = visual_index
-    result = run_cli("search", "--index", str(index), "camel", "--json", "-k", "1")
+    result = cli("search", "--index", str(index), "camel", "--json", "-k", "1")
     assert result.returncode == 0, result.stderr
     (hit,) = json.loads(result.stdout)["hits"]
     assert hit["evidence"], hit  # the PDF has a text layer, but the vectors are patches

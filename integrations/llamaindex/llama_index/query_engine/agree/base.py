@@ -16,7 +16,8 @@ from llama_index.core.retrievers import BaseRetriever
 from llama_index.core.schema import ImageNode, NodeWithScore, QueryBundle
 from PIL import Image
 
-from agree_core.generation.pages import DEFAULT_MAX_PIXELS, evidence_by_id, fit_image
+from agree_core.evidence import evidence_by_id
+from agree_core.generation.pages import DEFAULT_MAX_PIXELS, fit_image
 from agree_core.generation.prompt import SYSTEM_PROMPT, page_header, page_notes
 
 

@@ -13,7 +13,8 @@ from haystack import Document, component, default_from_dict
 from haystack.dataclasses import ImageContent
 from PIL import Image
 
-from agree_core.generation.pages import DEFAULT_MAX_PIXELS, evidence_by_id, fit_image
+from agree_core.evidence import evidence_by_id
+from agree_core.generation.pages import DEFAULT_MAX_PIXELS, fit_image
 from haystack_integrations.document_stores.agree import AgreeDocumentStore
 from haystack_integrations.document_stores.agree._convert import init_to_dict
 
