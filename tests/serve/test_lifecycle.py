@@ -31,6 +31,9 @@ def _wait_for(url: str, job: str, predicate, timeout: float = 180) -> dict:
     raise AssertionError(f"job {job}: {state}")
 
 
+LONG = 16  # pages of the document a job is stopped in
+
+
 def test_a_held_index_names_its_holder(index_copy):
     with PageIndex.open(index_copy, create=False):
         out = run_cli("serve", "--index", str(index_copy), "--port", "1")
@@ -39,7 +42,7 @@ def test_a_held_index_names_its_holder(index_copy):
 
 
 def test_sigterm_finishes_the_batch_and_a_rerun_resumes(tmp_path, index_copy, serve_process):
-    pdf = make_pdf(tmp_path / "long.pdf", lorem_pages(30, topic="section"))
+    pdf = make_pdf(tmp_path / "long.pdf", lorem_pages(LONG, topic="section"))
     srv = serve_process(index_copy, "--allow-dir", str(tmp_path)).wait_ready()
     job = _job(srv.url, [str(pdf)])
     reported = _wait_for(srv.url, job, lambda s: s["pages_done"] >= 3)["pages_done"]
@@ -57,14 +60,14 @@ def test_sigterm_finishes_the_batch_and_a_rerun_resumes(tmp_path, index_copy, se
     state = _wait_for(srv.url, _job(srv.url, [str(pdf)], 4), lambda s: s["state"] != "queued"
                       and s["state"] != "running")
     assert state["state"] == "done" and state["added"] == [str(pdf)]
-    assert 0 < state["pages_total"] <= 30 - reported  # only the pages not written before
+    assert 0 < state["pages_total"] <= LONG - reported  # only the pages not written before
     hit = httpx.post(srv.url + "/search", json={"query": f"section {marker(9)}", "k": 1}).json()
     assert (hit["results"][0]["hits"][0]["source"], hit["results"][0]["hits"][0]["page"]) == (str(pdf), 9)
 
 
 def test_kill_9_loses_nothing_reported_done(tmp_path, index_copy, serve_process):
     small = make_pdf(tmp_path / "small.pdf", ["the ocelot report", "ocelot appendix"])
-    long = make_pdf(tmp_path / "long.pdf", lorem_pages(30, topic="part"))
+    long = make_pdf(tmp_path / "long.pdf", lorem_pages(LONG, topic="part"))
     srv = serve_process(index_copy, "--allow-dir", str(tmp_path)).wait_ready()
     first = _job(srv.url, [str(small)])
     done = _wait_for(srv.url, first, lambda s: s["state"] == "done")
@@ -82,5 +85,5 @@ def test_kill_9_loses_nothing_reported_done(tmp_path, index_copy, serve_process)
     assert {d["source"]: d["pages"] for d in info["documents"]}[str(small)] == 2
     assert [d["source"] for d in info["incomplete"]] == [str(long)]
     state = _wait_for(srv.url, _job(srv.url, [str(long)], 4), lambda s: s["state"] == "done")
-    assert 0 < state["pages_total"] <= 30 - reported
-    assert httpx.get(srv.url + "/info").json()["pages"] == 9 + 2 + 30
+    assert 0 < state["pages_total"] <= LONG - reported
+    assert httpx.get(srv.url + "/info").json()["pages"] == 9 + 2 + LONG
