@@ -27,6 +27,7 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from agree_core.evidence import PageCache
 from agree_core.search_json import search_lines
 from agree_core.serve.jobs import Job, JobStore
 
@@ -125,6 +126,8 @@ class IndexHost:
         self._stopping = threading.Event()
         self._running: Job | None = None
         self._generation = 0  # bumped by every write: the reader renews its view
+        self._rewrites = 0  # bumped by quick writes (records written again): the reader drops its pages
+        self._pages = PageCache()  # the hits' stored pages, for their evidence (reader thread only)
         self._writer = threading.Thread(target=self._write_loop, name="agree-writer", daemon=True)
         self._reader = threading.Thread(target=self._read_loop, name="agree-reader", daemon=True)
         self._ready: Future = Future()
@@ -234,6 +237,7 @@ class IndexHost:
                 future.set_result(fn(self.index, *args))
             except BaseException as e:  # noqa: BLE001 - handed to the caller
                 future.set_exception(e)
+            self._rewrites += 1
             self._generation += 1
 
     def _run_job(self, job: Job) -> None:
@@ -284,7 +288,7 @@ class IndexHost:
         self._reads.put(item)
 
     def _read_loop(self) -> None:
-        view, seen = self.index.reader(self._query_encoder), self._generation
+        view, seen, rewrites = self.index.reader(self._query_encoder), self._generation, self._rewrites
         recent: list[tuple[float, int]] = []  # (time, searches) of the last batches
         try:
             while (item := self._reads.get()) is not None:
@@ -298,7 +302,10 @@ class IndexHost:
                 if seen != self._generation:  # a write happened: fresh catalog statistics
                     view.close_reader()
                     view, seen = self.index.reader(self._query_encoder), self._generation
-                self._answer(view, batch)
+                if rewrites != self._rewrites:  # a quick write may have rewritten a record
+                    self._pages.clear()
+                    rewrites = self._rewrites
+                self._answer(view, batch, self._pages)
         finally:
             for item in list(self._reads.queue):
                 if item is not None:
@@ -325,7 +332,7 @@ class IndexHost:
         return batch
 
     @staticmethod
-    def _answer(view: Any, batch: list[Any]) -> None:
+    def _answer(view: Any, batch: list[Any], pages: PageCache | None = None) -> None:
         groups: dict[str, list[_Search]] = {}
         for item in batch:
             if isinstance(item, _Search):
@@ -343,7 +350,8 @@ class IndexHost:
                 hits = view.search_batch([q for s in searches for q in s.queries], first.k,
                                          first.filters, first.candidates)
                 # the lines of agree search --json, evidence included, from the same query vectors
-                lines = search_lines(view, [(i, q) for s in searches for i, q in enumerate(s.queries, 1)], hits)
+                lines = search_lines(view, [(i, q) for s in searches for i, q in enumerate(s.queries, 1)], hits,
+                                     cache=pages)
             except BaseException as e:  # noqa: BLE001 - the same filters fail the same way
                 for s in searches:
                     s.future.set_exception(e)
