@@ -50,8 +50,9 @@ class Conflict(RuntimeError):
 class SerializedEncoder:
     """One encoder for the writer (pages) and the reader (queries), one call at a time: one
     model in memory, and its tokenizer never used by two threads at once. Queries go first:
-    while searches come in, a job's pages are encoded one page per call (a query waits for
-    one page, not a batch); otherwise in the batches the job asks for."""
+    while searches come in, a job's pages are encoded one page per call, and a page's forward
+    pass stops between two layers of the model for the queries waiting (they run whole, then
+    the page goes on): a query waits for one layer of a page, not for a page or a batch."""
 
     def __init__(self, encoder: Any):
         self._encoder = encoder
@@ -59,13 +60,19 @@ class SerializedEncoder:
         self._busy = False
         self._queries_waiting = 0
         self._last_query = 0.0
+        self._paging = threading.local()  # .on: this thread is encoding pages
+        self._hooked: Any = None  # the model whose layers yield to queries
 
     def encode_pages(self, pages: Sequence[Any], *args: Any, **kwargs: Any) -> list[Any]:
         pages = list(pages)
         step = 1 if time.monotonic() - self._last_query < CONCURRENCY_WINDOW else max(1, len(pages))
         out: list[Any] = []
-        for start in range(0, len(pages), step):
-            out += self._call(False, self._encoder.encode_pages, pages[start:start + step], *args, **kwargs)
+        self._paging.on = True
+        try:
+            for start in range(0, len(pages), step):
+                out += self._call(False, self._encoder.encode_pages, pages[start:start + step], *args, **kwargs)
+        finally:
+            self._paging.on = False
         return out
 
     def __getattr__(self, name: str) -> Any:  # name, config, dim; encode_queries etc. in turn
@@ -85,11 +92,39 @@ class SerializedEncoder:
                 self._queries_waiting -= 1
             self._busy = True
         try:
+            if not query:
+                self._hook_layers()
             return fn(*args, **kwargs)
         finally:
             with self._turn:
                 self._busy = False
                 self._turn.notify_all()
+
+    def _hook_layers(self) -> None:
+        """Make the layers of the encoder's torch model (once it is loaded: the longest
+        ``ModuleList`` of ``encoder._model``, a transformer's blocks) call :meth:`_between_layers`.
+        Encoders without one (ONNX Runtime) yield between pages only."""
+        import torch
+
+        model = getattr(self._encoder, "_model", None)
+        if model is self._hooked or not isinstance(model, torch.nn.Module):
+            return
+        self._hooked = model
+        blocks = max((m for m in model.modules() if isinstance(m, torch.nn.ModuleList)), key=len, default=())
+        for block in list(blocks)[1:]:
+            block.register_forward_pre_hook(self._between_layers)
+
+    def _between_layers(self, *_: Any) -> None:
+        """In a page's forward pass: let the queries waiting run (they hold the turn whole,
+        the page's own state stays in its frames), then take the turn back."""
+        if not (self._queries_waiting and getattr(self._paging, "on", False)):
+            return
+        with self._turn:
+            self._busy = False
+            self._turn.notify_all()
+            while self._busy or self._queries_waiting:
+                self._turn.wait()
+            self._busy = True
 
 
 class _Search:
