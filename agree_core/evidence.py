@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["evidence", "evidence_by_id", "word_rows", "stored_words", "page_words", "DEFAULT_TOP"]
+__all__ = ["evidence", "evidence_by_id", "evidence_batch", "PageCache", "StoredPage", "word_rows", "stored_words", "page_words", "DEFAULT_TOP"]
 
 DEFAULT_TOP = 8  # a hit's evidence entries: about one per content word of a question
 _MIN_SIDE = 1e-4  # a zero-width word box still gets a drawable, strictly ordered box
@@ -66,25 +66,97 @@ def evidence(query: torch.Tensor, page: PageEmbedding, words: Sequence[Word] | N
         raise ValueError(f"top must be >= 1, got {top}")
     if gap < 0:
         raise ValueError(f"gap must be >= 0, got {gap}")
-    matched = _matches(query, page)  # (vector index, similarity) per query token that counts
+    return _evidence(query, StoredPage.of(page, words), top, gap)
+
+
+class StoredPage:
+    """A page ready for :func:`evidence`: its vectors as float32 numpy, its cells, and its
+    words by cell, prepared once however many queries ask (a search's hits, a server's
+    :class:`PageCache`)."""
+
+    __slots__ = ("vectors", "cells", "grid", "by_cell", "word_tied", "nbytes")
+
+    def __init__(self, vectors: np.ndarray, cells: list[int], grid: tuple[int, int],
+                 words: Sequence[Word] | None):
+        self.vectors, self.cells, self.grid = vectors, cells, grid
+        self.by_cell = _words_by_cell(words or (), grid)
+        on_grid = {c for c in cells if c >= 0}
+        self.word_tied = bool(self.by_cell) and on_grid <= self.by_cell.keys()
+        self.nbytes = vectors.nbytes + 64 * len(cells) + 200 * sum(map(len, self.by_cell.values()))
+
+    @classmethod
+    def of(cls, page: PageEmbedding, words: Sequence[Word] | None) -> "StoredPage":
+        vectors = np.ascontiguousarray(page.vectors.detach().float().numpy())
+        return cls(vectors, page.cells.tolist(), tuple(page.grid), words)
+
+
+class PageCache:
+    """The :class:`StoredPage` of recently found pages, by id, least recently used dropped
+    past ``max_bytes``. A PDF page's id names its file's content (source, SHA-256, page), so
+    its entry stays true until the page is rewritten under the same id: a record written
+    again, an index migrated. Whoever writes those calls :meth:`clear`. One thread at a time."""
+
+    def __init__(self, max_bytes: int = 128 << 20):
+        from collections import OrderedDict
+
+        self.max_bytes = max_bytes
+        self._pages: "OrderedDict[str, StoredPage]" = OrderedDict()
+        self._bytes = 0
+        self.hits = self.misses = 0
+
+    def get(self, page_id: str) -> StoredPage | None:
+        page = self._pages.get(page_id)
+        if page is None:
+            self.misses += 1
+            return None
+        self.hits += 1
+        self._pages.move_to_end(page_id)
+        return page
+
+    def put(self, page_id: str, page: StoredPage) -> None:
+        old = self._pages.pop(page_id, None)
+        if old is not None:
+            self._bytes -= old.nbytes
+        if page.nbytes > self.max_bytes:
+            return
+        self._pages[page_id] = page
+        self._bytes += page.nbytes
+        while self._bytes > self.max_bytes:
+            _, dropped = self._pages.popitem(last=False)
+            self._bytes -= dropped.nbytes
+
+    def clear(self) -> None:
+        self._pages.clear()
+        self._bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._pages)
+
+
+def _evidence(query: torch.Tensor, page: StoredPage, top: int, gap: int) -> list[dict[str, Any]]:
+    return _entries(_matches(query, page.vectors), page, top, gap)
+
+
+def _entries(matched: list[tuple[int, float]], page: StoredPage, top: int, gap: int) -> list[dict[str, Any]]:
     if not matched:
         return []
-    by_cell = _words_by_cell(words or (), page.grid)
-    cells = page.cells.tolist()
-    on_grid = {c for c in cells if c >= 0}
-    if by_cell and on_grid <= by_cell.keys():
-        out = _word_entries(matched, cells, by_cell)
+    if page.word_tied:
+        out = _word_entries(matched, page.cells, page.by_cell)
     else:
-        out = _patch_entries(matched, cells, page.grid, gap)
+        out = _patch_entries(matched, page.cells, page.grid, gap)
     out.sort(key=lambda e: -e["score"])
     return out[:top]
 
 
-def _matches(query: torch.Tensor, page: PageEmbedding) -> list[tuple[int, float]]:
-    if page.vectors.numel() == 0 or query.numel() == 0:
+def _matches(query: torch.Tensor, vectors: np.ndarray) -> list[tuple[int, float]]:
+    """(vector index, similarity) of each query token's best vector, when positive."""
+    if vectors.size == 0 or query.numel() == 0:
         return []
     # numpy: a few small products, where torch's thread pool costs more than the work
-    sims = query.detach().float().numpy() @ page.vectors.detach().float().numpy().T  # (n_q, n)
+    return _best(query.detach().float().numpy() @ vectors.T)
+
+
+def _best(sims: np.ndarray) -> list[tuple[int, float]]:
     idx = sims.argmax(axis=1)
     best = sims[np.arange(len(idx)), idx]
     return [(int(j), float(s)) for j, s in zip(idx, best) if s > 0]
@@ -188,37 +260,48 @@ def evidence_by_id(index: "PageIndex", query: str | torch.Tensor, ids: Sequence[
 
 
 def evidence_batch(index: "PageIndex", queries: Sequence[torch.Tensor], ids: Sequence[Sequence[str]], *,
-                   top: int = DEFAULT_TOP) -> list[dict[str, list[dict[str, Any]]]]:
-    """:func:`evidence_by_id` for several queries (vectors) and their hits' ids at once."""
+                   top: int = DEFAULT_TOP, cache: PageCache | None = None) -> list[dict[str, list[dict[str, Any]]]]:
+    """:func:`evidence_by_id` for several queries (vectors) and their hits' ids at once;
+    ``cache``: pages found before are not read again (one engine read for the others)."""
     wanted = {i for group in ids for i in group}
-    pages = _stored_pages(index, wanted) if hasattr(index, "engine") else _served_pages(index, wanted)
-    return [{i: evidence(q, *pages[i], top=top) for i in group if i in pages}
+    pages: dict[str, StoredPage] = {}
+    if cache is not None:
+        for i in wanted:
+            if (page := cache.get(i)) is not None:
+                pages[i] = page
+    missing = wanted - pages.keys()
+    if missing:
+        read = _stored_pages(index, missing) if hasattr(index, "engine") else _served_pages(index, missing)
+        pages.update(read)
+        if cache is not None:
+            for i, page in read.items():
+                cache.put(i, page)
+    return [{i: _evidence(q, pages[i], top, 0) for i in group if i in pages}
             for q, group in zip(queries, ids)]
 
 
-def _stored_pages(index: "PageIndex", wanted: set[str]) -> dict[str, tuple[PageEmbedding, list[Word] | None]]:
-    """The embeddings and words of pages or records ``wanted`` (ids), in one engine read."""
+def _stored_pages(index: "PageIndex", wanted: set[str]) -> dict[str, StoredPage]:
+    """The vectors, cells and words of pages or records ``wanted`` (ids), in one engine read."""
     from agree_core.index.filters import is_uuid
     from agree_core.index.records import record_point_id
     from agree_core.index.schema import IMAGE_DATA, TOKENS, expand_pooled
 
     point_of = {record_point_id(i): i for i in wanted} | {i: i for i in wanted if is_uuid(i)}
     got = index.engine.retrieve(list(point_of), vectors=[TOKENS], exclude=[IMAGE_DATA, "text", "terms"])
-    pages: dict[str, tuple[PageEmbedding, list[Word] | None]] = {}
+    pages: dict[str, StoredPage] = {}
     for pid, point in got.items():
         payload = point.payload
         vectors = expand_pooled(point.vectors[TOKENS], payload)  # one vector per cell, pooled or not
-        emb = PageEmbedding(torch.from_numpy(vectors), tuple(payload["grid"]),
-                            torch.tensor(payload["cells"], dtype=torch.long))
         words = stored_words(payload)
         if (words is None and payload.get("kind") != "record" and payload.get("source")
                 and isinstance(payload.get("page"), int)):  # a PDF page indexed before words were stored
             words = page_words(payload["source"], payload["page"], payload.get("sha256"))
-        pages[point_of[pid]] = (emb, words)
+        pages[point_of[pid]] = StoredPage(np.ascontiguousarray(vectors, dtype=np.float32),
+                                          [int(c) for c in payload["cells"]], tuple(payload["grid"]), words)
     return pages
 
 
-def _served_pages(index: Any, wanted: set[str]) -> dict[str, tuple[PageEmbedding, list[Word] | None]]:
+def _served_pages(index: Any, wanted: set[str]) -> dict[str, StoredPage]:
     """:func:`_stored_pages` of an ``agree serve`` index (:class:`agree_core.serve.client.RemoteIndex`),
     one request a page; the words are those the server stored (none for old indexes)."""
     pages = {}
@@ -227,9 +310,8 @@ def _served_pages(index: Any, wanted: set[str]) -> dict[str, tuple[PageEmbedding
             emb, payload = index.page_embedding(i)
         except KeyError:
             continue
-        pages[i] = (emb, stored_words(payload))
+        pages[i] = StoredPage.of(emb, stored_words(payload))
     return pages
-
 
 
 def page_words(source: str | Path, page: int, sha256: str | None = None) -> list[Word] | None:

@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
+import os
 import random
 import shutil
 import signal
@@ -114,6 +115,7 @@ def load(url: str, n_clients: int, queries: list[str], rng: random.Random) -> di
     lat = [x for g in got for x in g[2]]
     assert not any(g[4] for g in got), "a client imported torch"
     return {"clients": n_clients, "queries": len(lat), "qps": len(lat) / (max(ends) - min(starts)),
+            "load": round(os.getloadavg()[0], 1),  # other sessions share the machine
             "p50_ms": 1000 * percentile(lat, 0.5), "p99_ms": 1000 * percentile(lat, 0.99),
             "errors": sum(g[3] for g in got)}
 
@@ -144,8 +146,6 @@ def main() -> None:
                          "machine, 2 OpenMP threads waking each other made query encoding 6x slower)")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "serve.json"))
     args = ap.parse_args()
-
-    import os
 
     import httpx
     import torch
@@ -184,7 +184,7 @@ def main() -> None:
     def in_process() -> dict:
         best = min(_timed(lambda: local.search_batch(queries, 5)) for _ in range(3))
         return {"mode": "in-process search_batch", "job": False, "qps": len(queries) / best,
-                "batch_s": best, "errors": 0}
+                "batch_s": best, "errors": 0, "load": round(os.getloadavg()[0], 1)}
 
     rows = []
     port = free_port()
@@ -208,6 +208,7 @@ def main() -> None:
             best = min(_timed(lambda: host.search(queries, 5).result()) for _ in range(3))
             rows.append({"mode": "in-process search_batch (IndexHost)", "job": True,
                          "qps": len(queries) / best, "batch_s": best, "errors": 0,
+                         "load": round(os.getloadavg()[0], 1),
                          "job_pages": job.pages_done - before, "job_running": job.state == "running"})
             print(rows[-1], flush=True)
         finally:
@@ -252,19 +253,19 @@ def _healthy(url: str) -> bool:
 
 def _table(rows: list[dict], n_queries: int) -> None:
     base: dict[bool, float] = {}
-    print("\n| mode | clients | job indexing | queries | queries/s | x in-process | p50 ms | p99 ms | p99/p50 | errors |")
-    print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("\n| mode | clients | job indexing | queries | queries/s | x in-process | p50 ms | p99 ms | p99/p50 | errors | load |")
+    print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         job = "no"
         if r["job"]:
             job = f"yes ({r['job_pages']} pages written{'' if r['job_running'] else ', finished early'})"
         if r["mode"].startswith("in-process"):
             base[r["job"]] = r["qps"]
-            print(f"| {r['mode']} | - | {job} | {n_queries} (one batch) | {r['qps']:.1f} | 1.00 | - | - | - | 0 |")
+            print(f"| {r['mode']} | - | {job} | {n_queries} (one batch) | {r['qps']:.1f} | 1.00 | - | - | - | 0 | {r['load']} |")
         else:
             print(f"| {r['mode']} | {r['clients']} | {job} | {r['queries']} | {r['qps']:.1f} | "
                   f"{r['qps'] / base[r['job']]:.2f} | {r['p50_ms']:.0f} | {r['p99_ms']:.0f} | "
-                  f"{r['p99_ms'] / r['p50_ms']:.1f} | {r['errors']} |")
+                  f"{r['p99_ms'] / r['p50_ms']:.1f} | {r['errors']} | {r['load']} |")
 
 
 if __name__ == "__main__":

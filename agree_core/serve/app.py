@@ -94,13 +94,17 @@ def create_app(host: IndexHost, *, token: str | None = None, allow_dirs: list[Pa
     async def info() -> dict[str, Any]:
         return await _read(host, lambda ix: ix.info())
 
-    @api.post("/search")
-    async def search(body: SearchBody) -> dict[str, Any]:
+    @api.post("/search", response_class=JSONResponse,
+              responses={200: {"description": '{"results": [one line of agree search --json per query, '
+                                              'each hit with "image_url"]}'}})
+    async def search(body: SearchBody) -> Response:
         queries = body.query_list()
         hits, lines = await asyncio.wrap_future(host.search(queries, body.k, body.filters, body.candidates))
-        return {"results": [
-            {**line, "hits": [{**h, "image_url": f"/pages/{hit.page_id}/image"} for h, hit in zip(line["hits"], found)]}
-            for line, found in zip(lines, hits)]}
+        results = [{**line, "hits": [{**h, "image_url": f"/pages/{hit.page_id}/image"}
+                                     for h, hit in zip(line["hits"], found)]}
+                   for line, found in zip(lines, hits)]
+        # plain JSON values already: encoded once, without FastAPI's walk over every evidence entry
+        return Response(_json_bytes({"results": results}), media_type="application/json")
 
     @api.post("/documents")
     async def add_documents(request: Request) -> dict[str, str]:
@@ -168,6 +172,11 @@ def create_app(host: IndexHost, *, token: str | None = None, allow_dirs: list[Pa
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app
+
+
+def _json_bytes(value: Any) -> bytes:
+    """``value`` as JSONResponse would encode it (compact, UTF-8, no NaN)."""
+    return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode("utf-8")
 
 
 # -- what runs in the host's threads -----------------------------------------------------------

@@ -355,8 +355,10 @@ class RemoteIndex:
     def _hit(self, h: dict[str, Any]) -> RemoteHit:
         url = h["image_url"]
         page_id = url.rstrip("/").split("/")[-2]  # /pages/PAGE_ID/image
+        # the server sends a path: joined as text (httpx's URL join costs 0.7 ms a hit)
+        absolute = self.url + url if url.startswith("/") else str(self._http.base_url.join(url))
         return RemoteHit(h["source"], int(h["page"]), float(h["score"]), h["image"],
-                         str(self._http.base_url.join(url)), page_id, self, evidence=h.get("evidence", []))
+                         absolute, page_id, self, evidence=h.get("evidence", []))
 
     def _json(self, method: str, path: str, **kwargs: Any) -> Any:
         return self._request(method, path, **kwargs).json()

@@ -67,6 +67,7 @@ def read_token(token_file: str | None) -> str | None:
 def cmd_serve(args: argparse.Namespace) -> int:
     try:
         import uvicorn
+        from threadpoolctl import threadpool_limits
 
         from agree_core.serve.app import create_app
     except ImportError as e:
@@ -85,6 +86,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if not Path(d).is_dir():
             raise ValueError(f"--allow-dir {d} is not a folder")
     options = {"device": args.device} if args.device else {}
+    # one BLAS thread: the server's numpy products (a hit's evidence) are small and many, and
+    # a second BLAS thread spinning for each costs more than it does (4x an answer's evidence
+    # time on 2 busy cores); torch keeps its own threads
+    threadpool_limits(1, user_api="blas")
     host = IndexHost(args.index, encoder=args.encoder, wait=args.wait, encoder_options=options)
     host.start()  # IndexBusyError (exit 4, naming the holder) before anything listens
     try:

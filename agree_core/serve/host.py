@@ -27,6 +27,7 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from agree_core.evidence import PageCache
 from agree_core.search_json import search_lines
 from agree_core.serve.jobs import Job, JobStore
 
@@ -49,8 +50,9 @@ class Conflict(RuntimeError):
 class SerializedEncoder:
     """One encoder for the writer (pages) and the reader (queries), one call at a time: one
     model in memory, and its tokenizer never used by two threads at once. Queries go first:
-    while searches come in, a job's pages are encoded one page per call (a query waits for
-    one page, not a batch); otherwise in the batches the job asks for."""
+    while searches come in, a job's pages are encoded one page per call, and a page's forward
+    pass stops between two layers of the model for the queries waiting (they run whole, then
+    the page goes on): a query waits for one layer of a page, not for a page or a batch."""
 
     def __init__(self, encoder: Any):
         self._encoder = encoder
@@ -58,13 +60,19 @@ class SerializedEncoder:
         self._busy = False
         self._queries_waiting = 0
         self._last_query = 0.0
+        self._paging = threading.local()  # .on: this thread is encoding pages
+        self._hooked: Any = None  # the model whose layers yield to queries
 
     def encode_pages(self, pages: Sequence[Any], *args: Any, **kwargs: Any) -> list[Any]:
         pages = list(pages)
         step = 1 if time.monotonic() - self._last_query < CONCURRENCY_WINDOW else max(1, len(pages))
         out: list[Any] = []
-        for start in range(0, len(pages), step):
-            out += self._call(False, self._encoder.encode_pages, pages[start:start + step], *args, **kwargs)
+        self._paging.on = True
+        try:
+            for start in range(0, len(pages), step):
+                out += self._call(False, self._encoder.encode_pages, pages[start:start + step], *args, **kwargs)
+        finally:
+            self._paging.on = False
         return out
 
     def __getattr__(self, name: str) -> Any:  # name, config, dim; encode_queries etc. in turn
@@ -84,11 +92,39 @@ class SerializedEncoder:
                 self._queries_waiting -= 1
             self._busy = True
         try:
+            if not query:
+                self._hook_layers()
             return fn(*args, **kwargs)
         finally:
             with self._turn:
                 self._busy = False
                 self._turn.notify_all()
+
+    def _hook_layers(self) -> None:
+        """Make the layers of the encoder's torch model (once it is loaded: the longest
+        ``ModuleList`` of ``encoder._model``, a transformer's blocks) call :meth:`_between_layers`.
+        Encoders without one (ONNX Runtime) yield between pages only."""
+        import torch
+
+        model = getattr(self._encoder, "_model", None)
+        if model is self._hooked or not isinstance(model, torch.nn.Module):
+            return
+        self._hooked = model
+        blocks = max((m for m in model.modules() if isinstance(m, torch.nn.ModuleList)), key=len, default=())
+        for block in list(blocks)[1:]:
+            block.register_forward_pre_hook(self._between_layers)
+
+    def _between_layers(self, *_: Any) -> None:
+        """In a page's forward pass: let the queries waiting run (they hold the turn whole,
+        the page's own state stays in its frames), then take the turn back."""
+        if not (self._queries_waiting and getattr(self._paging, "on", False)):
+            return
+        with self._turn:
+            self._busy = False
+            self._turn.notify_all()
+            while self._busy or self._queries_waiting:
+                self._turn.wait()
+            self._busy = True
 
 
 class _Search:
@@ -125,6 +161,8 @@ class IndexHost:
         self._stopping = threading.Event()
         self._running: Job | None = None
         self._generation = 0  # bumped by every write: the reader renews its view
+        self._rewrites = 0  # bumped by quick writes (records written again): the reader drops its pages
+        self._pages = PageCache()  # the hits' stored pages, for their evidence (reader thread only)
         self._writer = threading.Thread(target=self._write_loop, name="agree-writer", daemon=True)
         self._reader = threading.Thread(target=self._read_loop, name="agree-reader", daemon=True)
         self._ready: Future = Future()
@@ -234,6 +272,7 @@ class IndexHost:
                 future.set_result(fn(self.index, *args))
             except BaseException as e:  # noqa: BLE001 - handed to the caller
                 future.set_exception(e)
+            self._rewrites += 1
             self._generation += 1
 
     def _run_job(self, job: Job) -> None:
@@ -284,7 +323,7 @@ class IndexHost:
         self._reads.put(item)
 
     def _read_loop(self) -> None:
-        view, seen = self.index.reader(self._query_encoder), self._generation
+        view, seen, rewrites = self.index.reader(self._query_encoder), self._generation, self._rewrites
         recent: list[tuple[float, int]] = []  # (time, searches) of the last batches
         try:
             while (item := self._reads.get()) is not None:
@@ -298,7 +337,10 @@ class IndexHost:
                 if seen != self._generation:  # a write happened: fresh catalog statistics
                     view.close_reader()
                     view, seen = self.index.reader(self._query_encoder), self._generation
-                self._answer(view, batch)
+                if rewrites != self._rewrites:  # a quick write may have rewritten a record
+                    self._pages.clear()
+                    rewrites = self._rewrites
+                self._answer(view, batch, self._pages)
         finally:
             for item in list(self._reads.queue):
                 if item is not None:
@@ -325,7 +367,7 @@ class IndexHost:
         return batch
 
     @staticmethod
-    def _answer(view: Any, batch: list[Any]) -> None:
+    def _answer(view: Any, batch: list[Any], pages: PageCache | None = None) -> None:
         groups: dict[str, list[_Search]] = {}
         for item in batch:
             if isinstance(item, _Search):
@@ -343,7 +385,8 @@ class IndexHost:
                 hits = view.search_batch([q for s in searches for q in s.queries], first.k,
                                          first.filters, first.candidates)
                 # the lines of agree search --json, evidence included, from the same query vectors
-                lines = search_lines(view, [(i, q) for s in searches for i, q in enumerate(s.queries, 1)], hits)
+                lines = search_lines(view, [(i, q) for s in searches for i, q in enumerate(s.queries, 1)], hits,
+                                     cache=pages)
             except BaseException as e:  # noqa: BLE001 - the same filters fail the same way
                 for s in searches:
                     s.future.set_exception(e)

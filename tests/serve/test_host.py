@@ -65,3 +65,68 @@ def test_one_encoder_one_call_at_a_time_queries_first():
     searching.join()
     assert not inner.overlapped
     assert [n for what, n in inner.calls if what == "pages"] == [1, 1, 1, 1]  # searching: one page a call
+
+
+class _Layered:
+    """An encoder whose pages run a torch model layer by layer (as a transformer's blocks)."""
+
+    name, config, dim = "layered", {}, 2
+
+    def __init__(self):
+        import torch
+
+        self.events: list[str] = []
+        log = self.events
+
+        class Block(torch.nn.Module):
+            def __init__(self, i):
+                super().__init__()
+                self.i = i
+
+            def forward(self, x):
+                log.append(f"layer {self.i}")
+                time.sleep(0.03)
+                return x + 1
+
+        class Model(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.layers = torch.nn.ModuleList(Block(i) for i in range(4))
+
+            def forward(self, x):
+                for block in self.layers:
+                    x = block(x)
+                return x
+
+        self._model = Model()
+
+    def encode_pages(self, pages):
+        import torch
+
+        return [int(self._model(torch.tensor(p)).item()) for p in pages]
+
+    def encode_queries(self, queries):
+        self.events.append("query")
+        return [q.upper() for q in queries]
+
+
+def test_a_query_runs_between_two_layers_of_a_page_and_the_page_is_unchanged():
+    inner = _Layered()
+    enc = SerializedEncoder(inner)
+    assert enc.encode_pages([10]) == [14]  # hooks the layers; nothing waits: no yield
+    inner.events.clear()
+
+    got: dict[str, object] = {}
+    page = threading.Thread(target=lambda: got.update(pages=enc.encode_pages([0, 100])))
+    page.start()
+    while "layer 1" not in inner.events:  # the page's forward is under way
+        time.sleep(0.005)
+    t0 = time.monotonic()
+    assert enc.encode_queries(["solar"]) == ["SOLAR"]
+    waited = time.monotonic() - t0
+    page.join(10)
+    assert got["pages"] == [4, 104]  # the same vectors as without the query
+    q = inner.events.index("query")
+    assert "layer 0" in inner.events[:q] and inner.events[q + 1].startswith("layer")
+    assert inner.events[:q].count("layer 3") == 0  # the query did not wait for the whole page
+    assert waited < 4 * 0.03 * 2
