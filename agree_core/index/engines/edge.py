@@ -160,8 +160,9 @@ class EdgeEngine(Engine):
             prefetches = ([qe.Prefetch(limit=max(candidates, limit), filter=flt, params=params,
                                        query=qe.Query.Nearest(first, using=prefetch))]
                           if prefetch and candidates else None)
+            main = exact if hnsw_ef is None or prefetches else qe.SearchParams(hnsw_ef=hnsw_ef)
             request = qe.QueryRequest(limit=limit, query=qe.Query.Nearest(q, using=using),
-                                      prefetches=prefetches, filter=flt, params=exact,
+                                      prefetches=prefetches, filter=flt, params=main,
                                       with_payload=select)
             out.append([Scored(str(p.id), float(p.score), p.payload or {})
                         for p in self._shard.query(request)])

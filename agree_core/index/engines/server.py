@@ -194,8 +194,9 @@ class ServerEngine(Engine):
                 params = None if self.local else m.SearchParams(hnsw_ef=hnsw_ef)
             first = (m.Prefetch(query=fq, using=prefetch, limit=max(candidates, limit), filter=flt, params=params)
                      if prefetch and candidates else None)
+            main = exact if hnsw_ef is None or first is not None or self.local else m.SearchParams(hnsw_ef=hnsw_ef)
             requests.append(m.QueryRequest(query=q, using=using, prefetch=first, filter=flt, limit=limit,
-                                           params=exact, with_payload=_selector(True, exclude)))
+                                           params=main, with_payload=_selector(True, exclude)))
         if not requests:
             return []
         responses = self.client.query_batch_points(self.collection, requests=requests)
