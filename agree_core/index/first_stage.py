@@ -140,13 +140,12 @@ def muvera_of(dim: int, first_stage: dict[str, Any]) -> Muvera:
 
 
 def search(engine: Any, config: Any, queries: list[np.ndarray], k: int, where: Any,
-           candidates: int, exclude: Sequence[str] = ()) -> list[list[Any]]:
-    """Top ``k`` by exact MaxSim of the ``candidates`` pages whose encodings are nearest to
-    each query's (the engine's HNSW graph over ``fde``, under the same filter)."""
-    from agree_core.index.schema import TOKENS
-
+           candidates: int, *, using: str, exclude: Sequence[str] = ()) -> list[list[Any]]:
+    """Top ``k`` by exact MaxSim over the vector ``using`` of the ``candidates`` pages whose
+    encodings are nearest to each query's (the engine's HNSW graph over ``fde``, under the
+    same filter)."""
     muv = muvera_of(config.dim, config.first_stage)
-    return engine.search_batch(queries, k, using=TOKENS, where=where, prefetch=FDE,
+    return engine.search_batch(queries, k, using=using, where=where, prefetch=FDE,
                                candidates=max(candidates, k), exclude=exclude,
                                prefetch_queries=[muv.encode_query(q) for q in queries],
                                hnsw_ef=max(HNSW_EF, candidates))

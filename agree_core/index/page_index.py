@@ -275,7 +275,7 @@ class PageIndex:
         if self.config.first_stage and points > FIRST_STAGE_MIN_PAGES and candidates != 0:
             n = DEFAULT_FDE_CANDIDATES if candidates is None else candidates_for(points, candidates)
             return first_stage.search(self.engine, self.config, list(queries), k, where, n,
-                                      exclude=SEARCH_EXCLUDE)
+                                      using=TOKENS, exclude=SEARCH_EXCLUDE)
         if not self.config.first_stage and points > FIRST_STAGE_MIN_PAGES and not self.__dict__.get("_told"):
             self._told = True
             log.warning("%s has no MUVERA first stage: each search scans every pooled centroid "
