@@ -92,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE",
                    help="only pages whose KEY (source, page or a --meta key) equals VALUE (repeatable)")
     p.add_argument("--candidates", type=int, default=None,
-                   help="pages the pooled first stage keeps for exact rescoring "
+                   help="pages the first stage keeps for exact rescoring "
                         "(default: exact search up to 2,000 pages, 800 above)")
     p.add_argument("--rerank", metavar="MODEL[:CKPT]", default=None,
                    help="rerank with a multimodal reranker that reads query and page image (jina-m0)")

@@ -30,7 +30,7 @@ __all__ = ["FDE", "Muvera", "DEFAULT_MUVERA", "FIRST_STAGE_MIN_PAGES", "DEFAULT_
 
 FDE = "fde"  # the named dense vector of the encodings
 DEFAULT_MUVERA = {"k_sim": 4, "dim_proj": 16, "reps": 20, "seed": 0}  # 5,120 dims (BENCHMARKS.md)
-FIRST_STAGE_MIN_PAGES = 20_000  # above this many points, searches start from the encodings
+FIRST_STAGE_MIN_PAGES = 2_000  # above this many points, searches start from the encodings (= exact up to it)
 DEFAULT_FDE_CANDIDATES = 800  # pages the encodings pass to exact MaxSim rescoring
 HNSW_EF = 1_000  # the graph's search breadth (at least the candidates asked for)
 HNSW_M, HNSW_EF_CONSTRUCT = 16, 100

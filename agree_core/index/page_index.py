@@ -254,9 +254,11 @@ class PageIndex:
             filters: the flat form ``{"source": PATH or [PATHS], "page": N or {"gte": a,
                 "lte": b}, "<meta key>": value}``, or the nested one of
                 :mod:`agree_core.index.filters` (AND, OR, NOT).
-            candidates: pages kept by the pooled first stage before exact MaxSim rescoring;
-                default exact search up to 2,000 pages and 800 candidates above
-                (:func:`~agree_core.index.schema.candidates_for`).
+            candidates: pages kept by the first stage before exact MaxSim rescoring; default
+                exact search up to 2,000 pages and 800 candidates above. The first stage is
+                the pages' MUVERA encodings in an HNSW graph
+                (:mod:`~agree_core.index.first_stage`), or on indexes built before it the
+                scan of every pooled centroid (``agree first-stage`` adds the encodings).
         """
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
