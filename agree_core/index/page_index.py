@@ -271,9 +271,10 @@ class PageIndex:
     def search_vectors(self, queries: Sequence[np.ndarray], k: int, where: F.Node | None,
                        candidates: int | None = None) -> list[list[Any]]:
         """The one query path: each query ``(n_q, dim)`` scored by MaxSim over the points
-        matching ``where`` (see :meth:`scope`), through the pooled first stage on large
+        matching ``where`` (see :meth:`scope`), through the first stage on large
         indexes; the engine's scored points, best first."""
-        points = self.engine.count()
+        # the page count decides the path; not needed when the caller fixed it without a choice
+        points = self.engine.count() if candidates != 0 and (candidates is None or self.config.first_stage) else 0
         if self.config.first_stage and points > FIRST_STAGE_MIN_PAGES and candidates != 0:
             n = DEFAULT_FDE_CANDIDATES if candidates is None else candidates_for(points, candidates)
             return first_stage.search(self.engine, self.config, list(queries), k, where, n,
