@@ -92,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE",
                    help="only pages whose KEY (source, page or a --meta key) equals VALUE (repeatable)")
     p.add_argument("--candidates", type=int, default=None,
-                   help="pages the pooled first stage keeps for exact rescoring "
+                   help="pages the first stage keeps for exact rescoring "
                         "(default: exact search up to 2,000 pages, 800 above)")
     p.add_argument("--rerank", metavar="MODEL[:CKPT]", default=None,
                    help="rerank with a multimodal reranker that reads query and page image (jina-m0)")
@@ -125,6 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     from agree_core.cli_migrate import register as register_migrate
 
     register_migrate(sub)
+    from agree_core.cli_first_stage import register as register_first_stage
+
+    register_first_stage(sub)
 
     p = sub.add_parser("eval", help="retrieval quality on labelled queries: nDCG, recall, MRR",
                        description="Run labelled queries through the index's search and print "
@@ -512,6 +515,12 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
     return cmd_migrate(args)
 
 
+def _cmd_first_stage(args: argparse.Namespace) -> int:
+    from agree_core.cli_first_stage import cmd_first_stage
+
+    return cmd_first_stage(args)
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     from agree_core.serve.command import cmd_serve
 
@@ -534,7 +543,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = {"index": cmd_index, "search": cmd_search, "show": cmd_show, "info": cmd_info,
                 "delete": cmd_delete, "eval": cmd_eval, "demo": cmd_demo, "teacher": cmd_teacher,
                 "dataset": cmd_dataset, "ask": cmd_ask, "migrate": _cmd_migrate,
-                "encoders": cli_encoders.cmd_encoders, "serve": _cmd_serve}
+                "encoders": cli_encoders.cmd_encoders, "serve": _cmd_serve,
+                "first-stage": _cmd_first_stage}
     try:
         return commands[args.command](args)
     except IndexBusyError as e:

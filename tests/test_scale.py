@@ -12,6 +12,7 @@ from agree_core.index.config import CONFIG_FILE
 from agree_core.index.schema import TOKENS
 from agree_core.evidence import evidence_by_id
 from agree_core.pooling import pool_tokens
+from agree_core.index.sizes import fde_bytes
 from conftest import cli, copy_index, lorem_pages, make_pdf, marker
 
 
@@ -36,7 +37,8 @@ def test_info_json_reports_bytes_on_disk_and_vector_bytes_per_page(tmp_path, sam
     with PageIndex.open(ix) as index:
         vectors, points = _stored_vectors(index)
     assert (info["vector_datatype"], info["pool_factor"]) == ("float16", 1)  # the defaults
-    assert info["vector_bytes_per_page"] == pytest.approx(vectors * 384 * 2 / points, rel=1e-3)
+    fde = fde_bytes(index.config)  # the first stage's encoding of each point
+    assert info["vector_bytes_per_page"] == pytest.approx((vectors * 384 * 2 + points * fde) / points, rel=1e-3)
 
 
 def test_an_index_written_before_pooling_opens_searches_and_reports_its_size(tmp_path, samples, encoder):
@@ -54,7 +56,8 @@ def test_an_index_written_before_pooling_opens_searches_and_reports_its_size(tmp
         expected, points = _stored_vectors(index)
     info = json.loads(cli("info", "--index", str(ix), "--json").stdout)
     assert info["pool_factor"] == 1 and info["pages"] == 9
-    assert info["vector_bytes_per_page"] == pytest.approx(expected * 384 * 2 / points, rel=1e-3)
+    fde = fde_bytes(index.config)  # the first stage's encoding of each point
+    assert info["vector_bytes_per_page"] == pytest.approx((expected * 384 * 2 + points * fde) / points, rel=1e-3)
     out = cli("search", "--index", str(ix), "Which solar site produced the most electricity?",
               "-k", "1", "--json")
     assert out.returncode == 0, out.stderr

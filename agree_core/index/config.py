@@ -8,6 +8,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agree_core.index.first_stage import DEFAULT_MUVERA
+
 FORMAT_VERSION = 1
 # bytes per stored value: floats, and Qdrant's TurboQuant codes (8 and 4 bits per dimension)
 VECTOR_DATATYPES = {"float32": 4.0, "float16": 2.0, "turbo8": 1.0, "turbo4": 0.5}
@@ -40,6 +42,9 @@ class IndexConfig:
     vector_datatype: str = "float16"
     pool_factor: int = 1  # stored vectors per page: about n / pool_factor (hierarchical pooling)
     pooled_vectors: int = 32  # per page, for the first search stage (0: exact search only)
+    # the first stage of large searches: MUVERA encodings in an HNSW graph (agree_core.index.
+    # first_stage); {} for indexes built before it (they scan the pooled centroids)
+    first_stage: dict[str, Any] = field(default_factory=lambda: {"kind": "muvera", **DEFAULT_MUVERA})
     term_weighting: str = "idf"  # "idf": weight query tokens by IDF (encoders with a vocabulary); "none"
     image_format: str = "jpeg"
     image_quality: int = 85
@@ -55,6 +60,9 @@ class IndexConfig:
                              f"got {self.vector_datatype!r}")
         if not isinstance(self.pool_factor, int) or self.pool_factor < 1:
             raise ValueError(f"pool_factor must be an integer >= 1 (1: no pooling), got {self.pool_factor!r}")
+        if self.first_stage and self.first_stage.get("kind") != "muvera":
+            raise ValueError(f"first_stage must be {{}} or a MUVERA config ({{'kind': 'muvera', ...}}), "
+                             f"got {self.first_stage!r}")
         if self.pooled_vectors < 0:
             raise ValueError(f"pooled_vectors must be >= 0, got {self.pooled_vectors}")
 
@@ -88,7 +96,7 @@ class IndexConfig:
             )
         known = set(cls.__dataclass_fields__)
         # indexes written before a setting existed were built without it
-        defaults = {"pool_factor": 1, "vector_datatype": "float16"}
+        defaults = {"pool_factor": 1, "vector_datatype": "float16", "first_stage": {}}
         return cls(**{**defaults, **{k: v for k, v in data.items() if k in known}})
 
     def check_encoder(self, encoder_name: str, encoder_config: dict[str, Any], dim: int) -> None:

@@ -299,6 +299,7 @@ def _points(index: "PageIndex", plan: Plan, pages: list[Page], embeddings: list)
     doc = index.catalog.get(plan.doc_id)
     return [build_point(
         page.id, emb, pooled=index.config.pooled_vectors, pool_factor=index.config.pool_factor,
+        first_stage=index.config.first_stage,
         text=emb.text if emb.text is not None else page.text, source=str(plan.source),
         page=page.page_no, doc_id=plan.doc_id, meta=doc.meta if doc else {},
         image=index.images.page_fields(plan.doc_id, page.page_no),

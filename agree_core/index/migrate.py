@@ -21,7 +21,7 @@ from agree_core.index.config import IndexConfigError
 from agree_core.index.engines.base import Point
 from agree_core.index.images import IMAGE_DATA
 from agree_core.index.page_index import PageIndex
-from agree_core.index.schema import IS_RECORD, POOLED, TOKENS
+from agree_core.index.schema import FDE, IS_RECORD, POOLED, TOKENS
 from agree_core.index.storage import Storage
 
 __all__ = ["migrate", "MigrateReport"]
@@ -89,6 +89,8 @@ def migrate(source: str | Path, destination: str | Path, *, batch_size: int = 64
 
 def _batches(src: PageIndex, where: F.Node, size: int) -> Iterator[list[Point]]:
     vectors = [TOKENS, POOLED] if src.config.pooled_vectors > 0 else [TOKENS]
+    if src.config.first_stage:
+        vectors.append(FDE)
     batch: list[Point] = []
     for p in src.engine.scroll(where, vectors=vectors, batch=size):
         batch.append(p)

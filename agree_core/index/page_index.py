@@ -35,7 +35,8 @@ from agree_core.encoders import DEFAULT_ENCODER, MultiVectorEncoder, PageEmbeddi
 from agree_core.index import filters as F
 from agree_core.index.catalog import Catalog
 from agree_core.index.config import IndexConfig, IndexConfigError
-from agree_core.index import ingest, sizes
+from agree_core.index import first_stage, ingest, sizes
+from agree_core.index.first_stage import DEFAULT_FDE_CANDIDATES, FIRST_STAGE_MIN_PAGES
 from agree_core.index.ingest import AddReport  # noqa: F401 - a public name of this module
 from agree_core.index.schema import POOLED, SEARCH_EXCLUDE, TOKENS, candidates_for, expand_pooled, visible
 from agree_core.index.storage import Storage
@@ -223,8 +224,11 @@ class PageIndex:
             ocr_workers: OCR processes reading scans ahead of encoding (default: one per
                 two cores); 0 leaves OCR to the encoder, on this thread.
         """
-        return ingest.add(self, paths, metadata, batch_size, progress, page_timeout, ocr_workers,
-                          on_progress)
+        report = ingest.add(self, paths, metadata, batch_size, progress, page_timeout, ocr_workers,
+                            on_progress)
+        if self.config.first_stage:
+            self.engine.optimize()  # the first stage's HNSW graph over what was added
+        return report
 
     def delete(self, source: str | Path) -> int:
         """Remove a document by its path; returns the number of pages removed (0 if absent)."""
@@ -250,9 +254,11 @@ class PageIndex:
             filters: the flat form ``{"source": PATH or [PATHS], "page": N or {"gte": a,
                 "lte": b}, "<meta key>": value}``, or the nested one of
                 :mod:`agree_core.index.filters` (AND, OR, NOT).
-            candidates: pages kept by the pooled first stage before exact MaxSim rescoring;
-                default exact search up to 2,000 pages and 800 candidates above
-                (:func:`~agree_core.index.schema.candidates_for`).
+            candidates: pages kept by the first stage before exact MaxSim rescoring; default
+                exact search up to 2,000 pages and 800 candidates above. The first stage is
+                the pages' MUVERA encodings in an HNSW graph
+                (:mod:`~agree_core.index.first_stage`), or on indexes built before it the
+                scan of every pooled centroid (``agree first-stage`` adds the encodings).
         """
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
@@ -265,9 +271,20 @@ class PageIndex:
     def search_vectors(self, queries: Sequence[np.ndarray], k: int, where: F.Node | None,
                        candidates: int | None = None) -> list[list[Any]]:
         """The one query path: each query ``(n_q, dim)`` scored by MaxSim over the points
-        matching ``where`` (see :meth:`scope`), through the pooled first stage on large
+        matching ``where`` (see :meth:`scope`), through the first stage on large
         indexes; the engine's scored points, best first."""
-        n = candidates_for(self.engine.count() if candidates is None else 0, candidates)
+        # the page count decides the path; not needed when the caller fixed it without a choice
+        points = self.engine.count() if candidates != 0 and (candidates is None or self.config.first_stage) else 0
+        if self.config.first_stage and points > FIRST_STAGE_MIN_PAGES and candidates != 0:
+            n = DEFAULT_FDE_CANDIDATES if candidates is None else candidates_for(points, candidates)
+            return first_stage.search(self.engine, self.config, list(queries), k, where, n,
+                                      using=TOKENS, exclude=SEARCH_EXCLUDE)
+        if not self.config.first_stage and points > FIRST_STAGE_MIN_PAGES and not self.__dict__.get("_told"):
+            self._told = True
+            log.warning("%s has no MUVERA first stage: each search scans every pooled centroid "
+                        "(slow at this size); build it once with `agree first-stage --index %s`",
+                        self.location, self.location)
+        n = candidates_for(points if candidates is None else 0, candidates)
         pooled = POOLED if self.config.pooled_vectors > 0 else None
         return self.engine.search_batch(list(queries), k, using=TOKENS, where=where,
                                         prefetch=pooled, candidates=n if pooled else 0,

@@ -288,6 +288,7 @@ class RecordStore:
         pid = record_point_id(r.id)
         return build_point(
             pid, emb, pooled=self.index.config.pooled_vectors, pool_factor=self.index.config.pool_factor,
+            first_stage=self.index.config.first_stage,
             text=r.text, doc_id=pid,
             **_located(r.meta), meta=r.meta,
             image=self.index.images.blob_fields(pid, r.blob) if r.blob else {"image": ""},

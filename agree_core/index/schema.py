@@ -32,11 +32,12 @@ import numpy as np
 from agree_core.encoders import PageEmbedding
 from agree_core.index import filters as F
 from agree_core.index.engines.base import Point, VectorSpec
+from agree_core.index.first_stage import FDE, FDE_DATATYPE, HNSW_EF_CONSTRUCT, HNSW_M, muvera_of
 from agree_core.pooling import pool_tokens, pool_vectors
 
 __all__ = ["TOKENS", "POOLED", "IMAGE_DATA", "SEARCH_EXCLUDE", "KEYWORD_FIELDS", "INTEGER_FIELDS",
            "EXACT_SEARCH_MAX_PAGES", "DEFAULT_CANDIDATES", "vector_specs", "build_point",
-           "visible", "candidates_for", "IS_RECORD", "expand_pooled"]
+           "visible", "candidates_for", "IS_RECORD", "expand_pooled", "FDE", "fde_spec"]
 
 TOKENS, POOLED = "tokens", "pooled"
 IMAGE_DATA = "image_data"
@@ -55,20 +56,32 @@ def expand_pooled(vectors: np.ndarray, payload: dict[str, Any]) -> np.ndarray:
     return vectors[np.asarray(group, dtype=np.int64)] if group is not None else vectors
 
 
-def vector_specs(dim: int, datatype: str, pooled: bool) -> list[VectorSpec]:
-    """``tokens``: rescoring only (no HNSW graph), on disk; ``pooled``: in RAM."""
+def vector_specs(dim: int, datatype: str, pooled: bool,
+                 first_stage: dict[str, Any] | None = None) -> list[VectorSpec]:
+    """``tokens``: rescoring only (no HNSW graph), on disk; ``pooled``: in RAM; with a
+    ``first_stage`` config, ``fde``: a page's MUVERA encoding, dense, in an HNSW graph."""
     specs = [VectorSpec(TOKENS, dim, datatype, index=False, on_disk=True)]
     if pooled:
         specs.append(VectorSpec(POOLED, dim, datatype, index=False, on_disk=False))
+    if first_stage:
+        specs.append(fde_spec(dim, first_stage))
     return specs
+
+
+def fde_spec(dim: int, first_stage: dict[str, Any]) -> VectorSpec:
+    """The ``fde`` vector of an index whose config has ``first_stage`` settings."""
+    return VectorSpec(FDE, muvera_of(dim, first_stage).size, FDE_DATATYPE, index=True,
+                      on_disk=False, multivector=False, m=HNSW_M, ef_construct=HNSW_EF_CONSTRUCT)
 
 
 def build_point(point_id: str, emb: PageEmbedding, *, pooled: int, text: str | None,
                 source: str, page: int, doc_id: str, meta: dict[str, Any],
-                image: dict[str, Any], pool_factor: int = 1, **fields: Any) -> Point:
+                image: dict[str, Any], pool_factor: int = 1,
+                first_stage: dict[str, Any] | None = None, **fields: Any) -> Point:
     """The point of one page (a PDF page or a record): its vectors ``(n, dim)`` as float32
     numpy arrays (pooled by ``pool_factor``), the first-stage centroids when ``pooled > 0``,
-    and the payload of the module docstring (``fields`` are the kind-specific keys)."""
+    the MUVERA encoding of the stored vectors with ``first_stage`` settings, and the payload
+    of the module docstring (``fields`` are the kind-specific keys)."""
     vectors = emb.vectors.float()  # (n, dim)
     extra: dict[str, Any] = {}
     if pool_factor > 1:
@@ -77,7 +90,9 @@ def build_point(point_id: str, emb: PageEmbedding, *, pooled: int, text: str | N
     vecs = {TOKENS: np.ascontiguousarray(vectors.numpy(), dtype=np.float32)}
     if pooled > 0:
         vecs[POOLED] = np.ascontiguousarray(pool_vectors(vectors, pooled).numpy(), dtype=np.float32)
-    extra["nvec"] = sum(len(v) for v in vecs.values())
+    extra["nvec"] = sum(len(v) for v in vecs.values())  # multivectors only (sizes.py)
+    if first_stage:
+        vecs[FDE] = muvera_of(vecs[TOKENS].shape[1], first_stage).encode_document(vecs[TOKENS])
     payload = {
         "doc_id": doc_id, "source": source, "page": page, **image,
         "grid": list(emb.grid), "cells": emb.cells.tolist(),

@@ -56,5 +56,15 @@ def index_sizes(index: "PageIndex") -> dict[str, Any]:
             n = len(p.payload.get("cells") or ())
             vectors += n + min(n, index.config.pooled_vectors)
     width = VECTOR_DATATYPES[index.config.vector_datatype] * index.config.dim
+    fde = fde_bytes(index.config)  # every point's MUVERA encoding (the first stage)
     return {"bytes_on_disk": on_disk,
-            "vector_bytes_per_page": round(vectors * width / points, 1) if points else None}
+            "vector_bytes_per_page": round((vectors * width + points * fde) / points, 1) if points else None}
+
+
+def fde_bytes(config: Any) -> float:
+    """Bytes of one point's first-stage encoding (0 for an index without it)."""
+    from agree_core.index.first_stage import FDE_DATATYPE, muvera_of
+
+    if not config.first_stage:
+        return 0.0
+    return muvera_of(config.dim, config.first_stage).size * VECTOR_DATATYPES[FDE_DATATYPE]

@@ -94,7 +94,8 @@ class Storage:
 
     def attach(self, config: IndexConfig) -> None:
         """Open the page engine and image store for an index built with ``config``."""
-        specs = vector_specs(config.dim, config.vector_datatype, config.pooled_vectors > 0)
+        specs = vector_specs(config.dim, config.vector_datatype, config.pooled_vectors > 0,
+                             config.first_stage)
         if self.directory is not None:
             from agree_core.index.engines.edge import EdgeEngine
 

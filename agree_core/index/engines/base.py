@@ -43,14 +43,19 @@ class Scored:
 
 @dataclass(frozen=True)
 class VectorSpec:
-    """A named MaxSim multivector of the collection. ``index``: build an HNSW graph (off for
-    vectors that are only rescored); ``on_disk``: keep the vectors on disk, not in RAM."""
+    """A named vector of the collection: a MaxSim multivector, or with ``multivector=False``
+    one dense vector per point (dot product). ``index``: build an HNSW graph of ``m`` edges
+    per node and ``ef_construct`` (off for vectors that are only rescored or scanned);
+    ``on_disk``: keep the vectors on disk, not in RAM."""
 
     name: str
     dim: int
     datatype: str = "float16"  # float32 | float16 | turbo8 | turbo4
     index: bool = False
     on_disk: bool = False
+    multivector: bool = True
+    m: int = 16
+    ef_construct: int = 100
 
 
 @dataclass(frozen=True)
@@ -106,10 +111,15 @@ class Engine(ABC):
     @abstractmethod
     def search_batch(self, queries: Sequence[np.ndarray], limit: int, *, using: str,
                      where: Node | None = None, prefetch: str | None = None,
-                     candidates: int = 0, exclude: Sequence[str] = ()) -> list[list[Scored]]:
+                     candidates: int = 0, exclude: Sequence[str] = (),
+                     prefetch_queries: Sequence[np.ndarray] | None = None,
+                     hnsw_ef: int | None = None) -> list[list[Scored]]:
         """Top ``limit`` points by MaxSim of each query ``(n_q, dim)`` against vector
         ``using``, exact. With ``prefetch`` and ``candidates``, MaxSim over the vector
-        ``prefetch`` first keeps ``candidates`` points and ``using`` rescores them."""
+        ``prefetch`` first keeps ``candidates`` points and ``using`` rescores them. With
+        ``prefetch_queries`` (one dense vector per query), that first stage is instead a
+        nearest-neighbour search of the dense vector ``prefetch`` through its HNSW graph
+        (``hnsw_ef``: the graph's search breadth)."""
 
     def search(self, query: np.ndarray, limit: int, **kwargs: Any) -> list[Scored]:
         return self.search_batch([query], limit, **kwargs)[0]
@@ -120,6 +130,19 @@ class Engine(ABC):
 
     @abstractmethod
     def flush(self) -> None: ...
+
+    def optimize(self) -> None:
+        """Build what the collection's config asks for (HNSW graphs, merged segments) now,
+        after a bulk write. Engines that optimize on their own do nothing."""
+
+    def add_dense_vector(self, spec: VectorSpec) -> None:
+        """Add the dense vector ``spec`` to an existing collection (its points get it through
+        :meth:`update_vectors`)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot add a vector to a collection")
+
+    def update_vectors(self, vectors: dict[str, dict[str, np.ndarray]]) -> None:
+        """Set named vectors of existing points: ``{point id: {name: vector}}``."""
+        raise NotImplementedError(f"{type(self).__name__} cannot update vectors")
 
     @abstractmethod
     def close(self) -> None: ...

@@ -42,9 +42,8 @@ class EdgeEngine(Engine):
         for v in vectors:
             if v.datatype not in datatypes:
                 raise ValueError(f"vector datatype must be one of {sorted(datatypes)}, got {v.datatype!r}")
-        config = qe.EdgeConfig(vectors={v.name: qe.EdgeVectorParams(
-            size=v.dim, distance=qe.Distance.Dot, datatype=datatypes[v.datatype],
-            multivector_config=qe.MultiVectorConfig(qe.MultiVectorComparator.MaxSim)) for v in vectors})
+        self._datatypes = datatypes
+        config = qe.EdgeConfig(vectors={v.name: _params(v, datatypes) for v in vectors})
         self.names = [v.name for v in vectors]
         if path.exists() and any(path.iterdir()):
             self._shard = qe.EdgeShard.load(str(path), config)
@@ -96,6 +95,24 @@ class EdgeEngine(Engine):
     def flush(self) -> None:
         self._shard.flush()
 
+    def optimize(self) -> None:
+        """The shard runs its optimizers only when asked: merge segments and build the HNSW
+        graphs of indexed vectors (the first stage's), blocking until done."""
+        self._shard.optimize()
+
+    def add_dense_vector(self, spec: VectorSpec) -> None:
+        qe = _qe()
+        self._shard.update(qe.UpdateOperation.create_dense_vector(
+            spec.name, spec.dim, qe.Distance.Dot, datatype=self._datatypes[spec.datatype]))
+        self.names.append(spec.name)
+
+    def update_vectors(self, vectors: dict[str, dict[str, np.ndarray]]) -> None:
+        qe = _qe()
+        if vectors:
+            self._shard.update(qe.UpdateOperation.update_vectors(
+                [qe.PointVectors(pid, {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in vecs.items()})
+                 for pid, vecs in vectors.items()]))
+
     def close(self) -> None:
         self._shard.close()
 
@@ -128,21 +145,39 @@ class EdgeEngine(Engine):
 
     def search_batch(self, queries: Sequence[np.ndarray], limit: int, *, using: str,
                      where: F.Node | None = None, prefetch: str | None = None,
-                     candidates: int = 0, exclude: Sequence[str] = ()) -> list[list[Scored]]:
+                     candidates: int = 0, exclude: Sequence[str] = (),
+                     prefetch_queries: Sequence[np.ndarray] | None = None,
+                     hnsw_ef: int | None = None) -> list[list[Scored]]:
         qe = _qe()
         exact, flt, select = qe.SearchParams(exact=True), to_edge(where), _selector(True, exclude)
         out = []
-        for q in queries:
+        for i, q in enumerate(queries):
             q = np.ascontiguousarray(q, dtype=np.float32)  # (n_q, dim)
-            prefetches = ([qe.Prefetch(limit=max(candidates, limit), filter=flt, params=exact,
-                                       query=qe.Query.Nearest(q, using=prefetch))]
+            first, params = q, exact
+            if prefetch_queries is not None:  # a dense vector through the HNSW graph
+                first, params = (np.ascontiguousarray(prefetch_queries[i], dtype=np.float32),
+                                 qe.SearchParams(hnsw_ef=hnsw_ef))
+            prefetches = ([qe.Prefetch(limit=max(candidates, limit), filter=flt, params=params,
+                                       query=qe.Query.Nearest(first, using=prefetch))]
                           if prefetch and candidates else None)
+            main = exact if hnsw_ef is None or prefetches else qe.SearchParams(hnsw_ef=hnsw_ef)
             request = qe.QueryRequest(limit=limit, query=qe.Query.Nearest(q, using=using),
-                                      prefetches=prefetches, filter=flt, params=exact,
+                                      prefetches=prefetches, filter=flt, params=main,
                                       with_payload=select)
             out.append([Scored(str(p.id), float(p.score), p.payload or {})
                         for p in self._shard.query(request)])
         return out
+
+
+def _params(v: VectorSpec, datatypes: dict[str, Any]) -> Any:
+    """A vector's Edge parameters: a MaxSim multivector, or a dense vector; an HNSW graph
+    only for ``index`` vectors (``m=0``: none, so optimizing never graphs the multivectors)."""
+    qe = _qe()
+    return qe.EdgeVectorParams(
+        size=v.dim, distance=qe.Distance.Dot, datatype=datatypes[v.datatype],
+        multivector_config=qe.MultiVectorConfig(qe.MultiVectorComparator.MaxSim) if v.multivector else None,
+        hnsw_config=(qe.HnswIndexConfig(m=v.m, ef_construct=v.ef_construct, full_scan_threshold=1_000)
+                     if v.index else qe.HnswIndexConfig(m=0, ef_construct=100, full_scan_threshold=10_000)))
 
 
 def _selector(payload: bool | list[str], exclude: Sequence[str]) -> Any:

@@ -74,13 +74,7 @@ class ServerEngine(Engine):
             concurrent_clients=not local, payload_indexes=not local)
         if not client.collection_exists(collection):
             m = _models()
-            datatypes = {"float32": m.Datatype.FLOAT32, "float16": m.Datatype.FLOAT16,
-                         "turbo8": m.Datatype.TURBO8, "turbo4": m.Datatype.TURBO4}  # turbo8: Qdrant >= 1.20
-            config = {v.name: m.VectorParams(
-                size=v.dim, distance=m.Distance.DOT, datatype=datatypes[v.datatype], on_disk=v.on_disk,
-                hnsw_config=None if v.index else m.HnswConfigDiff(m=0),
-                multivector_config=m.MultiVectorConfig(comparator=m.MultiVectorComparator.MAX_SIM))
-                for v in vectors}
+            config = {v.name: _params(v) for v in vectors}
             client.create_collection(collection, vectors_config=config, shard_number=shard_number,
                                      replication_factor=replication_factor,
                                      on_disk_payload=on_disk_payload)
@@ -137,6 +131,23 @@ class ServerEngine(Engine):
     def flush(self) -> None:
         """Writes are acknowledged once applied (``wait=True``): nothing to flush."""
 
+    def add_dense_vector(self, spec: VectorSpec) -> None:
+        """A new named vector on the collection (the server gives it the collection's HNSW
+        settings)."""
+        m = _models()
+        datatype = {"float32": m.VectorStorageDatatype.FLOAT32, "float16": m.VectorStorageDatatype.FLOAT16,
+                    "turbo8": m.VectorStorageDatatype.TURBO8, "turbo4": m.VectorStorageDatatype.TURBO4}
+        self.client.create_vector_name(self.collection, spec.name, vector_name_config=m.DenseVectorNameConfig(
+            dense=m.DenseVectorConfig(size=spec.dim, distance=m.Distance.DOT,
+                                      datatype=None if self.local else datatype[spec.datatype])))
+
+    def update_vectors(self, vectors: dict[str, dict[str, np.ndarray]]) -> None:
+        m = _models()
+        if vectors:
+            self.client.update_vectors(self.collection, points=[
+                m.PointVectors(id=pid, vector={k: np.asarray(v, dtype=np.float32).tolist() for k, v in vecs.items()})
+                for pid, vecs in vectors.items()], wait=True)
+
     def close(self) -> None:
         self.client.close()
 
@@ -168,21 +179,41 @@ class ServerEngine(Engine):
 
     def search_batch(self, queries: Sequence[np.ndarray], limit: int, *, using: str,
                      where: F.Node | None = None, prefetch: str | None = None,
-                     candidates: int = 0, exclude: Sequence[str] = ()) -> list[list[Scored]]:
+                     candidates: int = 0, exclude: Sequence[str] = (),
+                     prefetch_queries: Sequence[np.ndarray] | None = None,
+                     hnsw_ef: int | None = None) -> list[list[Scored]]:
         m = _models()
         # local mode always searches exactly (and warns about search params)
         flt, exact = to_models(where), None if self.local else m.SearchParams(exact=True)
         requests = []
-        for q in queries:
+        for i, q in enumerate(queries):
             q = np.asarray(q, dtype=np.float32).tolist()  # (n_q, dim)
-            first = (m.Prefetch(query=q, using=prefetch, limit=max(candidates, limit), filter=flt, params=exact)
+            fq, params = q, exact
+            if prefetch_queries is not None:  # a dense vector through the HNSW graph
+                fq = np.asarray(prefetch_queries[i], dtype=np.float32).tolist()
+                params = None if self.local else m.SearchParams(hnsw_ef=hnsw_ef)
+            first = (m.Prefetch(query=fq, using=prefetch, limit=max(candidates, limit), filter=flt, params=params)
                      if prefetch and candidates else None)
+            main = exact if hnsw_ef is None or first is not None or self.local else m.SearchParams(hnsw_ef=hnsw_ef)
             requests.append(m.QueryRequest(query=q, using=using, prefetch=first, filter=flt, limit=limit,
-                                           params=exact, with_payload=_selector(True, exclude)))
+                                           params=main, with_payload=_selector(True, exclude)))
         if not requests:
             return []
         responses = self.client.query_batch_points(self.collection, requests=requests)
         return [[Scored(str(p.id), float(p.score), p.payload or {}) for p in r.points] for r in responses]
+
+
+def _params(v: VectorSpec) -> Any:
+    """A vector's collection parameters: a MaxSim multivector, or a dense vector; an HNSW
+    graph only for ``index`` vectors (``m=0``: none)."""
+    m = _models()
+    datatypes = {"float32": m.Datatype.FLOAT32, "float16": m.Datatype.FLOAT16,
+                 "turbo8": m.Datatype.TURBO8, "turbo4": m.Datatype.TURBO4}  # turbo8: Qdrant >= 1.20
+    return m.VectorParams(
+        size=v.dim, distance=m.Distance.DOT, datatype=datatypes[v.datatype], on_disk=v.on_disk,
+        hnsw_config=m.HnswConfigDiff(m=v.m, ef_construct=v.ef_construct) if v.index else m.HnswConfigDiff(m=0),
+        multivector_config=(m.MultiVectorConfig(comparator=m.MultiVectorComparator.MAX_SIM)
+                            if v.multivector else None))
 
 
 def _selector(payload: bool | list[str], exclude: Sequence[str]) -> Any:

@@ -1,0 +1,151 @@
+"""The first stage of large searches: one dense vector per page (a MUVERA fixed-dimensional
+encoding) in the engine's HNSW graph, whose candidates exact MaxSim then rescores.
+
+MUVERA (Dhulipala et al., 2024, "MUVERA: Multi-Vector Retrieval via Fixed Dimensional
+Encodings") turns a set of vectors into one vector whose dot product with a query's encoding
+approximates their MaxSim (Chamfer) similarity. Each of ``reps`` repetitions splits the space
+by ``k_sim`` random hyperplanes (SimHash) into ``2**k_sim`` buckets; a page puts in each
+bucket the mean of its vectors that fall there (an empty bucket takes the vector whose hash
+is nearest in Hamming distance), a query the sum of its vectors there; each bucket's vector
+is projected to ``dim_proj`` dimensions by a random +-1 matrix, and the buckets of all
+repetitions are concatenated: ``reps * 2**k_sim * dim_proj`` dimensions.
+
+This is our own vectorised numpy implementation of the published algorithm (one matrix
+product per page instead of a Python loop per token, and no dependency: fastembed's
+``fastembed.postprocess.Muvera`` pulls in its ONNX Runtime model stack). The random matrices
+come from ``seed``, so the same settings always give the same encoding; the settings are
+saved in the index config (:attr:`~agree_core.index.config.IndexConfig.first_stage`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from functools import cached_property, lru_cache
+from typing import Any, Sequence
+
+import numpy as np
+
+__all__ = ["FDE", "Muvera", "DEFAULT_MUVERA", "FIRST_STAGE_MIN_PAGES", "DEFAULT_FDE_CANDIDATES",
+           "HNSW_EF", "HNSW_M", "HNSW_EF_CONSTRUCT", "FDE_DATATYPE"]
+
+FDE = "fde"  # the named dense vector of the encodings
+DEFAULT_MUVERA = {"k_sim": 4, "dim_proj": 16, "reps": 20, "seed": 0}  # 5,120 dims (BENCHMARKS.md)
+FIRST_STAGE_MIN_PAGES = 2_000  # above this many points, searches start from the encodings (= exact up to it)
+DEFAULT_FDE_CANDIDATES = 800  # pages the encodings pass to exact MaxSim rescoring
+HNSW_EF = 1_000  # the graph's search breadth (at least the candidates asked for)
+HNSW_M, HNSW_EF_CONSTRUCT = 16, 100
+FDE_DATATYPE = "float16"  # how the engine stores the encodings
+
+
+@dataclass(frozen=True)
+class Muvera:
+    """Fixed-dimensional encodings of ``dim``-dimensional vector sets (see the module doc).
+
+    >>> m = Muvera(8, k_sim=2, dim_proj=4, reps=3)
+    >>> m.size, m.encode_document(np.eye(8, dtype=np.float32)).shape
+    (48, (48,))
+    """
+
+    dim: int
+    k_sim: int = DEFAULT_MUVERA["k_sim"]
+    dim_proj: int = DEFAULT_MUVERA["dim_proj"]
+    reps: int = DEFAULT_MUVERA["reps"]
+    seed: int = DEFAULT_MUVERA["seed"]
+
+    def __post_init__(self) -> None:
+        for name in ("dim", "k_sim", "dim_proj", "reps"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f"MUVERA {name} must be a positive integer, got {getattr(self, name)!r}")
+        if self.k_sim > 8:
+            raise ValueError(f"MUVERA k_sim must be at most 8 (2**k_sim buckets), got {self.k_sim}")
+        if self.dim_proj > self.dim:
+            raise ValueError(f"MUVERA dim_proj ({self.dim_proj}) cannot exceed the vectors' dim ({self.dim})")
+
+    @classmethod
+    def from_settings(cls, dim: int, settings: dict[str, Any]) -> "Muvera":
+        return cls(dim, **{k: settings[k] for k in DEFAULT_MUVERA if k in settings})
+
+    def settings(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if k != "dim"}
+
+    @property
+    def buckets(self) -> int:
+        return 2 ** self.k_sim
+
+    @property
+    def size(self) -> int:
+        """Dimensions of an encoding."""
+        return self.reps * self.buckets * self.dim_proj
+
+    @cached_property
+    def _matrices(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        rng = np.random.default_rng(self.seed)
+        planes = rng.standard_normal((self.dim, self.reps * self.k_sim)).astype(np.float32)
+        signs = rng.choice(np.array([-1.0, 1.0], np.float32), size=(self.dim, self.reps * self.dim_proj))
+        proj = (signs / np.sqrt(self.dim_proj)).astype(np.float32)
+        b = np.arange(self.buckets)
+        hamming = np.array([[bin(x ^ y).count("1") for y in b] for x in b], dtype=np.int32)
+        return planes, proj, hamming
+
+    def _bucketed(self, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(bucket of each vector in each repetition ``(n, reps)``, projected vectors ``(n,
+        reps, dim_proj)``, bucket sums ``(reps * buckets, dim_proj)``, bucket counts)."""
+        v = np.asarray(vectors, dtype=np.float32)
+        if v.ndim != 2 or v.shape[1] != self.dim:
+            raise ValueError(f"expected vectors of shape (n, {self.dim}), got {v.shape}")
+        planes, proj, _ = self._matrices
+        n = len(v)
+        bits = (v @ planes).reshape(n, self.reps, self.k_sim) > 0
+        ids = (bits * (1 << np.arange(self.k_sim))).sum(axis=2)  # (n, reps)
+        projected = (v @ proj).reshape(n, self.reps, self.dim_proj)
+        onehot = (ids.T[:, None, :] == np.arange(self.buckets)[None, :, None]).astype(np.float32)  # (reps, B, n)
+        sums = np.matmul(onehot, projected.transpose(1, 0, 2)).reshape(self.reps * self.buckets, self.dim_proj)
+        counts = onehot.sum(axis=2).ravel()
+        return ids, projected, sums, counts
+
+    def encode_query(self, vectors: np.ndarray) -> np.ndarray:
+        """A query's encoding ``(size,)``: per bucket, the sum of its vectors (so IDF weights
+        on the query vectors carry over)."""
+        return self._bucketed(vectors)[2].ravel()
+
+    def encode_document(self, vectors: np.ndarray) -> np.ndarray:
+        """A page's encoding ``(size,)``: per bucket, the mean of its vectors; an empty bucket
+        takes the vector whose hash is nearest in Hamming distance. A page without vectors
+        encodes as zeros (it matches nothing)."""
+        if len(vectors) == 0:
+            return np.zeros(self.size, np.float32)
+        ids, projected, sums, counts = self._bucketed(vectors)
+        out = sums / np.maximum(counts, 1)[:, None]
+        hamming = self._matrices[2]
+        empty = np.flatnonzero(counts == 0)
+        for r in np.unique(empty // self.buckets):  # repetitions with an empty bucket
+            cells = empty[empty // self.buckets == r]
+            nearest = hamming[cells % self.buckets][:, ids[:, r]].argmin(axis=1)  # a vector per cell
+            out[cells] = projected[nearest, r]
+        return out.ravel()
+
+    def encode_documents(self, pages: Sequence[np.ndarray]) -> np.ndarray:
+        """``(len(pages), size)`` float32."""
+        return np.stack([self.encode_document(p) for p in pages]) if pages else np.zeros((0, self.size), np.float32)
+
+
+@lru_cache(maxsize=8)
+def _muvera(dim: int, settings: tuple) -> Muvera:
+    return Muvera.from_settings(dim, dict(settings))
+
+
+def muvera_of(dim: int, first_stage: dict[str, Any]) -> Muvera:
+    """The encoder of an index's ``first_stage`` settings (cached: its matrices are reused)."""
+    return _muvera(dim, tuple(sorted((k, v) for k, v in first_stage.items() if k in DEFAULT_MUVERA)))
+
+
+def search(engine: Any, config: Any, queries: list[np.ndarray], k: int, where: Any,
+           candidates: int, *, using: str, exclude: Sequence[str] = ()) -> list[list[Any]]:
+    """Top ``k`` by exact MaxSim over the vector ``using`` of the ``candidates`` pages whose
+    encodings are nearest to each query's (the engine's HNSW graph over ``fde``, under the
+    same filter)."""
+    muv = muvera_of(config.dim, config.first_stage)
+    return engine.search_batch(queries, k, using=using, where=where, prefetch=FDE,
+                               candidates=max(candidates, k), exclude=exclude,
+                               prefetch_queries=[muv.encode_query(q) for q in queries],
+                               hnsw_ef=max(HNSW_EF, candidates))

@@ -1,0 +1,62 @@
+"""Give an existing index the MUVERA first stage: ``agree first-stage --index DIR``.
+
+Indexes built before the first stage existed have no ``fde`` vector and search large
+collections by scanning every pooled centroid. This adds the vector to the collection,
+encodes every point's stored vectors (no re-encoding of pages: the encodings are made from
+what the index stores), writes them in batches, records the settings in the index config
+and builds the HNSW graph. Interrupted, it is rerun from the start (points that have an
+encoding are simply written again); searches keep the old first stage until it finishes.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from agree_core.index.first_stage import DEFAULT_MUVERA, FDE, muvera_of
+from agree_core.index.schema import TOKENS, fde_spec
+
+__all__ = ["build_first_stage"]
+
+log = logging.getLogger(__name__)
+
+
+def build_first_stage(index: Any, *, batch: int = 256, progress: bool = True) -> int:
+    """Encode every point of ``index`` (an open :class:`~agree_core.index.PageIndex`) for
+    the first stage; returns the number of points encoded. An index that has it already is
+    left as it is (0)."""
+    from tqdm import tqdm
+
+    if batch < 1:
+        raise ValueError(f"batch must be >= 1, got {batch}")
+    if index.config.first_stage:
+        log.info("%s already has the MUVERA first stage", index.location)
+        return 0
+    settings = {"kind": "muvera", **DEFAULT_MUVERA}
+    muv = muvera_of(index.config.dim, settings)
+    try:
+        index.engine.add_dense_vector(fde_spec(index.config.dim, settings))
+    except Exception as e:  # a rerun after an interruption: the vector is there already
+        if "exist" not in str(e).lower():
+            raise
+    done = 0
+    bar = tqdm(total=index.engine.count(), desc="first stage", unit="point", disable=not progress)
+    pending: dict[str, dict] = {}
+    for p in index.engine.scroll(payload=False, vectors=[TOKENS], batch=batch):
+        pending[p.id] = {FDE: muv.encode_document(p.vectors[TOKENS])}
+        if len(pending) == batch:
+            index.engine.update_vectors(pending)
+            done += len(pending)
+            bar.update(len(pending))
+            pending = {}
+    if pending:
+        index.engine.update_vectors(pending)
+        done += len(pending)
+        bar.update(len(pending))
+    bar.close()
+    index.engine.flush()
+    index.engine.optimize()
+    index.config.first_stage = settings
+    index.storage.save_config(index.config)
+    return done
+
