@@ -71,6 +71,26 @@ def test_large_index_searches_through_the_encodings_and_finds_the_exact_top(
     assert [h.score for h in fast[0]] == pytest.approx([h.score for h in exact[0]], rel=1e-5)
 
 
+
+def test_past_the_graphs_measured_range_searches_scan_the_centroids(tmp_path, sample_index, encoder,
+                                                                   monkeypatch):
+    """Above FIRST_STAGE_MAX_PAGES the graph's recall fell (0.73 at 100k): the centroid scan."""
+    from agree_core.index.schema import POOLED
+
+    with PageIndex.open(copy_index(sample_index, tmp_path / "ix"), encoder) as index:
+        n = index.engine.count()
+        calls = []
+        real = index.engine.search_batch
+        monkeypatch.setattr(index.engine, "search_batch",
+                            lambda *a, **kw: calls.append(kw) or real(*a, **kw))
+        monkeypatch.setattr(page_index_module, "FIRST_STAGE_MIN_PAGES", 0)
+        monkeypatch.setattr(page_index_module, "FIRST_STAGE_MAX_PAGES", n - 1)
+        hits = index.search("solar panel output", k=2)
+        assert calls[-1]["prefetch"] == POOLED and hits
+        monkeypatch.setattr(page_index_module, "FIRST_STAGE_MAX_PAGES", n)
+        index.search("solar panel output", k=2)
+        assert calls[-1]["prefetch"] == FDE
+
 def test_old_index_without_encodings_opens_and_gets_them_by_command(tmp_path, encoder, monkeypatch, capsys):
     from agree_core import cli
 

@@ -36,7 +36,7 @@ from agree_core.index import filters as F
 from agree_core.index.catalog import Catalog
 from agree_core.index.config import IndexConfig, IndexConfigError
 from agree_core.index import first_stage, ingest, sizes
-from agree_core.index.first_stage import DEFAULT_FDE_CANDIDATES, FIRST_STAGE_MIN_PAGES
+from agree_core.index.first_stage import DEFAULT_FDE_CANDIDATES, FIRST_STAGE_MAX_PAGES, FIRST_STAGE_MIN_PAGES
 from agree_core.index.ingest import AddReport  # noqa: F401 - a public name of this module
 from agree_core.index.schema import POOLED, SEARCH_EXCLUDE, TOKENS, candidates_for, expand_pooled, visible
 from agree_core.index.storage import Storage
@@ -256,9 +256,9 @@ class PageIndex:
                 :mod:`agree_core.index.filters` (AND, OR, NOT).
             candidates: pages kept by the first stage before exact MaxSim rescoring; default
                 exact search up to 2,000 pages and 800 candidates above. The first stage is
-                the pages' MUVERA encodings in an HNSW graph
-                (:mod:`~agree_core.index.first_stage`), or on indexes built before it the
-                scan of every pooled centroid (``agree first-stage`` adds the encodings).
+                the pages' MUVERA encodings in an HNSW graph up to 20,000 pages
+                (:mod:`~agree_core.index.first_stage`), else (and on indexes built before it)
+                the scan of every pooled centroid (``agree first-stage`` adds the encodings).
         """
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
@@ -275,7 +275,7 @@ class PageIndex:
         indexes; the engine's scored points, best first."""
         # the page count decides the path; not needed when the caller fixed it without a choice
         points = self.engine.count() if candidates != 0 and (candidates is None or self.config.first_stage) else 0
-        if self.config.first_stage and points > FIRST_STAGE_MIN_PAGES and candidates != 0:
+        if self.config.first_stage and FIRST_STAGE_MIN_PAGES < points <= FIRST_STAGE_MAX_PAGES and candidates != 0:
             n = DEFAULT_FDE_CANDIDATES if candidates is None else candidates_for(points, candidates)
             return first_stage.search(self.engine, self.config, list(queries), k, where, n,
                                       using=TOKENS, exclude=SEARCH_EXCLUDE)
