@@ -11,10 +11,19 @@ from typing import Any
 FORMAT_VERSION = 1
 # bytes per stored value: floats, and Qdrant's TurboQuant codes (8 and 4 bits per dimension)
 VECTOR_DATATYPES = {"float32": 4.0, "float16": 2.0, "turbo8": 1.0, "turbo4": 0.5}
+# The score a hit reports is the engine's: MaxSim over the vectors as it stores them (TurboQuant
+# scores the float query against the codes). What is recomputed from the stored vectors read
+# back (evidence, heatmaps, the reranker's stored pages) and what a copy scores after `agree
+# migrate` re-stores them agree with it to within this relative difference per datatype: turbo4
+# decodes its codes with an error the engine's own scoring does not make (BENCHMARKS.md, "The
+# storage default": at most 1.2% over the dev set's top 10s; 2.5% leaves room for other pages)
+SCORE_TOLERANCE = {"float32": 1e-4, "float16": 1e-3, "turbo8": 1e-3, "turbo4": 0.025}
+# the oldest Qdrant server that stores each TurboQuant datatype
+SERVER_MIN_VERSION = {"turbo4": (1, 19), "turbo8": (1, 20)}
 CONFIG_FILE = "agree-index.json"
 
 __all__ = ["IndexConfig", "IndexError_", "IndexBusyError", "IndexConfigError", "FORMAT_VERSION",
-           "VECTOR_DATATYPES"]
+           "VECTOR_DATATYPES", "SCORE_TOLERANCE", "SERVER_MIN_VERSION"]
 
 
 class IndexError_(Exception):
@@ -34,11 +43,11 @@ class IndexConfig:
     encoder: str  # registry spec, e.g. "text-layer" or "colqwen2.5:/runs/x"
     encoder_config: dict[str, Any]
     dim: int
-    # storage of the vectors: one of VECTOR_DATATYPES. pool_factor 3 with turbo4 keeps the
-    # dev-set nDCG@5 at 25 KB of vectors a page instead of 255 KB (BENCHMARKS.md); not yet the
-    # default: the reranker and migration compare stored with freshly encoded vectors
-    vector_datatype: str = "float16"
-    pool_factor: int = 1  # stored vectors per page: about n / pool_factor (hierarchical pooling)
+    # storage of the vectors: one of VECTOR_DATATYPES. New indexes: pool_factor 3 with turbo4,
+    # the dev set's nDCG@5 of float16 at a tenth of the bytes (BENCHMARKS.md, "The storage
+    # default"); indexes built before these settings existed open as 1 / float16 (from_dict)
+    vector_datatype: str = "turbo4"
+    pool_factor: int = 3  # stored vectors per page: about n / pool_factor (hierarchical pooling)
     pooled_vectors: int = 32  # per page, for the first search stage (0: exact search only)
     term_weighting: str = "idf"  # "idf": weight query tokens by IDF (encoders with a vocabulary); "none"
     image_format: str = "jpeg"
