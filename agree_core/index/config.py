@@ -16,8 +16,9 @@ VECTOR_DATATYPES = {"float32": 4.0, "float16": 2.0, "turbo8": 1.0, "turbo4": 0.5
 # back (evidence, heatmaps, the reranker's stored pages) and what a copy scores after `agree
 # migrate` re-stores them agree with it to within this relative difference per datatype: turbo4
 # decodes its codes with an error the engine's own scoring does not make (BENCHMARKS.md, "The
-# storage default": at most 1.2% over the dev set's top 10s; 2.5% leaves room for other pages)
-SCORE_TOLERANCE = {"float32": 1e-4, "float16": 1e-3, "turbo8": 1e-3, "turbo4": 0.025}
+# storage default": at most 2.1% over the 1,430 scores of the dev set's top 10s, p99 1.3%; 3% for
+# pages with fewer vectors). turbo8: 1.4e-5 read back, 1.0e-3 against float16; floats: 4e-5
+SCORE_TOLERANCE = {"float32": 1e-4, "float16": 1e-3, "turbo8": 2e-3, "turbo4": 0.03}
 # the oldest Qdrant server that stores each TurboQuant datatype
 SERVER_MIN_VERSION = {"turbo4": (1, 19), "turbo8": (1, 20)}
 CONFIG_FILE = "agree-index.json"

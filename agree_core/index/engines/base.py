@@ -121,5 +121,9 @@ class Engine(ABC):
     @abstractmethod
     def flush(self) -> None: ...
 
+    def optimize(self) -> None:
+        """Merge the segments that writes left behind (after a bulk add). A server runs its
+        own optimizer: nothing to do unless an engine says otherwise."""
+
     @abstractmethod
     def close(self) -> None: ...
