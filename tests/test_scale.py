@@ -35,7 +35,7 @@ def test_info_json_reports_bytes_on_disk_and_vector_bytes_per_page(tmp_path, sam
     assert abs(info["bytes_on_disk"] - _du(ix)) < 0.05 * _du(ix)  # the whole folder, like du
     with PageIndex.open(ix) as index:
         vectors, points = _stored_vectors(index)
-    assert (info["vector_datatype"], info["pool_factor"]) == ("turbo4", 3)  # the defaults
+    assert (info["vector_datatype"], info["pool_factor"]) == ("turbo4", 1)  # the defaults
     assert info["vector_bytes_per_page"] == pytest.approx(vectors * 384 * 0.5 / points, rel=1e-3)
 
 
@@ -121,13 +121,13 @@ def test_agree_index_storage_flags_make_a_pooled_index_and_an_existing_one_keeps
 
 
 def test_a_default_index_reports_the_engine_score_and_reads_back_within_its_tolerance(tmp_path, encoder):
-    """New indexes store pool 3 + turbo4; a hit's score is the engine's, and MaxSim over the
-    stored vectors read back (evidence, heatmaps, the reranker) agrees to SCORE_TOLERANCE."""
+    """A pooled turbo4 index (the default datatype): a hit's score is the engine's, and MaxSim
+    over the stored vectors read back (evidence, heatmaps, the reranker) agrees to SCORE_TOLERANCE."""
     from agree_core.index.config import SCORE_TOLERANCE
     from agree_core.scoring import maxsim
 
     pdf = make_pdf(tmp_path / "a.pdf", lorem_pages(4))
-    with PageIndex.open(tmp_path / "ix", encoder) as index:
+    with PageIndex.open(tmp_path / "ix", encoder, pool_factor=3) as index:
         assert (index.config.pool_factor, index.config.vector_datatype) == (3, "turbo4")
         assert index.add([pdf], progress=False).pages == 4
         hits = index.search(marker(2), k=4)

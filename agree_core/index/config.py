@@ -44,11 +44,13 @@ class IndexConfig:
     encoder: str  # registry spec, e.g. "text-layer" or "colqwen2.5:/runs/x"
     encoder_config: dict[str, Any]
     dim: int
-    # storage of the vectors: one of VECTOR_DATATYPES. New indexes: pool_factor 3 with turbo4,
-    # the dev set's nDCG@5 of float16 at a tenth of the bytes (BENCHMARKS.md, "The storage
-    # default"); indexes built before these settings existed open as 1 / float16 (from_dict)
+    # storage of the vectors: one of VECTOR_DATATYPES. New indexes: turbo4, unpooled: the dev
+    # set's nDCG@5 of float16 at a quarter of the bytes. pool_factor 3 (a tenth of the bytes,
+    # same nDCG@5) is not the default: tokens merged into one vector tie, so evidence names the
+    # first word of a merged group, not the word that matched (BENCHMARKS.md, "The storage
+    # default"). Indexes built before these settings existed open as 1 / float16 (from_dict)
     vector_datatype: str = "turbo4"
-    pool_factor: int = 3  # stored vectors per page: about n / pool_factor (hierarchical pooling)
+    pool_factor: int = 1  # stored vectors per page: about n / pool_factor (hierarchical pooling)
     pooled_vectors: int = 32  # per page, for the first search stage (0: exact search only)
     term_weighting: str = "idf"  # "idf": weight query tokens by IDF (encoders with a vocabulary); "none"
     image_format: str = "jpeg"
