@@ -3,17 +3,23 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+from functools import lru_cache
+from typing import Iterator
+
 import numpy as np
 import torch
 
 __all__ = ["pool_vectors", "pool_tokens"]
 
 
-def pool_vectors(vectors: torch.Tensor, k: int, iterations: int = 8) -> torch.Tensor:
+def pool_vectors(vectors: torch.Tensor | np.ndarray, k: int, iterations: int = 8) -> torch.Tensor:
     """At most ``k`` L2-normalised centroids of ``vectors`` (spherical k-means, deterministic).
 
     The centroids stand in for the page in a first MaxSim pass; the full vectors rescore the
-    survivors. Pages with ``k`` vectors or fewer are returned as they are.
+    survivors. Pages with ``k`` vectors or fewer are returned as they are. Computed in numpy
+    float32 (a page is small: torch's per-call overhead and thread start-up cost more than the
+    arithmetic when many indexing threads share the cores).
 
     Args:
         vectors: ``(n, dim)``.
@@ -29,19 +35,20 @@ def pool_vectors(vectors: torch.Tensor, k: int, iterations: int = 8) -> torch.Te
     """
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
-    vectors = vectors.float()
-    n = vectors.shape[0]
+    x = _float32(vectors)
+    n = x.shape[0]
     if n <= k:
-        return vectors.clone()
-    init = torch.linspace(0, n - 1, k).round().long()  # spread over the page's reading order
-    centroids = torch.nn.functional.normalize(vectors[init], dim=-1)  # (k, dim)
-    for _ in range(iterations):
-        assign = (vectors @ centroids.T).argmax(dim=1)  # (n,)
-        sums = torch.zeros_like(centroids).index_add_(0, assign, vectors)  # (k, dim)
-        empty = sums.norm(dim=1) == 0
-        sums[empty] = centroids[empty]  # a centroid that lost all its vectors stays put
-        centroids = torch.nn.functional.normalize(sums, dim=-1)
-    return centroids
+        return torch.from_numpy(x.copy())
+    init = np.round(np.linspace(0, n - 1, k)).astype(np.int64)  # spread over the page's reading order
+    centroids = _normalized(x[init])  # (k, dim)
+    with one_blas_thread():
+        for _ in range(iterations):
+            assign = (x @ centroids.T).argmax(axis=1)  # (n,)
+            sums = _cluster_sums(x, assign, k)  # (k, dim)
+            empty = ~sums.any(axis=1)
+            sums[empty] = centroids[empty]  # a centroid that lost all its vectors stays put
+            centroids = _normalized(sums)
+    return torch.from_numpy(centroids)
 
 
 def pool_tokens(vectors: torch.Tensor, factor: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -62,23 +69,58 @@ def pool_tokens(vectors: torch.Tensor, factor: int) -> tuple[torch.Tensor, torch
     """
     if factor < 1:
         raise ValueError(f"factor must be >= 1, got {factor}")
-    vectors = vectors.float()
-    n = vectors.shape[0]
+    x = _float32(vectors)
+    n = x.shape[0]
     m = max(1, -(-n // factor))  # ceil(n / factor)
     if factor == 1 or n <= 2 or m >= n:
-        return vectors.clone(), torch.arange(n, dtype=torch.long)
+        return torch.from_numpy(x.copy()), torch.arange(n, dtype=torch.long)
     from scipy.cluster.hierarchy import fcluster, linkage
+    from scipy.spatial.distance import squareform
 
-    x = vectors.numpy().astype(np.float64)
-    sq = np.einsum("ij,ij->i", x, x)
-    i, j = np.triu_indices(n, 1)  # condensed Euclidean distances through one matrix product
-    dist = np.sqrt(np.maximum((sq[:, None] + sq[None, :] - 2.0 * (x @ x.T))[i, j], 0.0))
-    labels = fcluster(linkage(dist, method="ward"), m, criterion="maxclust")
-    # clusters numbered by their first token, so pooled vectors keep the page's reading order
-    _, first = np.unique(labels, return_index=True)
-    order = np.argsort(first)
-    rank = np.empty(order.size, dtype=np.int64)
-    rank[order] = np.arange(order.size)
-    group = torch.from_numpy(rank[np.searchsorted(np.unique(labels), labels)])
-    sums = torch.zeros(order.size, vectors.shape[1]).index_add_(0, group, vectors)
-    return torch.nn.functional.normalize(sums, dim=-1), group
+    with one_blas_thread():
+        sq = np.einsum("ij,ij->i", x, x)  # Euclidean distances through one float32 Gram product
+        d2 = sq[:, None] + sq[None, :] - 2.0 * (x @ x.T)
+        np.fill_diagonal(d2, 0.0)
+        dist = np.sqrt(np.maximum(squareform(d2, checks=False), 0.0)).astype(np.float64)
+        labels = fcluster(linkage(dist, method="ward"), m, criterion="maxclust")
+        # clusters numbered by their first token, so pooled vectors keep the page's reading order
+        values, first, inverse = np.unique(labels, return_index=True, return_inverse=True)
+        rank = np.empty(values.size, dtype=np.int64)
+        rank[np.argsort(first)] = np.arange(values.size)
+        group = rank[inverse.reshape(-1)]
+        pooled = _normalized(_cluster_sums(x, group, values.size))
+    return torch.from_numpy(pooled), torch.from_numpy(group)
+
+
+def _float32(vectors: torch.Tensor | np.ndarray) -> np.ndarray:
+    if isinstance(vectors, torch.Tensor):
+        vectors = vectors.detach().float().cpu().numpy()
+    return np.ascontiguousarray(vectors, dtype=np.float32)
+
+
+def _cluster_sums(x: np.ndarray, assign: np.ndarray, k: int) -> np.ndarray:
+    """``(k, dim)``: the sum of the rows of ``x`` in each cluster (one small matrix product)."""
+    onehot = np.zeros((k, x.shape[0]), dtype=np.float32)
+    onehot[assign, np.arange(x.shape[0])] = 1.0
+    return onehot @ x
+
+
+def _normalized(x: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return (x / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+@lru_cache(maxsize=1)
+def _blas():
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
+
+
+@contextmanager
+def one_blas_thread() -> Iterator[None]:
+    """Run a page's small matrix products on one BLAS thread: at these sizes (a few hundred
+    vectors) OpenBLAS's threads cost more than they save, 6-10x more on a loaded machine
+    (BENCHMARKS.md, "The storage default")."""
+    with _blas().limit(limits=1, user_api="blas"):
+        yield

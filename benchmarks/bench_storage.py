@@ -12,7 +12,11 @@ pages' terms, ``scoring.idf_weights``) and answered by ``EdgeEngine.search_batch
 MaxSim: the dev set is under the two-stage threshold), then scored with the metrics of
 ``agree eval``. Bytes: vector bytes per page as ``agree info --json`` reports them
 (``vector_bytes_per_page``) and the allocated bytes of the shard's segments. Top-10 overlap:
-against the float32, unpooled variant.
+against the float32, unpooled variant. Score consistency (``--consistency``): for every
+question's top 10, the relative difference between the engine's score and MaxSim recomputed
+from the vectors the engine returns (what evidence, heatmaps and the reranker read), and the
+engine's scores after the stored vectors are written again into a new shard (what ``agree
+migrate`` does): the tolerances of ``agree_core.index.config.SCORE_TOLERANCE``.
 """
 
 from __future__ import annotations
@@ -124,6 +128,44 @@ def build(name: str, embs: list, meta: list[dict], factor: int, datatype: str, p
                     else allocated_bytes(d)}
 
 
+def score_consistency(engine, queries: list, found: list, name: str, datatype: str, dim: int) -> dict:
+    """Relative differences over every question's top 10: the engine's score against MaxSim
+    over the vectors it returns, and against its score once those vectors are stored again
+    (a migration), with the top-10 overlap of the re-stored shard."""
+    from agree_core.index.engines.base import Point
+    from agree_core.index.engines.edge import EdgeEngine
+    from agree_core.index.schema import POOLED, SEARCH_EXCLUDE, TOKENS, vector_specs
+
+    ids = sorted({h.id for hits in found for h in hits})
+    stored = engine.retrieve(ids, payload=False, vectors=[TOKENS])
+    read = []
+    for q, hits in zip(queries, found):
+        for h in hits:
+            v = stored[h.id].vectors[TOKENS]
+            read.append(abs(float((q @ v.T).max(axis=1).sum()) - h.score) / abs(h.score))
+    again = SHARDS / (name + "-again")
+    shutil.rmtree(again, ignore_errors=True)
+    copy = EdgeEngine(again, vector_specs(dim, datatype, True))
+    batch = []
+    for p in engine.scroll(vectors=[TOKENS, POOLED], payload=False):
+        batch.append(Point(p.id, p.vectors, {}))
+        if len(batch) == 256:
+            copy.upsert(batch)
+            batch = []
+    copy.upsert(batch)
+    found2 = copy.search_batch(queries, 10, using=TOKENS, exclude=SEARCH_EXCLUDE)
+    copy.close()
+    shutil.rmtree(again, ignore_errors=True)
+    moved, overlap = [], []
+    for a, b in zip(found, found2):
+        by_id = {h.id: h.score for h in b}
+        moved += [abs(by_id[h.id] - h.score) / abs(h.score) for h in a if h.id in by_id]
+        overlap.append(len({h.id for h in a} & set(by_id)) / max(1, len(a)))
+    return {"read vs engine max rel": f"{max(read):.1e}", "read p99": f"{np.quantile(read, 0.99):.1e}",
+            "re-stored max rel": f"{max(moved):.1e}", "re-stored p99": f"{np.quantile(moved, 0.99):.1e}",
+            "re-stored top-10 overlap": round(float(np.mean(overlap)), 3)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--factors", default="1,2,3")
@@ -132,6 +174,8 @@ def main() -> None:
     ap.add_argument("--pages", type=int, default=400,
                     help="dev-set pages: every page a question names plus random others (0: all 1,816)")
     ap.add_argument("--encode-only", action="store_true")
+    ap.add_argument("--consistency", action="store_true",
+                    help="also measure engine score vs stored-vector MaxSim and after a re-store")
     args = ap.parse_args()
 
     import torch
@@ -162,6 +206,7 @@ def main() -> None:
           f"{len(questions)} dev-set questions, IDF-weighted; query encoding {encode_ms:.0f} ms/query "
           "(batched, reported apart).\n")
     rows, ref = [], None
+    float_scores: dict[int, list[dict[str, float]]] = {}  # pool factor -> the float16 run's scores
     for dt in args.datatypes.split(","):
         for f in (int(x) for x in args.factors.split(",")):
             if dt == "float32" and f > 1 and rows:
@@ -172,8 +217,18 @@ def main() -> None:
             t = time.perf_counter()
             found = engine.search_batch(queries, 10, using=TOKENS, exclude=SEARCH_EXCLUDE)
             search_ms = (time.perf_counter() - t) * 1000 / len(queries)
+            consistency = score_consistency(engine, queries, found, name, dt, enc.dim) if args.consistency else {}
             engine.close()
             shutil.rmtree(SHARDS / name, ignore_errors=True)
+            if args.consistency:
+                scores = [{h.id: h.score for h in r} for r in found]
+                if dt == "float16":
+                    float_scores[f] = scores
+                elif f in float_scores:  # the same pages scored from float16 vectors
+                    moved = [abs(a[i] - b[i]) / abs(b[i]) for a, b in zip(scores, float_scores[f])
+                             for i in a if i in b]
+                    consistency["vs float16 max rel"] = f"{max(moved):.1e}"
+                    consistency["vs float16 p99"] = f"{np.quantile(moved, 0.99):.1e}"
             ranked = [[uuid.UUID(s.id).int - 1 for s in r] for r in found]
             if ref is None:
                 ref = ranked
@@ -186,7 +241,7 @@ def main() -> None:
                          "nDCG@5": round(ev["nDCG@5"], 3), "recall@10": round(ev["recall@10"], 3),
                          "nDCG@1": round(ev["nDCG@1"], 3), "top-10 overlap vs first row": round(overlap, 3),
                          "build s": round(b["build_s"], 1), "of it pooling s": round(b["point_s"], 1),
-                         "exact search ms/query": round(search_ms)})
+                         "exact search ms/query": round(search_ms), **consistency})
             log(json.dumps(rows[-1]))
     print(table(rows, list(rows[0])))
 

@@ -75,7 +75,7 @@ def test_every_request_of_an_index_session_is_valid_for_qdrant(tmp_path, schema,
     assert create["shard_number"] == 2 and create["replication_factor"] == 2
     tokens, pooled = create["vectors"]["tokens"], create["vectors"]["pooled"]
     assert tokens["multivector_config"] == {"comparator": "max_sim"} and tokens["hnsw_config"]["m"] == 0
-    assert tokens["on_disk"] is True and pooled["on_disk"] is False and tokens["datatype"] == "float16"
+    assert tokens["on_disk"] is True and pooled["on_disk"] is False and tokens["datatype"] == "turbo4"  # the default
     queries = [b for m, t, b, _ in mock.requests if t.endswith("/query/batch")]
     assert any(s.get("prefetch") and s["prefetch"]["using"] == "pooled" and s["prefetch"]["limit"] == 50
                for q in queries for s in q["searches"])
@@ -109,3 +109,25 @@ def test_a_pooled_turbo4_index_is_created_as_qdrant_119_accepts_it(tmp_path, sch
     upserts = [p for m, t, b, _ in mock.requests if t.endswith("/points") and m == "PUT" for p in b["points"]]
     page = next(p for p in upserts if "pool_of" in p["payload"])
     assert len(page["vector"]["tokens"]) == max(page["payload"]["pool_of"]) + 1 < len(page["payload"]["cells"])
+
+
+def test_a_server_too_old_for_turbo4_is_refused_before_anything_is_written(tmp_path, schema, encoder):
+    import httpx
+
+    from agree_core.index.config import IndexConfigError
+
+    class OldQdrant(MockQdrant):
+        def handle(self, request):
+            if request.url.path == "/" and request.method == "GET":
+                return httpx.Response(200, json={"title": "qdrant", "version": "1.18.2"})
+            return super().handle(request)
+
+    mock = OldQdrant(schema)
+    options = {"client_options": {"transport": mock.transport(), "check_compatibility": False}}
+    with pytest.raises(IndexConfigError, match=r"runs 1\.18\.2, which cannot store turbo4 vectors "
+                                               r"\(Qdrant 1\.19 or later does\).*--vector-datatype float16"):
+        PageIndex.open("qdrant://qdrant.example:6333/old", encoder, **options)
+    assert not any(b and b.get("vectors") for _, _, b, _ in mock.requests)  # no page collection made
+    assert not any(m == "PUT" and t.endswith("/points") for m, t, _, _ in mock.requests)  # no config written
+    with PageIndex.open("qdrant://qdrant.example:6333/old", encoder, vector_datatype="float16", **options) as index:
+        assert index.config.vector_datatype == "float16"  # what the message says to do works

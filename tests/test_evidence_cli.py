@@ -24,7 +24,10 @@ def cli_hits(index_dir):
     return json.loads(out.stdout)["hits"]
 
 
-def test_search_json_gives_each_hit_word_boxes_inside_the_page(cli_hits):
+def test_search_json_gives_each_hit_word_boxes_inside_the_page(cli_hits, index_dir):
+    from agree_core.index.config import SCORE_TOLERANCE, IndexConfig
+
+    tolerance = SCORE_TOLERANCE[IndexConfig.load(index_dir).vector_datatype]
     for hit in cli_hits:
         ev = hit["evidence"]
         assert 1 <= len(ev) <= 8
@@ -34,7 +37,8 @@ def test_search_json_gives_each_hit_word_boxes_inside_the_page(cli_hits):
             x0, y0, x1, y1 = e["box"]
             assert 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1
             assert isinstance(e["text"], str) and " " not in e["text"]  # one word each
-        assert sum(e["score"] for e in ev) <= hit["score"] + 1e-3  # parts of the page's score
+        # parts of the page's score, read from the stored vectors (SCORE_TOLERANCE: turbo4 decodes with an error)
+        assert sum(e["score"] for e in ev) <= hit["score"] * (1 + tolerance) + 1e-3
     top = cli_hits[0]["evidence"][0]["text"].lower().strip(".,")
     assert top in QUERY.split()  # the best place is a word of the question
 

@@ -43,7 +43,7 @@ def test_schema_search_and_migration_on_a_server(tmp_path, server_index, encoder
     client = QdrantClient(url=URL, api_key=os.environ.get("QDRANT_API_KEY"))
     info = client.get_collection(server_index.rsplit("/", 1)[1])
     tokens = info.config.params.vectors["tokens"]
-    assert tokens.hnsw_config.m == 0 and tokens.on_disk and tokens.datatype.value == "float16"
+    assert tokens.hnsw_config.m == 0 and tokens.on_disk and tokens.datatype.value == "turbo4"  # the default
     assert {"source", "doc_id", "page", "kind"} <= set(info.payload_schema)
     folder = tmp_path / "copy"
     assert migrate(server_index, folder, progress=False).pages == 5

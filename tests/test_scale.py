@@ -36,9 +36,9 @@ def test_info_json_reports_bytes_on_disk_and_vector_bytes_per_page(tmp_path, sam
     assert abs(info["bytes_on_disk"] - _du(ix)) < 0.05 * _du(ix)  # the whole folder, like du
     with PageIndex.open(ix) as index:
         vectors, points = _stored_vectors(index)
-    assert (info["vector_datatype"], info["pool_factor"]) == ("float16", 1)  # the defaults
+    assert (info["vector_datatype"], info["pool_factor"]) == ("turbo4", 1)  # the defaults
     fde = fde_bytes(index.config)  # the first stage's encoding of each point
-    assert info["vector_bytes_per_page"] == pytest.approx((vectors * 384 * 2 + points * fde) / points, rel=1e-3)
+    assert info["vector_bytes_per_page"] == pytest.approx((vectors * 384 * 0.5 + points * fde) / points, rel=1e-3)
 
 
 def test_an_index_written_before_pooling_opens_searches_and_reports_its_size(tmp_path, samples, encoder):
@@ -49,13 +49,14 @@ def test_an_index_written_before_pooling_opens_searches_and_reports_its_size(tmp
         assert index.add([samples[0].parent], progress=False).ok
     config = json.loads((ix / CONFIG_FILE).read_text())
     config.pop("pool_factor", None)
+    config.pop("vector_datatype", None)  # the new defaults (3, turbo4) must not apply to it
     (ix / CONFIG_FILE).write_text(json.dumps(config))
     with PageIndex.open(ix) as index:
         index.engine.delete_payload(["nvec", "pool_of"], where=None,
                                     ids=[p.id for p in index.engine.scroll(payload=False)])
         expected, points = _stored_vectors(index)
     info = json.loads(cli("info", "--index", str(ix), "--json").stdout)
-    assert info["pool_factor"] == 1 and info["pages"] == 9
+    assert (info["pool_factor"], info["vector_datatype"], info["pages"]) == (1, "float16", 9)
     fde = fde_bytes(index.config)  # the first stage's encoding of each point
     assert info["vector_bytes_per_page"] == pytest.approx((expected * 384 * 2 + points * fde) / points, rel=1e-3)
     out = cli("search", "--index", str(ix), "Which solar site produced the most electricity?",
@@ -120,3 +121,24 @@ def test_agree_index_storage_flags_make_a_pooled_index_and_an_existing_one_keeps
     assert (config["pool_factor"], config["vector_datatype"]) == (2, "turbo4")
     out = cli("index", str(pdf), "--index", str(ix), "--pool-factor", "3")
     assert out.returncode != 0 and "was built with pool_factor=2, not 3" in out.stderr
+
+
+def test_a_default_index_reports_the_engine_score_and_reads_back_within_its_tolerance(tmp_path, encoder):
+    """A pooled turbo4 index (the default datatype): a hit's score is the engine's, and MaxSim
+    over the stored vectors read back (evidence, heatmaps, the reranker) agrees to SCORE_TOLERANCE."""
+    from agree_core.index.config import SCORE_TOLERANCE
+    from agree_core.scoring import maxsim
+
+    pdf = make_pdf(tmp_path / "a.pdf", lorem_pages(4))
+    with PageIndex.open(tmp_path / "ix", encoder, pool_factor=3) as index:
+        assert (index.config.pool_factor, index.config.vector_datatype) == (3, "turbo4")
+        assert index.add([pdf], progress=False).pages == 4
+        hits = index.search(marker(2), k=4)
+        assert hits[0].page == 2
+        q = index.encode_queries([marker(2)])[0].float()
+        stored = index.page_vectors([h.page_id for h in hits])
+        read = maxsim([q], [stored[h.page_id] for h in hits], compute_dtype=torch.float32)[0].tolist()
+    tolerance = SCORE_TOLERANCE["turbo4"]
+    assert read == pytest.approx([h.score for h in hits], rel=tolerance)
+    assert tolerance > max(abs(r - h.score) / h.score for r, h in zip(read, hits))
+

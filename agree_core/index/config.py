@@ -13,10 +13,20 @@ from agree_core.index.first_stage import DEFAULT_MUVERA
 FORMAT_VERSION = 1
 # bytes per stored value: floats, and Qdrant's TurboQuant codes (8 and 4 bits per dimension)
 VECTOR_DATATYPES = {"float32": 4.0, "float16": 2.0, "turbo8": 1.0, "turbo4": 0.5}
+# The score a hit reports is the engine's: MaxSim over the vectors as it stores them (TurboQuant
+# scores the float query against the codes). What is recomputed from the stored vectors read
+# back (evidence, heatmaps, the reranker's stored pages) and what a copy scores after `agree
+# migrate` re-stores them agree with it to within this relative difference per datatype: turbo4
+# decodes its codes with an error the engine's own scoring does not make (BENCHMARKS.md, "The
+# storage default": at most 2.1% over the 1,430 scores of the dev set's top 10s, p99 1.3%; 3% for
+# pages with fewer vectors). turbo8: 1.4e-5 read back, 1.0e-3 against float16; floats: 4e-5
+SCORE_TOLERANCE = {"float32": 1e-4, "float16": 1e-3, "turbo8": 2e-3, "turbo4": 0.03}
+# the oldest Qdrant server that stores each TurboQuant datatype
+SERVER_MIN_VERSION = {"turbo4": (1, 19), "turbo8": (1, 20)}
 CONFIG_FILE = "agree-index.json"
 
 __all__ = ["IndexConfig", "IndexError_", "IndexBusyError", "IndexConfigError", "FORMAT_VERSION",
-           "VECTOR_DATATYPES"]
+           "VECTOR_DATATYPES", "SCORE_TOLERANCE", "SERVER_MIN_VERSION"]
 
 
 class IndexError_(Exception):
@@ -36,10 +46,12 @@ class IndexConfig:
     encoder: str  # registry spec, e.g. "text-layer" or "colqwen2.5:/runs/x"
     encoder_config: dict[str, Any]
     dim: int
-    # storage of the vectors: one of VECTOR_DATATYPES. pool_factor 3 with turbo4 keeps the
-    # dev-set nDCG@5 at 25 KB of vectors a page instead of 255 KB (BENCHMARKS.md); not yet the
-    # default: the reranker and migration compare stored with freshly encoded vectors
-    vector_datatype: str = "float16"
+    # storage of the vectors: one of VECTOR_DATATYPES. New indexes: turbo4, unpooled: the dev
+    # set's nDCG@5 of float16 at a quarter of the bytes. pool_factor 3 (a tenth of the bytes,
+    # same nDCG@5) is not the default: tokens merged into one vector tie, so evidence names the
+    # first word of a merged group, not the word that matched (BENCHMARKS.md, "The storage
+    # default"). Indexes built before these settings existed open as 1 / float16 (from_dict)
+    vector_datatype: str = "turbo4"
     pool_factor: int = 1  # stored vectors per page: about n / pool_factor (hierarchical pooling)
     pooled_vectors: int = 32  # per page, for the first search stage (0: exact search only)
     # the first stage of large searches: MUVERA encodings in an HNSW graph (agree_core.index.

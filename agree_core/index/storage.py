@@ -89,8 +89,12 @@ class Storage:
     def save_config(self, config: IndexConfig) -> None:
         if self.directory is not None:
             config.save(self.directory)
-        else:
-            self.catalog.save_config(json.loads(json.dumps(asdict(config))))
+            return
+        if not self._local:  # local mode stores float32 whatever it is asked; a server may refuse
+            from agree_core.index.engines.server import check_datatype
+
+            check_datatype(self._client, config.vector_datatype, self.location)
+        self.catalog.save_config(json.loads(json.dumps(asdict(config))))
 
     def attach(self, config: IndexConfig) -> None:
         """Open the page engine and image store for an index built with ``config``."""
