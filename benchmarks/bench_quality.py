@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/bench_quality.py            # the table for BENCHMARKS.md
     .venv/bin/python benchmarks/bench_quality.py --variants # encoder settings compared in memory
-    .venv/bin/python benchmarks/bench_quality.py --sentence-weight 0.4  # + the window-fused encoder
+    .venv/bin/python benchmarks/bench_quality.py --sentence-weight 0  # + the encoder at another weight
 
 benchmarks/quality_variants.py compares query-side handling and window-level fusion on all
 143 questions from one encoding pass (chosen on the odd questions, reported on the even ones).
@@ -66,19 +66,18 @@ def rank_single_vector(pages, questions, k=10):
             for q, row in zip(questions, top.tolist())}
 
 
-def eval_index(directory=None, sentence_weight=0.0):
+def eval_index(directory=None, sentence_weight=None):
     """The product path: `agree index` then `agree eval` (PageIndex.add, evaluate_index over
-    search_batch), with and without IDF weighting of query tokens; ``sentence_weight`` > 0:
-    the text-layer encoder fused with window similarity (its own index)."""
+    search_batch), with and without IDF weighting of query tokens; ``sentence_weight``: the
+    text-layer encoder at that window-fusion weight (its own index), ``None``: the default."""
     from agree_core.evaluation import evaluate_index, load_queries
     from agree_core.index import PageIndex
 
-    encoder = None
-    if sentence_weight:
-        from agree_core.encoders.text_layer import TextLayerEncoder
+    from agree_core.encoders.text_layer import TextLayerEncoder
 
-        encoder = TextLayerEncoder(sentence_weight=sentence_weight)
-    directory = directory or DATA / ("quality-index" + (f"-sw{sentence_weight:g}" if sentence_weight else ""))
+    # explicit, so an index left from another default refuses to open instead of being mislabelled
+    encoder = TextLayerEncoder(**({} if sentence_weight is None else {"sentence_weight": sentence_weight}))
+    directory = directory or DATA / ("quality-index" + (f"-sw{sentence_weight:g}" if sentence_weight is not None else ""))
     queries = load_queries(ROOT / "devset" / "questions.jsonl")
     with PageIndex.open(directory, encoder) as index:
         t = time.perf_counter()
@@ -124,12 +123,18 @@ def rrf(*score_sets, k=60, weights=None):
     return fused
 
 
+def _default_weight():
+    from agree_core.encoders.text_layer import TextLayerConfig
+
+    return TextLayerConfig().sentence_weight
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--variants", action="store_true", help="compare encoder settings in memory")
-    ap.add_argument("--sentence-weight", type=float, default=0.0, metavar="W",
-                    help="also build and evaluate an index of the text-layer encoder fused with window "
-                         "similarity at this weight (benchmarks/data/quality-index-swW)")
+    ap.add_argument("--sentence-weight", type=float, default=None, metavar="W",
+                    help="also build and evaluate an index of the text-layer encoder at this window-fusion "
+                         "weight (benchmarks/data/quality-index-swW; 0: the encoder before fusion)")
     args = ap.parse_args()
     questions = load_questions()
     pages = corpus_pages()
@@ -162,11 +167,13 @@ def main():
     rows.append({"system": "BM25 (bm25s)", **evaluate(rank_bm25(pages, questions), questions)})
     rows.append({"system": "MiniLM single vector", **evaluate(rank_single_vector(pages, questions), questions)})
     ours, no_idf = eval_index()
-    rows.append(_row("agree text-layer, no IDF weighting", no_idf))
-    rows.append(_row("agree text-layer (default)", ours))
-    if args.sentence_weight:
-        fused, _ = eval_index(sentence_weight=args.sentence_weight)
-        rows.append(_row(f"agree text-layer, sentence_weight {args.sentence_weight:g}", fused))
+    if args.sentence_weight is not None:
+        other, other_no_idf = eval_index(sentence_weight=args.sentence_weight)
+        rows.append(_row(f"agree text-layer, sentence_weight {args.sentence_weight:g}, no IDF weighting",
+                         other_no_idf))
+        rows.append(_row(f"agree text-layer, sentence_weight {args.sentence_weight:g}", other))
+    rows.append(_row("agree text-layer (default), no IDF weighting", no_idf))
+    rows.append(_row(f"agree text-layer (default: sentence_weight {_default_weight():g})", ours))
     counts = {t: sum(q.get("type") == t for q in questions) for t in TYPES}
     print(table(rows, ["system", *METRICS]))
     print(f"\nquestions per type: {counts}; the agree rows are what `agree eval --index "
