@@ -36,7 +36,7 @@ def test_info_json_reports_bytes_on_disk_and_vector_bytes_per_page(tmp_path, sam
     with PageIndex.open(ix) as index:
         vectors, points = _stored_vectors(index)
     assert (info["vector_datatype"], info["pool_factor"]) == ("float16", 1)  # the defaults
-    assert info["vector_bytes_per_page"] == pytest.approx(vectors * 384 * 2 / points, rel=1e-3)
+    assert info["vector_bytes_per_page"] == pytest.approx(vectors * 385 * 2 / points, rel=1e-3)
 
 
 def test_an_index_written_before_pooling_opens_searches_and_reports_its_size(tmp_path, samples, encoder):
@@ -54,7 +54,7 @@ def test_an_index_written_before_pooling_opens_searches_and_reports_its_size(tmp
         expected, points = _stored_vectors(index)
     info = json.loads(run_cli("info", "--index", str(ix), "--json").stdout)
     assert info["pool_factor"] == 1 and info["pages"] == 9
-    assert info["vector_bytes_per_page"] == pytest.approx(expected * 384 * 2 / points, rel=1e-3)
+    assert info["vector_bytes_per_page"] == pytest.approx(expected * 385 * 2 / points, rel=1e-3)
     out = run_cli("search", "--index", str(ix), "Which solar site produced the most electricity?",
                   "-k", "1", "--json")
     assert out.returncode == 0, out.stderr

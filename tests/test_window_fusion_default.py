@@ -107,3 +107,18 @@ def test_a_pooled_index_keeps_the_fused_score(tmp_path, pdf_factory, encoder):
             assert (stored[:-n_windows, -1] == 0).all()
             want = float(maxsim([q], [stored], compute_dtype=torch.float32)[0, 0])
             assert hit.score == pytest.approx(want, rel=2e-3)
+
+
+def test_records_written_with_their_vectors_keep_sentence_vectors_unpooled(tmp_path, pdf_factory, encoder):
+    from agree_core.index.records import Record, record_point_id
+
+    pdf = pdf_factory("a.pdf", lorem_pages(1, words=150))
+    (emb,) = encoder.encode_pages(list(iter_pages(pdf, render=False)))
+    with PageIndex.open(tmp_path / "ix", "text-layer", pool_factor=3) as index:
+        index.records.write([Record("r1", "a page", vectors=emb.vectors, cells=emb.cells, grid=emb.grid)])
+        pid = record_point_id("r1")
+        stored = torch.from_numpy(index.engine.retrieve([pid], vectors=[TOKENS])[pid].vectors[TOKENS]).float()
+    n = int(emb.unpooled.sum())
+    assert len(stored) < len(emb.vectors)
+    torch.testing.assert_close(stored[-n:], emb.vectors[emb.unpooled], atol=2e-3, rtol=0)
+    assert (stored[:-n, -1] == 0).all()

@@ -418,6 +418,16 @@ class TextLayerEncoder:
         return out
 
 
+def sentence_rows(vectors: torch.Tensor) -> torch.Tensor:
+    """Which rows of a fused page's vectors (``sentence_weight`` > 0) are window sentence
+    vectors: their last coordinate is -1, a token's is 0 (see ``_with_windows``).
+
+    >>> sentence_rows(torch.tensor([[1.0, 0.0], [0.0, -1.0]])).tolist()
+    [False, True]
+    """
+    return vectors[:, -1] < -0.5
+
+
 def _windows(n: int, span: int, stride: int) -> list[tuple[int, int, int]]:
     """Windows over ``n`` tokens: ``(start, lo, hi)``, the window owning tokens
     ``start+lo .. start+hi`` (each token owned once, by the window it is most central in).

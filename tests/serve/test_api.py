@@ -181,10 +181,10 @@ def test_the_records_routes_are_documented_and_refuse_bad_bodies(http):
     bad = [
         ("/records/write", {"records": [{"id": "a", "colour": "red"}]}, 400, "unknown field(s) ['colour']"),
         ("/records/write", {"records": [{"id": "a", "blob": "not base64!"}]}, 400, "blob is not base64"),
-        ("/records/write", {"records": [{"id": "a", "vectors": [[0.1, 0.2]]}]}, 400, "vectors must be (n >= 1, 384)"),
+        ("/records/write", {"records": [{"id": "a", "vectors": [[0.1, 0.2]]}]}, 400, "vectors must be (n >= 1, 385)"),
         ("/records/search", {"query": "x", "vectors": [[0.1]]}, 422, 'either "query"'),
-        ("/records/search", {"vectors": {"dtype": "float32", "shape": [2, 384], "data": "AAAA"}}, 400,
-         "does not hold float32 values of shape [2, 384]"),
+        ("/records/search", {"vectors": {"dtype": "float32", "shape": [2, 385], "data": "AAAA"}}, 400,
+         "does not hold float32 values of shape [2, 385]"),
         ("/records/search", {"query": "x", "k": 0}, 422, "k: Input should be greater than or equal to 1"),
         ("/records/count", {"filters": {"field": "meta.a", "operator": "~", "value": 1}}, 400, "operator"),
         ("/records/delete", {}, 422, 'give "ids" or "filters"'),
