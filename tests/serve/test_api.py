@@ -79,7 +79,8 @@ def test_page_image_heatmap_and_evidence(http):
     assert ev["page_id"] == page_id and ev["page"] == hit["page"] and ev["source"] == hit["source"]
     rows, cols = ev["grid"]
     assert len(ev["map"]) == rows and len(ev["map"][0]) == cols
-    assert ev["score"] == pytest.approx(hit["score"], rel=1e-3)  # MaxSim map cells sum to the score
+    # MaxSim map cells sum to the token part of the score (window fusion's part has no cell)
+    assert 0 < ev["score"] < hit["score"]
     assert ev["best_cells"] and ev["best_cells"][0]["value"] == max(max(r) for r in ev["map"])
 
 
