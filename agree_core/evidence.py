@@ -12,7 +12,8 @@ for y); ``score`` is the part of the page's MaxSim score that the place holds; `
 
 Every query token adds its best similarity (when positive) to the vector it matched, so the
 scores of all places sum to the page's MaxSim score less the tokens that matched nothing on
-the grid. A page is word-tied when every cell holding a vector holds a word's centre.
+the grid (the text-layer default's window part too: a window's sentence vector has no cell,
+see ``TextLayerConfig.sentence_weight``). A page is word-tied when every cell holding a vector holds a word's centre.
 
 The index side (:func:`evidence_by_id`) reads only the hits' own points: vectors, cells and
 the word boxes written at indexing time (``payload["words"]``, :func:`word_rows`); indexes

@@ -13,7 +13,8 @@ import torch
 __all__ = ["pool_vectors", "pool_tokens"]
 
 
-def pool_vectors(vectors: torch.Tensor | np.ndarray, k: int, iterations: int = 8) -> torch.Tensor:
+def pool_vectors(vectors: torch.Tensor | np.ndarray, k: int, iterations: int = 8,
+                 keep: torch.Tensor | None = None) -> torch.Tensor:
     """At most ``k`` L2-normalised centroids of ``vectors`` (spherical k-means, deterministic).
 
     The centroids stand in for the page in a first MaxSim pass; the full vectors rescore the
@@ -25,8 +26,11 @@ def pool_vectors(vectors: torch.Tensor | np.ndarray, k: int, iterations: int = 8
         vectors: ``(n, dim)``.
         k: number of centroids.
 
+        keep: ``(n,)`` bool, vectors returned as they are after the centroids of the others
+            (:attr:`~agree_core.encoders.base.PageEmbedding.unpooled`).
+
     Returns:
-        ``(min(n, k), dim)`` float32.
+        ``(min(n, k), dim)`` float32 (plus the kept vectors).
 
     >>> v = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]])
     >>> pool_vectors(v, 2).round(decimals=2)
@@ -35,6 +39,11 @@ def pool_vectors(vectors: torch.Tensor | np.ndarray, k: int, iterations: int = 8
     """
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
+    if keep is not None and bool(keep.any()):  # stored as they are, after the centroids
+        vectors, keep = torch.as_tensor(vectors), keep.to(torch.bool)
+        rest = vectors[~keep]
+        pooled = pool_vectors(rest, k, iterations) if len(rest) else vectors.new_zeros(0, vectors.shape[1]).float()
+        return torch.cat([pooled, vectors[keep].float()])
     x = _float32(vectors)
     n = x.shape[0]
     if n <= k:
@@ -51,7 +60,8 @@ def pool_vectors(vectors: torch.Tensor | np.ndarray, k: int, iterations: int = 8
     return torch.from_numpy(centroids)
 
 
-def pool_tokens(vectors: torch.Tensor, factor: int) -> tuple[torch.Tensor, torch.Tensor]:
+def pool_tokens(vectors: torch.Tensor, factor: int,
+                keep: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Merge a page's vectors into about ``n / factor`` by hierarchical clustering (Ward
     linkage, as in Clavie et al.'s token pooling): the stored vectors of an index built
     with ``pool_factor > 1``.
@@ -60,7 +70,9 @@ def pool_tokens(vectors: torch.Tensor, factor: int) -> tuple[torch.Tensor, torch
     of its cluster; ``group`` ``(n,)`` int64, the pooled vector of each input vector, so that
     ``pooled[group]`` stands in for the page's vectors wherever cells matter (heatmaps,
     evidence, AGREE's grid): every cell keeps the pooled vector of its own token. MaxSim
-    over ``pooled`` equals MaxSim over ``pooled[group]``.
+    over ``pooled`` equals MaxSim over ``pooled[group]``. Vectors marked in ``keep`` (``(n,)``
+    bool, :attr:`~agree_core.encoders.base.PageEmbedding.unpooled`) are merged with none and
+    stored as they are, after the pooled ones; the others are pooled by ``factor``.
 
     >>> v = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]])
     >>> pooled, group = pool_tokens(v, 2)
@@ -69,6 +81,14 @@ def pool_tokens(vectors: torch.Tensor, factor: int) -> tuple[torch.Tensor, torch
     """
     if factor < 1:
         raise ValueError(f"factor must be >= 1, got {factor}")
+    if keep is not None and bool(keep.any()) and factor > 1:  # stored as they are, after the pooled ones
+        vectors, keep = torch.as_tensor(vectors), keep.to(torch.bool)
+        pooled, group = pool_tokens(vectors[~keep], factor)
+        kept = vectors[keep].float()
+        full = torch.empty(len(vectors), dtype=torch.long)
+        full[~keep] = group
+        full[keep] = len(pooled) + torch.arange(len(kept))
+        return torch.cat([pooled, kept]), full
     x = _float32(vectors)
     n = x.shape[0]
     m = max(1, -(-n // factor))  # ceil(n / factor)

@@ -196,7 +196,7 @@ class PageScorer:
         for start in range(0, len(pages), self.batch_size):
             batch = pages[start : start + self.batch_size]
             for (i, _), emb in zip(batch, self.encoder.encode_pages([p for _, p in batch])):
-                out[i] = pool_tokens(emb.vectors.float(), factor)[0] if factor > 1 else emb.vectors
+                out[i] = pool_tokens(emb.vectors.float(), factor, keep=emb.unpooled)[0] if factor > 1 else emb.vectors
         for i, reason in enumerate(reasons):
             if reason is not None:
                 log.warning("cannot score candidate %r: %s", candidates[i].key if candidates[i].key is not None

@@ -49,7 +49,9 @@ def test_both_engines_give_the_same_top_10(tmp_path, corpus, encoder, datatype, 
         for edge_hits, local_hits in zip(results["edge"][exact_or_pooled], results["local"][exact_or_pooled]):
             assert len(edge_hits) == 10
             assert [(h.source, h.page) for h in edge_hits] == [(h.source, h.page) for h in local_hits]
-            assert max(abs(a.score - b.score) for a, b in zip(edge_hits, local_hits)) < tolerance
+            # relative to the score: the window-fused default scores pages at a few units, not ~1
+            assert max(abs(a.score - b.score) / max(1.0, abs(b.score))
+                       for a, b in zip(edge_hits, local_hits)) < tolerance
 
 
 def _agree(capsys, *args: str) -> tuple[int, str, str]:

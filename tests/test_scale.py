@@ -38,14 +38,17 @@ def test_info_json_reports_bytes_on_disk_and_vector_bytes_per_page(tmp_path, sam
         vectors, points = _stored_vectors(index)
     assert (info["vector_datatype"], info["pool_factor"]) == ("turbo4", 1)  # the defaults
     fde = fde_bytes(index.config)  # the first stage's encoding of each point
-    assert info["vector_bytes_per_page"] == pytest.approx((vectors * 384 * 0.5 + points * fde) / points, rel=1e-3)
+    assert info["vector_bytes_per_page"] == pytest.approx((vectors * 385 * 0.5 + points * fde) / points, rel=1e-3)
 
 
 def test_an_index_written_before_pooling_opens_searches_and_reports_its_size(tmp_path, samples, encoder):
     """The format of an index built before pooling: float16, every vector, no ``pool_factor``
     in the config, no ``nvec``/``pool_of`` on points."""
     ix = tmp_path / "old"
-    with PageIndex.open(ix, encoder, pool_factor=1, vector_datatype="float16") as index:
+    from agree_core.encoders.text_layer import TextLayerEncoder
+
+    # such an index also predates window fusion (sentence_weight 0, 384-d)
+    with PageIndex.open(ix, TextLayerEncoder(sentence_weight=0.0), pool_factor=1, vector_datatype="float16") as index:
         assert index.add([samples[0].parent], progress=False).ok
     config = json.loads((ix / CONFIG_FILE).read_text())
     config.pop("pool_factor", None)
@@ -96,7 +99,9 @@ def test_a_pooled_quantized_index_stores_fewer_bytes_and_still_finds_and_maps_pa
             assert heat.shape == emb.grid and float(heat.max()) > 0
             (ev,) = evidence_by_id(index, marker(2), [hit.page_id]).values()  # word boxes, pooled too
             assert ev and all(0 <= e["box"][0] < e["box"][2] <= 1 for e in ev)
-            assert sum(e["score"] for e in ev) == pytest.approx(hit.score, rel=0.05)
+            q = index.encode_queries([marker(2)])[0]
+            window = float((emb.vectors[emb.cells < 0] @ q[-1]).max())  # window fusion's part: no box
+            assert sum(e["score"] for e in ev) == pytest.approx(hit.score - window, rel=0.05)
             infos[name] = index.info()
         if engine_kind == "edge":
             assert json.loads((path / CONFIG_FILE).read_text())["pool_factor"] == settings["pool_factor"]

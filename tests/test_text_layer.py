@@ -19,19 +19,23 @@ def test_contract_and_shapes(encoder, pdf_factory):
     pdf = pdf_factory("a.pdf", ["Revenue grew in the third quarter\nBattery storage at Millbrook", ""])
     pages = list(iter_pages(pdf, dpi=30))
     text_page, blank = encoder.encode_pages(pages)
-    assert text_page.vectors.shape[1] == encoder.dim == 384
+    # MiniLM's 384 dimensions + the one that keeps window vectors apart (sentence_weight 0.4)
+    assert text_page.vectors.shape[1] == encoder.dim == 385
     assert text_page.grid == page_grid(612, 792)
     rows, cols = text_page.grid
-    assert ((text_page.cells >= 0) & (text_page.cells < rows * cols)).all()
-    torch.testing.assert_close(text_page.vectors.norm(dim=1), torch.ones(len(text_page.vectors)))
+    tokens = ~text_page.unpooled
+    assert text_page.unpooled.tolist()[-1] and int(text_page.unpooled.sum()) == 1  # one window
+    assert ((text_page.cells[tokens] >= 0) & (text_page.cells[tokens] < rows * cols)).all()
+    assert text_page.cells[-1] == -1
+    torch.testing.assert_close(text_page.vectors[tokens].norm(dim=1), torch.ones(int(tokens.sum())))
     # one vector per word-piece, stopwords ("in", "the", "at") left out
     pieces = encoder._tokenizer.tokenize(pages[0].text)
     kept = [t for t in pieces if not _is_skippable(t)]
     assert "the" in pieces and "the" not in kept
-    assert text_page.vectors.shape[0] == len(kept)
+    assert int(tokens.sum()) == len(kept)
     assert text_page.text.startswith("Revenue grew")
     # a blank page gets one zero vector off the grid, and scores 0
-    assert blank.vectors.shape == (1, 384) and blank.cells.tolist() == [-1]
+    assert blank.vectors.shape == (1, 385) and blank.cells.tolist() == [-1]
     assert float(blank.vectors.abs().sum()) == 0
 
 
@@ -41,8 +45,9 @@ def test_vectors_sit_where_their_words_are(encoder, pdf_factory):
     pdf = pdf_factory("a.pdf", [top + bottom])
     (emb,) = encoder.encode_pages(list(iter_pages(pdf, render=False)))
     rows, cols = emb.grid
-    q = encoder.encode_queries(["glacier"])[0]
-    best = int((emb.vectors @ q.T).max(dim=1).values.argmax())
+    q = encoder.encode_queries(["glacier"])[0][:-1]  # the word's token vector, not the sentence one
+    tokens = emb.vectors[~emb.unpooled]
+    best = int((tokens @ q.T).max(dim=1).values.argmax())
     assert int(emb.cells[best]) // cols > rows // 2  # the glacier words are on the lower half
 
 
@@ -79,8 +84,8 @@ def test_bf16_keeps_the_ranking_of_float32(pdf_factory):
 
 def test_queries(encoder):
     qs = encoder.encode_queries(["What is the revenue?", "the of and"])
-    assert qs[0].shape == (1, 384)  # only "revenue" survives stopword and punctuation removal
-    assert qs[1].shape[0] == 3  # a query of only stopwords keeps them
+    assert qs[0].shape == (2, 385)  # only "revenue" survives stopword and punctuation removal, + the sentence
+    assert qs[1].shape[0] == 3 + 1  # a query of only stopwords keeps them
     with pytest.raises(ValueError, match="queries must be non-empty strings"):
         encoder.encode_queries(["  "])
 
@@ -102,7 +107,7 @@ def test_scanned_page_is_read_by_ocr(encoder, samples):
     assert pages[0].words == []  # no text layer
     (emb,) = encoder.encode_pages(pages)
     assert "visitors" in emb.text.lower()
-    assert emb.vectors.shape[0] > 10 and (emb.cells >= 0).all()
+    assert emb.vectors.shape[0] > 10 and (emb.cells[~emb.unpooled] >= 0).all()  # every token on the grid
 
 
 def test_sentence_weight_fuses_maxsim_with_the_best_window_exactly(pdf_factory):
@@ -112,7 +117,7 @@ def test_sentence_weight_fuses_maxsim_with_the_best_window_exactly(pdf_factory):
     from sentence_transformers import SentenceTransformer
 
     w = 0.4
-    plain, fused = TextLayerEncoder(dtype="float32"), TextLayerEncoder(dtype="float32", sentence_weight=w)
+    plain, fused = TextLayerEncoder(dtype="float32", sentence_weight=0.0), TextLayerEncoder(dtype="float32", sentence_weight=w)
     texts = ["the river bridge was closed for repairs in spring", "granite summit above the glacier"]
     pages = list(iter_pages(pdf_factory("a.pdf", texts + [""]), render=False))
     query = "when did they fix the bridge"

@@ -27,6 +27,9 @@ class PageEmbedding:
         text: the text the encoder read (text layer or OCR), if any.
         terms: ``(n,)`` vocabulary id behind each vector, for encoders with a vocabulary
             (the index keeps term statistics from them to weight query tokens by IDF).
+        unpooled: ``(n,)`` bool, vectors that token pooling and the first-stage centroids
+            store as they are, never merged with others (a text-layer window's sentence vector,
+            whose scale and extra dimension the fused score relies on); ``None``: none.
     """
 
     vectors: torch.Tensor
@@ -34,6 +37,7 @@ class PageEmbedding:
     cells: torch.Tensor
     text: str | None = None
     terms: torch.Tensor | None = None
+    unpooled: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         rows, cols = self.grid
@@ -42,6 +46,8 @@ class PageEmbedding:
                 f"vectors {tuple(self.vectors.shape)} and cells {tuple(self.cells.shape)} "
                 "must be (n, dim) and (n,)"
             )
+        if self.unpooled is not None and self.unpooled.shape != self.cells.shape:
+            raise ValueError(f"unpooled {tuple(self.unpooled.shape)} must be (n,) like cells {tuple(self.cells.shape)}")
         if self.cells.numel() and int(self.cells.max()) >= rows * cols:
             raise ValueError(f"cell index {int(self.cells.max())} outside grid {rows}x{cols}")
 

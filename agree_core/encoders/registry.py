@@ -6,7 +6,8 @@ from typing import Any, Callable
 
 from agree_core.encoders.base import MultiVectorEncoder
 
-__all__ = ["register_encoder", "load_encoder", "available_encoders", "encoder_info", "DEFAULT_ENCODER"]
+__all__ = ["register_encoder", "load_encoder", "available_encoders", "encoder_info", "recorded_config",
+           "DEFAULT_ENCODER"]
 
 DEFAULT_ENCODER = "text-layer"
 
@@ -14,17 +15,25 @@ DEFAULT_ENCODER = "text-layer"
 _FACTORIES: dict[str, Callable[..., MultiVectorEncoder]] = {}
 # name -> what `agree encoders` shows (default checkpoint, dim, gpu, layouts, parameters)
 _INFO: dict[str, dict[str, Any]] = {}
+# name -> upgrade(config) -> config: the options an index recorded, completed with the values
+# that applied before an option existed (an index built then keeps its vectors' meaning)
+_RECORDED: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {}
 
 
 def register_encoder(name: str, *, default_checkpoint: str | None = None, dim: int | None = None,
-                     gpu: bool | None = None, layouts: str = "", parameters: str = ""
+                     gpu: bool | None = None, layouts: str = "", parameters: str = "",
+                     recorded: Callable[[dict[str, Any]], dict[str, Any]] | None = None
                      ) -> Callable[[Callable[..., MultiVectorEncoder]], Callable[..., MultiVectorEncoder]]:
     """Register ``factory(checkpoint, **options)`` under ``name``, with what ``agree encoders``
     lists about it: the default checkpoint (``None``: a checkpoint must be given), the vector
     dim (``None``: the checkpoint's), whether a GPU is needed to be practical (``None``: it
-    depends on the checkpoint), the checkpoint layouts accepted and the model size."""
+    depends on the checkpoint), the checkpoint layouts accepted and the model size.
+    ``recorded(config)`` completes the encoder config an older index recorded (see
+    :func:`recorded_config`)."""
     def wrap(factory: Callable[..., MultiVectorEncoder]) -> Callable[..., MultiVectorEncoder]:
         _FACTORIES[name] = factory
+        if recorded is not None:
+            _RECORDED[name] = recorded
         _INFO[name] = {"name": name, "default_checkpoint": default_checkpoint, "dim": dim, "gpu": gpu,
                        "layouts": layouts, "parameters": parameters}
         return factory
@@ -59,6 +68,18 @@ def load_encoder(spec: str = DEFAULT_ENCODER, **options: Any) -> MultiVectorEnco
         names = sorted(available_encoders(), key=lambda n: (n != DEFAULT_ENCODER, n))  # default first
         raise ValueError(f"unknown encoder {name!r}; available: {', '.join(names)}")
     return _FACTORIES[name](checkpoint or None, **{**_trained_with(checkpoint), **options})
+
+
+def recorded_config(spec: str, config: dict[str, Any]) -> dict[str, Any]:
+    """The encoder config an index recorded for ``spec``, with each option it lacks (an index
+    built before the option existed) set to the value that built its vectors, not today's default.
+
+    >>> recorded_config("text-layer", {"window": 256, "skip_stopwords": True})["sentence_weight"]
+    0.0
+    """
+    _register_builtins()
+    upgrade = _RECORDED.get(spec.partition(":")[0])
+    return upgrade(dict(config)) if upgrade is not None else dict(config)
 
 
 def _trained_with(checkpoint: str) -> dict[str, Any]:

@@ -44,8 +44,10 @@ class TextLayerConfig:
     # vector from the window it is most central in
     grid_cells: int = 1024  # about this many cells per page grid
     skip_stopwords: bool = True  # drop stopword and punctuation tokens (pages and queries)
-    sentence_weight: float = 0.0  # > 0: fuse MaxSim with the query's sentence similarity to the page's
-    # best window (MiniLM's mean-pooled embeddings), this share of the score (see _with_windows)
+    sentence_weight: float = 0.4  # > 0: fuse MaxSim with the query's sentence similarity to the page's
+    # best window (MiniLM's mean-pooled embeddings), this share of the score (see _with_windows);
+    # one more dimension (hidden size + 1). 0.4: chosen on half the dev set (BENCHMARKS.md).
+    # Indexes recorded without it were built with 0 (_recorded_config)
     ocr: str = "auto"  # "auto": OCR pages without a text layer when rapidocr is installed; "on"; "off"
     ocr_dpi: int = 200
 
@@ -131,7 +133,8 @@ class TextLayerEncoder:
             terms = torch.as_tensor(ids)[keep]
             if self.cfg.sentence_weight:
                 vecs, cells, terms = self._with_windows(vecs[keep], wins, cells, terms)
-                out.append(PageEmbedding(vecs, grid, cells, _text(words), terms))
+                sentences = torch.arange(len(vecs)) >= len(vecs) - len(wins)  # never pooled with tokens
+                out.append(PageEmbedding(vecs, grid, cells, _text(words), terms, sentences))
                 continue
             out.append(PageEmbedding(vecs[keep], grid, cells, _text(words), terms))
         return out
@@ -415,6 +418,16 @@ class TextLayerEncoder:
         return out
 
 
+def sentence_rows(vectors: torch.Tensor) -> torch.Tensor:
+    """Which rows of a fused page's vectors (``sentence_weight`` > 0) are window sentence
+    vectors: their last coordinate is -1, a token's is 0 (see ``_with_windows``).
+
+    >>> sentence_rows(torch.tensor([[1.0, 0.0], [0.0, -1.0]])).tolist()
+    [False, True]
+    """
+    return vectors[:, -1] < -0.5
+
+
 def _windows(n: int, span: int, stride: int) -> list[tuple[int, int, int]]:
     """Windows over ``n`` tokens: ``(start, lo, hi)``, the window owning tokens
     ``start+lo .. start+hi`` (each token owned once, by the window it is most central in).
@@ -449,7 +462,20 @@ def _text(words: list[Word]) -> str:
     return " ".join(w.text for w in words)
 
 
-@register_encoder("text-layer", default_checkpoint=DEFAULT_MODEL, dim=384, gpu=False, parameters="22M",
+# options that came after the first text-layer indexes, with the value those indexes were built with
+_BEFORE_RECORDED = {"sentence_weight": 0.0}
+
+
+def _recorded_config(config: dict[str, Any]) -> dict[str, Any]:
+    """An index's recorded text-layer config completed with what older indexes were built with
+    (a late-interaction checkpoint's config, which has no ``skip_stopwords``, is left alone)."""
+    if "skip_stopwords" not in config:
+        return config
+    return {**_BEFORE_RECORDED, **config}
+
+
+@register_encoder("text-layer", default_checkpoint=DEFAULT_MODEL, dim=385, gpu=False, parameters="22M",
+                  recorded=_recorded_config,
                   layouts="a BERT-style model directory or hub id (transformers), a LoRA adapter over one, "
                           "or a late-interaction text model: ColBERT, PyLate or Sentence Transformers "
                           "MultiVectorEncoder (answerai-colbert-small, GTE-ModernColBERT...), grounded to word boxes")

@@ -106,6 +106,10 @@ class IndexConfig:
                 f"{where} has index format version {version}; this agree reads version "
                 f"{FORMAT_VERSION}: rebuild the index with this version (`agree index ...`)"
             )
+        if isinstance(data.get("encoder"), str) and isinstance(data.get("encoder_config"), dict):
+            from agree_core.encoders.registry import recorded_config  # options added since it was built
+
+            data = {**data, "encoder_config": recorded_config(data["encoder"], data["encoder_config"])}
         known = set(cls.__dataclass_fields__)
         # indexes written before a setting existed were built without it
         defaults = {"pool_factor": 1, "vector_datatype": "float16", "first_stage": {}}

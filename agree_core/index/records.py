@@ -277,12 +277,22 @@ class RecordStore:
                                  "embed pages with the index's encoder, or give no vectors")
             cells = torch.as_tensor(r.cells, dtype=torch.long) if r.cells is not None \
                 else torch.full((v.shape[0],), -1, dtype=torch.long)
-            out[i] = PageEmbedding(v, tuple(r.grid) if r.grid else (1, 1), cells)
+            out[i] = PageEmbedding(v, tuple(r.grid) if r.grid else (1, 1), cells, unpooled=self._sentence_rows(v))
         todo = [i for i, e in enumerate(out) if e is None]
         if todo:
             for i, emb in zip(todo, embed_records(self.index.encoder, [batch[i] for i in todo], len(todo))):
                 out[i] = emb
         return out  # type: ignore[return-value]
+
+    def _sentence_rows(self, vectors: torch.Tensor) -> torch.Tensor | None:
+        """Given vectors of a window-fused text-layer index: its sentence vectors, which
+        pooling stores as they are (None for other encoders)."""
+        config = self.index.config
+        if not config.encoder.startswith("text-layer") or not config.encoder_config.get("sentence_weight"):
+            return None
+        from agree_core.encoders.text_layer import sentence_rows
+
+        return sentence_rows(vectors)
 
     def _point(self, r: Record, emb: PageEmbedding, old: dict | None) -> Point:
         pid = record_point_id(r.id)

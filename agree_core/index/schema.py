@@ -28,6 +28,7 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 import numpy as np
+import torch
 
 from agree_core.encoders import PageEmbedding
 from agree_core.index import filters as F
@@ -84,12 +85,15 @@ def build_point(point_id: str, emb: PageEmbedding, *, pooled: int, text: str | N
     of the module docstring (``fields`` are the kind-specific keys)."""
     vectors = emb.vectors.float()  # (n, dim)
     extra: dict[str, Any] = {}
+    keep = emb.unpooled  # vectors stored as they are (a text-layer window's sentence vector)
     if pool_factor > 1:
-        vectors, group = pool_tokens(vectors, pool_factor)
+        vectors, group = pool_tokens(vectors, pool_factor, keep=keep)
         extra["pool_of"] = group.tolist()
+        if keep is not None:  # pool_tokens puts them after the pooled ones
+            keep = torch.arange(len(vectors)) >= len(vectors) - int(keep.sum())
     vecs = {TOKENS: np.ascontiguousarray(vectors.numpy(), dtype=np.float32)}
     if pooled > 0:
-        vecs[POOLED] = np.ascontiguousarray(pool_vectors(vectors, pooled).numpy(), dtype=np.float32)
+        vecs[POOLED] = np.ascontiguousarray(pool_vectors(vectors, pooled, keep=keep).numpy(), dtype=np.float32)
     extra["nvec"] = sum(len(v) for v in vecs.values())  # multivectors only (sizes.py)
     if first_stage:
         vecs[FDE] = muvera_of(vecs[TOKENS].shape[1], first_stage).encode_document(vecs[TOKENS])

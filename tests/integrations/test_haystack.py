@@ -176,9 +176,9 @@ def test_retriever_finds_the_page_and_applies_filters(indexed):
 def test_query_embeddings_and_page_embeddings_use_haystacks_multivector_names(indexed):
     store, _, embedded = indexed
     vectors = get_multivector(embedded[0])
-    assert len(vectors) > 3 and len(vectors[0]) == 384
+    assert len(vectors) > 3 and len(vectors[0]) == 385
     stored = store.shared.run(lambda ix: ix.records.vectors([embedded[0].id]))[embedded[0].id]
-    assert stored.shape == (len(vectors), 384)  # written as given, not encoded again
+    assert stored.shape == (len(vectors), 385)  # written as given, not encoded again
     q = AgreeTextEmbedder().run(text="camel")["multivector_embedding"]
     by_vectors = AgreeRetriever(document_store=store).run(query_multivector_embedding=q)["documents"]
     by_text = AgreeRetriever(document_store=store).run(query="camel")["documents"]
@@ -279,7 +279,7 @@ def test_written_pages_survive_a_kill_9(tmp_path):
         from agree_core.index.records import Record
         index = PageIndex.open({str(tmp_path / "ix")!r})  # vectors are given: no model loads
         index.records.write([Record(f"p{{i}}", f"page {{i}}", blob=f"bytes {{i}}".encode(), meta={{"i": i}},
-                                    vectors=torch.randn(4, 384)) for i in range(40)])
+                                    vectors=torch.randn(4, 385)) for i in range(40)])
         os.kill(os.getpid(), signal.SIGKILL)
     """)
     assert subprocess.run([sys.executable, "-c", child], timeout=120).returncode == -9

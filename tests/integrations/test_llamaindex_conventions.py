@@ -108,9 +108,9 @@ def test_llamaindex_conventions_of_the_retriever_and_the_reranker(retriever, boo
     vectors = retriever.shared.run(lambda ix: ix.encode_queries([about(2)]))[0].tolist()
     given = retriever.retrieve(QueryBundle(query_str="words that are not searched", embedding=vectors))
     assert [(n.node.node_id, n.score) for n in given] == [(i, pytest.approx(s, abs=1e-4)) for i, s in text]
-    dense = retriever.retrieve(QueryBundle(query_str=about(2), embedding=[0.1] * 384))  # another model's vector
+    dense = retriever.retrieve(QueryBundle(query_str=about(2), embedding=[0.1] * 385))  # another model's vector
     assert [n.node.node_id for n in dense] == [i for i, _ in text]
-    with pytest.raises(ValueError, match=r"query vectors must be \(n_tokens >= 1, 384\), got \(1, 5\)"):
+    with pytest.raises(ValueError, match=r"query vectors must be \(n_tokens >= 1, 385\), got \(1, 5\)"):
         retriever.retrieve(QueryBundle(query_str="x", embedding=[[0.1] * 5]))
     custom = retriever.retrieve(QueryBundle(query_str="unrelated", custom_embedding_strs=[about(4)]))
     assert custom[0].node.metadata["page"] == 4

@@ -79,10 +79,8 @@ def test_page_image_heatmap_and_evidence(http):
     assert ev["page_id"] == page_id and ev["page"] == hit["page"] and ev["source"] == hit["source"]
     rows, cols = ev["grid"]
     assert len(ev["map"]) == rows and len(ev["map"][0]) == cols
-    # MaxSim map cells sum to the score, read from the stored vectors (SCORE_TOLERANCE: turbo4 decodes with an error)
-    from agree_core.index.config import SCORE_TOLERANCE
-
-    assert ev["score"] == pytest.approx(hit["score"], rel=SCORE_TOLERANCE["turbo4"])
+    # MaxSim map cells sum to the token part of the score (window fusion's part has no cell)
+    assert 0 < ev["score"] < hit["score"]
     assert ev["best_cells"] and ev["best_cells"][0]["value"] == max(max(r) for r in ev["map"])
 
 
@@ -184,10 +182,10 @@ def test_the_records_routes_are_documented_and_refuse_bad_bodies(http):
     bad = [
         ("/records/write", {"records": [{"id": "a", "colour": "red"}]}, 400, "unknown field(s) ['colour']"),
         ("/records/write", {"records": [{"id": "a", "blob": "not base64!"}]}, 400, "blob is not base64"),
-        ("/records/write", {"records": [{"id": "a", "vectors": [[0.1, 0.2]]}]}, 400, "vectors must be (n >= 1, 384)"),
+        ("/records/write", {"records": [{"id": "a", "vectors": [[0.1, 0.2]]}]}, 400, "vectors must be (n >= 1, 385)"),
         ("/records/search", {"query": "x", "vectors": [[0.1]]}, 422, 'either "query"'),
-        ("/records/search", {"vectors": {"dtype": "float32", "shape": [2, 384], "data": "AAAA"}}, 400,
-         "does not hold float32 values of shape [2, 384]"),
+        ("/records/search", {"vectors": {"dtype": "float32", "shape": [2, 385], "data": "AAAA"}}, 400,
+         "does not hold float32 values of shape [2, 385]"),
         ("/records/search", {"query": "x", "k": 0}, 422, "k: Input should be greater than or equal to 1"),
         ("/records/count", {"filters": {"field": "meta.a", "operator": "~", "value": 1}}, 400, "operator"),
         ("/records/delete", {}, 422, 'give "ids" or "filters"'),

@@ -209,7 +209,7 @@ def test_full_fine_tuning_of_the_text_layer_saves_a_complete_model(dataset, tmp_
     train_py.train(config(train_py, data, maps, out, max_steps=1, lora=False, lr=1e-5))
     assert (out / "config.json").is_file() and not (out / "adapter_config.json").exists()
     vectors = load_encoder(f"text-layer:{out}", dtype="float32").encode_queries(["solar site"])[0]
-    assert vectors.shape[1] == 384
+    assert vectors.shape[1] == 385  # MiniLM 384 + the window-fusion dimension (sentence_weight 0.4)
 
 
 @pytest.mark.parametrize("encoder, local", [("colmodernvbert", "cosine"), ("st:lightonai/LateOn", "cosine"),
