@@ -91,7 +91,7 @@ def test_a_pooled_index_keeps_the_fused_score(tmp_path, pdf_factory, encoder):
     pdf = pdf_factory("a.pdf", lorem_pages(3, words=120))
     pages = list(iter_pages(pdf, render=False))
     fresh = encoder.encode_pages(pages)
-    with PageIndex.open(tmp_path / "ix", "text-layer", pool_factor=3) as index:
+    with PageIndex.open(tmp_path / "ix", "text-layer", pool_factor=3, vector_datatype="float16") as index:
         index.add([pdf], progress=False)
         query = "the granite falcon over the canyon"
         hits = index.search(query, k=3)
