@@ -72,10 +72,13 @@ def quantize_documents(documents: torch.Tensor | list[torch.Tensor],
     padded, mask = padded.detach().cpu(), mask.cpu()
     n, length, dim = padded.shape
     amax = torch.zeros(dim)
+    full = bool(mask.all())
     for lo in range(0, n, block):
-        part = padded[lo : lo + block].float().abs()
-        part = part.masked_fill(~mask[lo : lo + block, :, None], 0.0)
-        amax = torch.maximum(amax, part.amax(dim=(0, 1)) if part.numel() else amax)
+        part = padded[lo : lo + block].float()
+        if not full:
+            part = part.masked_fill(~mask[lo : lo + block, :, None], 0.0)
+        if part.numel():
+            amax = torch.maximum(amax, part.abs().amax(dim=(0, 1)))
     scales = torch.where(amax > 0, amax / _DOC_MAX, torch.ones_like(amax))
     codes = np.empty((n, length, dim), dtype=np.uint8)
     empty = ~mask.any(dim=1)
@@ -83,10 +86,10 @@ def quantize_documents(documents: torch.Tensor | list[torch.Tensor],
     for lo in range(0, n, block):
         part = padded[lo : lo + block].float()
         m = mask[lo : lo + block]
-        if not bool(m.all()):  # padded slots take the document's first real vector
+        if not full and not bool(m.all()):  # padded slots take the document's first real vector
             repeat = part[torch.arange(len(part)), first[lo : lo + block]]  # (b, dim)
             part = torch.where(m[:, :, None], part, repeat[:, None, :])
-        q = torch.round(part / scales).clamp_(-_DOC_MAX, _DOC_MAX).add_(_ZERO)
+        q = part.mul(1.0 / scales).round_().clamp_(-_DOC_MAX, _DOC_MAX).add_(_ZERO)
         codes[lo : lo + block] = q.to(torch.uint8).numpy()
     return Int8Documents(codes, scales.numpy().astype(np.float32), empty.numpy())
 
