@@ -41,7 +41,8 @@ log = logging.getLogger(__name__)
 BACKENDS = ("auto", "torch", "onnx", "onnx-int8")
 Forward = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
-__all__ = ["BACKENDS", "LazyModel", "cached_forward", "choose_backend", "fast_forward", "onnx_cache_dir"]
+__all__ = ["BACKENDS", "LazyModel", "WordPieceTokenizer", "cached_forward", "checkpoint_config", "choose_backend",
+           "fast_forward", "onnx_cache_dir", "plain_tokenizer"]
 
 
 def choose_backend(device: torch.device, dtype: torch.dtype, requested: str | None = None) -> str:
@@ -286,3 +287,73 @@ def _session_forward(ort, path: Path) -> Forward:
 
     forward.backend = path.name  # type: ignore[attr-defined]  (for logs and benchmarks)
     return forward
+
+
+class WordPieceTokenizer:
+    """The part of a transformers fast tokenizer the text-layer encoder uses, straight on the
+    checkpoint's ``tokenizer.json`` (the same Rust tokenizer transformers wraps), so that a run
+    on a cached graph does not import transformers at all. Built by :func:`plain_tokenizer`."""
+
+    def __init__(self, tokenizer, cls_token: str, sep_token: str):
+        tokenizer.no_truncation()  # tokenizer.json may carry the model's 128-token settings:
+        tokenizer.no_padding()  # pages are tokenised whole and windowed by the encoder
+        self._tok = tokenizer
+        self.cls_token_id = tokenizer.token_to_id(cls_token)
+        self.sep_token_id = tokenizer.token_to_id(sep_token)
+        if self.cls_token_id is None or self.sep_token_id is None:
+            raise ValueError(f"{cls_token} or {sep_token} is not in the vocabulary")
+
+    def __len__(self) -> int:
+        return self._tok.get_vocab_size(with_added_tokens=True)
+
+    def convert_ids_to_tokens(self, ids: Sequence[int]) -> list[str]:
+        return [self._tok.id_to_token(i) for i in ids]
+
+    def __call__(self, text, *, add_special_tokens: bool = True, is_split_into_words: bool = False,
+                 truncation: bool = False, max_length: int | None = None) -> "_Encoded":
+        enc = self._tok.encode(text, is_pretokenized=is_split_into_words, add_special_tokens=add_special_tokens)
+        ids, words = list(enc.ids), list(enc.word_ids)
+        if truncation and max_length is not None:  # one sequence: keep its first max_length ids
+            ids, words = ids[:max_length], words[:max_length]
+        return _Encoded(ids, words)
+
+
+class _Encoded(dict):
+    def __init__(self, ids: list[int], words: list[int | None]):
+        super().__init__(input_ids=ids)
+        self._words = words
+
+    def word_ids(self) -> list[int | None]:
+        return self._words
+
+
+def plain_tokenizer(path: str | Path) -> WordPieceTokenizer | None:
+    """A :class:`WordPieceTokenizer` for a checkpoint directory with a ``tokenizer.json`` of a
+    BERT-style (WordPiece) tokenizer, else None (then use transformers' AutoTokenizer)."""
+    import json
+
+    path = Path(path)
+    try:
+        config = json.loads((path / "tokenizer_config.json").read_text())
+        spec = json.loads((path / "tokenizer.json").read_text())
+        if (spec.get("model") or {}).get("type") != "WordPiece":
+            return None
+        from tokenizers import Tokenizer
+
+        def token(name: str, default: str) -> str:
+            value = config.get(name, default)
+            return value.get("content", default) if isinstance(value, dict) else str(value)
+
+        return WordPieceTokenizer(Tokenizer.from_str(json.dumps(spec)), token("cls_token", "[CLS]"),
+                                  token("sep_token", "[SEP]"))
+    except (OSError, ValueError, ImportError):
+        return None
+
+
+def checkpoint_config(path: str | Path):
+    """The checkpoint's ``config.json`` as attributes (``hidden_size``, ``model_type`` ...),
+    read without transformers: what a :class:`LazyModel` answers before the model loads."""
+    import json
+    from types import SimpleNamespace
+
+    return SimpleNamespace(**json.loads((Path(path) / "config.json").read_text()))

@@ -263,11 +263,6 @@ class TextLayerEncoder:
         trainable peft model with ``merge_adapter=False``."""
         if self._model is not None:
             return
-        from transformers import AutoTokenizer
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
-
         path = self.cfg.model
         adapter = Path(path).expanduser() if Path(path).expanduser().is_dir() else None
         if adapter is not None and (adapter / "adapter_config.json").is_file():
@@ -285,17 +280,21 @@ class TextLayerEncoder:
         elif path.startswith((".", "/", "~")) and not Path(path).expanduser().is_dir():
             raise ValueError(f"text-layer checkpoint {path} does not exist: give a directory "
                              "with a BERT-style model (config.json, weights, tokenizer)")
-        # pages are tokenised whole and split into windows here: no length warning wanted
-        self._tokenizer = AutoTokenizer.from_pretrained(path, model_max_length=1 << 30)
         self._fast = self._cached_fast(path, adapter) if merge_adapter else None
-        if self._fast is not None:  # inference runs the cached graph: load the torch model only if asked
-            from transformers import AutoConfig
+        if self._fast is not None:  # inference runs the cached graph: no torch model, no transformers
+            from agree_core.encoders.text_backend import LazyModel, checkpoint_config, plain_tokenizer
 
-            from agree_core.encoders.text_backend import LazyModel
-
-            self._model = LazyModel(AutoConfig.from_pretrained(path),
+            self._tokenizer = plain_tokenizer(path)
+            self._model = LazyModel(checkpoint_config(path),
                                     lambda: self._torch_model(path, adapter, merge_adapter=True))
-        else:
+        if self._tokenizer is None or self._fast is None:
+            from transformers import AutoTokenizer
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.disable_progress_bar()
+            # pages are tokenised whole and split into windows here: no length warning wanted
+            self._tokenizer = AutoTokenizer.from_pretrained(path, model_max_length=1 << 30)
+        if self._fast is None:
             self._model = self._torch_model(path, adapter, merge_adapter)
         if merge_adapter and self._fast is None:  # inference only: training keeps to the torch model it updates
             from agree_core.encoders.text_backend import fast_forward
@@ -313,6 +312,9 @@ class TextLayerEncoder:
 
     def _torch_model(self, path: str, adapter: Path | None, merge_adapter: bool) -> torch.nn.Module:
         from transformers import AutoModel
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
 
         model = AutoModel.from_pretrained(path)
         if adapter is not None:
