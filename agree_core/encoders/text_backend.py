@@ -148,6 +148,8 @@ class LazyModel:
         return self.loaded()(*args, **kwargs)
 
     def __getattr__(self, name: str):  # only for names not set in __init__
+        if name.startswith("_"):  # copy/pickle protocol probes (and a half-built instance): no load
+            raise AttributeError(name)
         return getattr(self.loaded(), name)
 
 
