@@ -3,6 +3,7 @@ BERT built from a config: same vectors as torch, cached graph, the per-CPU choic
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -170,3 +171,60 @@ def test_different_weights_with_the_same_config_get_their_own_graph(tiny_bert_di
     assert torch.allclose(b[mask.bool()], want[mask.bool()], atol=1e-4)
     assert not torch.allclose(a, b, atol=1e-3)
     assert len(list(cache.rglob("model.onnx"))) == 2
+
+
+def test_a_cached_graph_encodes_without_loading_the_torch_model(tiny_bert_dir, tmp_path, monkeypatch):
+    """Once the graph is cached, a new process finds it before loading anything: no torch model,
+    no transformers (the tokenizer straight from tokenizer.json), no onnx; the vectors are those
+    of the first run; training still gets the real torch model."""
+    import json
+    import subprocess
+
+    from agree_core.encoders.text_layer import TextLayerEncoder
+
+    monkeypatch.setenv("AGREE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("AGREE_TEXT_BACKEND", "onnx-int8")
+    first = TextLayerEncoder(str(tiny_bert_dir), device="cpu", dtype="float32", window=32)
+    want = first.encode_queries(["model vectors of otters"])[0]
+    assert isinstance(first._model, torch.nn.Module)  # the first run loads it and exports the graph
+    script = (
+        "import json, sys\n"
+        "from agree_core.encoders.text_layer import TextLayerEncoder\n"
+        f"enc = TextLayerEncoder({str(tiny_bert_dir)!r}, device='cpu', dtype='float32', window=32)\n"
+        "v = enc.encode_queries(['model vectors of otters'])[0]\n"
+        "print(json.dumps({'v': v.tolist(), 'dim': enc.dim, 'backend': enc._fast.backend,\n"
+        "  'loaded': [m for m in ('transformers', 'onnx') if m in sys.modules]}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=dict(os.environ))
+    assert out.returncode == 0, out.stderr
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["loaded"] == [] and got["backend"] == "model-int8.onnx" and got["dim"] == 32
+    assert torch.allclose(torch.tensor(got["v"]), want, atol=1e-5)
+
+    second = TextLayerEncoder(str(tiny_bert_dir), device="cpu", dtype="float32", window=32)
+    assert torch.allclose(second.encode_queries(["model vectors of otters"])[0], want, atol=1e-5)
+    assert not isinstance(second._model, torch.nn.Module)  # in this process too: the cached graph only
+    trainable = second.load_trainable()
+    assert isinstance(trainable, torch.nn.Module) and second._fast is None
+    assert list(trainable.parameters())[0].requires_grad
+
+
+def test_the_plain_tokenizer_matches_transformers(tiny_bert_dir):
+    """What the encoder asks of its tokenizer, from tokenizer.json alone, equals AutoTokenizer
+    (which also carries a 128-token truncation and padding the encoder must not get)."""
+    from transformers import AutoTokenizer
+
+    from agree_core.encoders.text_backend import plain_tokenizer
+
+    hf = AutoTokenizer.from_pretrained(tiny_bert_dir, model_max_length=1 << 30)
+    mine = plain_tokenizer(tiny_bert_dir)
+    assert (len(mine), mine.cls_token_id, mine.sep_token_id) == (len(hf), hf.cls_token_id, hf.sep_token_id)
+    assert mine.convert_ids_to_tokens(list(range(len(mine)))) == hf.convert_ids_to_tokens(list(range(len(hf))))
+    words = ("Ünïcode café naïve \u201cquotes\u201d \ufb01ligature 東京 x-ray 3.14 " * 40).split()  # > 128 tokens
+    a = hf(words, is_split_into_words=True, add_special_tokens=False)
+    b = mine(words, is_split_into_words=True, add_special_tokens=False)
+    assert list(a["input_ids"]) == b["input_ids"] and a.word_ids() == b.word_ids() and len(b["input_ids"]) > 300
+    q = " ".join(words)
+    assert (hf(q, add_special_tokens=False, truncation=True, max_length=30)["input_ids"]
+            == mine(q, add_special_tokens=False, truncation=True, max_length=30)["input_ids"])
+    assert plain_tokenizer(tiny_bert_dir / "missing") is None  # then the encoder uses AutoTokenizer

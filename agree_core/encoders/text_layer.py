@@ -160,6 +160,8 @@ class TextLayerEncoder:
         if self.dtype_name == "bfloat16":
             raise ValueError("the text layer trains in float32 (it is small; bf16 autocast applies on GPU)")
         self.dtype_name = "float32"
+        if self._fast is not None:  # loaded for inference (a cached graph, a merged adapter): reload to train
+            self._model = None
         self._load(merge_adapter=False)
         self._fast = None  # training updates the torch model: encode with it
         return self._model
@@ -264,11 +266,6 @@ class TextLayerEncoder:
         trainable peft model with ``merge_adapter=False``."""
         if self._model is not None:
             return
-        from transformers import AutoModel, AutoTokenizer
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
-
         path = self.cfg.model
         adapter = Path(path).expanduser() if Path(path).expanduser().is_dir() else None
         if adapter is not None and (adapter / "adapter_config.json").is_file():
@@ -286,8 +283,42 @@ class TextLayerEncoder:
         elif path.startswith((".", "/", "~")) and not Path(path).expanduser().is_dir():
             raise ValueError(f"text-layer checkpoint {path} does not exist: give a directory "
                              "with a BERT-style model (config.json, weights, tokenizer)")
-        # pages are tokenised whole and split into windows here: no length warning wanted
-        self._tokenizer = AutoTokenizer.from_pretrained(path, model_max_length=1 << 30)
+        self._fast = self._cached_fast(path, adapter) if merge_adapter else None
+        if self._fast is not None:  # inference runs the cached graph: no torch model, no transformers
+            from agree_core.encoders.text_backend import LazyModel, checkpoint_config, plain_tokenizer
+
+            self._tokenizer = plain_tokenizer(path)
+            self._model = LazyModel(checkpoint_config(path),
+                                    lambda: self._torch_model(path, adapter, merge_adapter=True))
+        if self._tokenizer is None or self._fast is None:
+            from transformers import AutoTokenizer
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.disable_progress_bar()
+            # pages are tokenised whole and split into windows here: no length warning wanted
+            self._tokenizer = AutoTokenizer.from_pretrained(path, model_max_length=1 << 30)
+        if self._fast is None:
+            self._model = self._torch_model(path, adapter, merge_adapter)
+        if merge_adapter and self._fast is None:  # inference only: training keeps to the torch model it updates
+            from agree_core.encoders.text_backend import fast_forward
+
+            self._fast = fast_forward(self._model, self.device, self._compute_dtype(), [path, adapter])
+        vocab = self._tokenizer.convert_ids_to_tokens(list(range(len(self._tokenizer))))
+        skip = [_is_skippable(t) for t in vocab] if self.cfg.skip_stopwords else [False] * len(vocab)
+        self._skip_ids = torch.tensor(skip, dtype=torch.bool)
+
+    def _cached_fast(self, path: str, adapter: Path | None):
+        """The ONNX Runtime forward of a graph cached by an earlier run, found without loading the model."""
+        from agree_core.encoders.text_backend import cached_forward
+
+        return cached_forward([path, adapter], self.device, self._compute_dtype())
+
+    def _torch_model(self, path: str, adapter: Path | None, merge_adapter: bool) -> torch.nn.Module:
+        from transformers import AutoModel
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+
         model = AutoModel.from_pretrained(path)
         if adapter is not None:
             try:
@@ -303,14 +334,7 @@ class TextLayerEncoder:
         model.eval().to(self.device)
         if self._compute_dtype() == torch.bfloat16:
             model.to(torch.bfloat16)
-        self._model = model
-        if merge_adapter:  # inference only: training keeps to the torch model it updates
-            from agree_core.encoders.text_backend import fast_forward
-
-            self._fast = fast_forward(model, self.device, self._compute_dtype(), [path, adapter])
-        vocab = self._tokenizer.convert_ids_to_tokens(list(range(len(self._tokenizer))))
-        skip = [_is_skippable(t) for t in vocab] if self.cfg.skip_stopwords else [False] * len(vocab)
-        self._skip_ids = torch.tensor(skip, dtype=torch.bool)
+        return model
 
     def _compute_dtype(self) -> torch.dtype:
         if self.dtype_name == "float32":
