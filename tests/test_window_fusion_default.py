@@ -114,7 +114,7 @@ def test_records_written_with_their_vectors_keep_sentence_vectors_unpooled(tmp_p
 
     pdf = pdf_factory("a.pdf", lorem_pages(1, words=150))
     (emb,) = encoder.encode_pages(list(iter_pages(pdf, render=False)))
-    with PageIndex.open(tmp_path / "ix", "text-layer", pool_factor=3) as index:
+    with PageIndex.open(tmp_path / "ix", "text-layer", pool_factor=3, vector_datatype="float16") as index:
         index.records.write([Record("r1", "a page", vectors=emb.vectors, cells=emb.cells, grid=emb.grid)])
         pid = record_point_id("r1")
         stored = torch.from_numpy(index.engine.retrieve([pid], vectors=[TOKENS])[pid].vectors[TOKENS]).float()
