@@ -103,7 +103,8 @@ async function openPage(hit, query) {
     const ev = await (await api(`/pages/${pageId(hit)}/evidence?query=${encodeURIComponent(query)}`)).json();
     const cells = ev.best_cells.map((c) => `(${c.row}, ${c.col}) ${c.value.toFixed(2)}`).join(", ");
     $("viewer-evidence").textContent =
-      `score ${ev.score.toFixed(2)} over a ${ev.grid[0]}×${ev.grid[1]} grid; strongest regions: ${cells || "none"}`;
+      `score ${hit.score.toFixed(2)} (word matches ${ev.score.toFixed(2)}) over a ${ev.grid[0]}×${ev.grid[1]} grid; ` +
+      `strongest regions: ${cells || "none"}`;
   } catch (e) {
     $("viewer-evidence").textContent = "could not load the page: " + e.message;
   }
