@@ -228,3 +228,32 @@ def test_the_plain_tokenizer_matches_transformers(tiny_bert_dir):
     assert (hf(q, add_special_tokens=False, truncation=True, max_length=30)["input_ids"]
             == mine(q, add_special_tokens=False, truncation=True, max_length=30)["input_ids"])
     assert plain_tokenizer(tiny_bert_dir / "missing") is None  # then the encoder uses AutoTokenizer
+
+
+def test_bf16_linears_packed_once_give_the_same_outputs(tiny_bert_dir):
+    """Inference with the packed bf16 weights is bit for bit the plain bf16 model, for a
+    one-query batch and a padded batch; gradients and a weight changed in place still work."""
+    from agree_core.encoders.text_backend import prepack_bf16_linears
+
+    plain = _load(tiny_bert_dir).to(torch.bfloat16)
+    packed = _load(tiny_bert_dir).to(torch.bfloat16)
+    n_linear = sum(isinstance(m, torch.nn.Linear) for m in packed.modules())
+    if prepack_bf16_linears(packed) == 0:
+        pytest.skip("this torch has no oneDNN linear ops")
+    assert prepack_bf16_linears(packed) == 0  # once only
+    assert sum("forward" in m.__dict__ for m in packed.modules()) == n_linear
+    one = (torch.randint(1000, 2000, (1, 9)), torch.ones(1, 9, dtype=torch.long))
+    for ids, mask in (one, _batch()):
+        with torch.inference_mode():
+            want = plain(input_ids=ids, attention_mask=mask).last_hidden_state
+            got = packed(input_ids=ids, attention_mask=mask).last_hidden_state
+        assert torch.equal(got, want)
+    ids, mask = _batch()
+    packed(input_ids=ids, attention_mask=mask).last_hidden_state.float().sum().backward()  # training path
+    assert packed.encoder.layer[0].attention.self.query.weight.grad is not None
+    with torch.no_grad():  # a weight changed in place: packed again
+        for p, q in zip(plain.parameters(), packed.parameters()):
+            p.mul_(0.5)
+            q.mul_(0.5)
+        assert torch.equal(packed(input_ids=ids, attention_mask=mask).last_hidden_state,
+                           plain(input_ids=ids, attention_mask=mask).last_hidden_state)

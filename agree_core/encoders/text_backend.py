@@ -43,7 +43,7 @@ BACKENDS = ("auto", "torch", "onnx", "onnx-int8")
 Forward = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 __all__ = ["BACKENDS", "LazyModel", "WordPieceTokenizer", "cached_forward", "checkpoint_config", "choose_backend",
-           "fast_forward", "onnx_cache_dir", "plain_tokenizer"]
+           "fast_forward", "onnx_cache_dir", "plain_tokenizer", "prepack_bf16_linears"]
 
 
 def choose_backend(device: torch.device, dtype: torch.dtype, requested: str | None = None) -> str:
@@ -126,6 +126,47 @@ def cached_forward(
                     path, type(e).__name__, e)
         path.unlink(missing_ok=True)
         return None
+
+
+def prepack_bf16_linears(model: torch.nn.Module) -> int:
+    """Lay the weights of ``model``'s bf16 ``nn.Linear`` layers on CPU out once in oneDNN's
+    own format, for inference; returns how many. A plain bf16 linear on CPU re-lays its weight
+    out on every call, which is most of a small batch's cost (a 1-4 query batch of MiniLM is
+    bound by reading its weights): measured on an AVX-512 bf16 + AMX Xeon, 1.6x faster for one
+    query and 1.2x for a batch of 16 page windows, with outputs bit for bit the plain layer's.
+    The layers stay ``nn.Linear`` (state dict, hooks, peft untouched); with gradients on, or
+    once a weight is changed in place, a layer runs (and packs again) as before."""
+    reorder = getattr(torch.ops.mkldnn, "_reorder_linear_weight", None)
+    linear = getattr(torch.ops.mkldnn, "_linear_pointwise", None)
+    if reorder is None or linear is None or not torch.backends.mkldnn.is_available():
+        return 0
+    packed = 0
+    for module in model.modules():
+        if (isinstance(module, torch.nn.Linear) and module.weight.dtype == torch.bfloat16
+                and module.weight.device.type == "cpu" and "forward" not in module.__dict__):
+            module.forward = _PackedLinear(module, reorder, linear)
+            packed += 1
+    return packed
+
+
+class _PackedLinear:
+    """``forward`` of one bf16 ``nn.Linear`` with its weight packed once (see above)."""
+
+    def __init__(self, module: torch.nn.Linear, reorder, linear):
+        self._module, self._reorder, self._linear = module, reorder, linear
+        self._packed: torch.Tensor | None = None
+        self._key: tuple[int, int] | None = None
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        weight, bias = self._module.weight, self._module.bias
+        if x.dtype != torch.bfloat16 or (torch.is_grad_enabled() and (weight.requires_grad or x.requires_grad)):
+            return torch.nn.functional.linear(x, weight, bias)
+        key = (weight.data_ptr(), weight._version)
+        if key != self._key:
+            with torch.no_grad():
+                self._packed = self._reorder(weight.detach(), None)
+            self._key = key
+        return self._linear(x, self._packed, bias, "none", [], "")
 
 
 class LazyModel:

@@ -334,6 +334,10 @@ class TextLayerEncoder:
         model.eval().to(self.device)
         if self._compute_dtype() == torch.bfloat16:
             model.to(torch.bfloat16)
+            if merge_adapter and self.device.type == "cpu":  # inference: weights packed once (text_backend)
+                from agree_core.encoders.text_backend import prepack_bf16_linears
+
+                prepack_bf16_linears(model)
         return model
 
     def _compute_dtype(self) -> torch.dtype:
