@@ -13,7 +13,9 @@ Routes (a contract: clients and checks rely on them)::
     DELETE /documents                   {"source": PATH} -> {"source", "pages"}
     GET    /pages/PAGE_ID               its document id, source, page, metadata and text
     GET    /pages/PAGE_ID/image         the stored page image
-    GET    /pages/PAGE_ID/heatmap       ?query=...[&mode=maxsim|mean][&width=N] -> PNG
+    GET    /pages/PAGE_ID/heatmap       ?query=...[&mode=maxsim|mean][&width=N] -> PNG: maxsim
+                                        draws the hit's evidence boxes (as agree show), mean
+                                        the mean similarity of each cell
     GET    /pages/PAGE_ID/evidence      ?query=...[&mode=...] -> score, grid, map, best cells
     GET    /                            the web page; /docs the OpenAPI page
 
@@ -152,8 +154,14 @@ def create_app(host: IndexHost, *, token: str | None = None, allow_dirs: list[Pa
     async def heatmap(page_id: str, query: str = Query(min_length=1, max_length=2000),
                       mode: str = Query("maxsim", pattern="^(maxsim|mean)$"),
                       width: int | None = Query(None, ge=16, le=4000)) -> Response:
-        path, sim_map, _ = await _read(host, _page_map, _page_uuid(page_id), query, mode)
-        png = await asyncio.to_thread(_overlay_png, path, sim_map, width)
+        from agree_core.heatmaps import draw_evidence, overlay_heatmap
+
+        if mode == "maxsim":  # the hit's evidence boxes, as agree show draws them
+            path, found = await _read(host, _page_evidence, _page_uuid(page_id), query)
+            png = await asyncio.to_thread(_page_png, path, width, lambda image: draw_evidence(image, found))
+        else:  # the mean similarity of each cell, as a heatmap
+            path, sim_map, _ = await _read(host, _page_map, _page_uuid(page_id), query, mode)
+            png = await asyncio.to_thread(_page_png, path, width, lambda image: overlay_heatmap(image, sim_map))
         return Response(png, media_type="image/png")
 
     @api.get("/pages/{page_id}/evidence")
@@ -213,15 +221,22 @@ def _page_map(view: Any, page_id: str, query: str, mode: str) -> tuple[Path, Any
     return path, view.similarity_maps(query, [hit], mode)[0], payload
 
 
-def _overlay_png(path: Path, sim_map: Any, width: int | None) -> bytes:
-    from PIL import Image
+def _page_evidence(view: Any, page_id: str, query: str) -> tuple[Path, list[dict[str, Any]]]:
+    """A page's image file and the evidence of ``query`` on it (as its hit carries it)."""
+    from agree_core.evidence import evidence_by_id
 
-    from agree_core.heatmaps import overlay_heatmap
+    path, _ = _page_file(view, page_id)
+    return path, evidence_by_id(view, query, [page_id]).get(page_id, [])
+
+
+def _page_png(path: Path, width: int | None, draw: Any) -> bytes:
+    """The page image (at most ``width`` pixels wide) with ``draw(image)`` over it, as PNG."""
+    from PIL import Image
 
     with Image.open(path) as image:
         if width is not None and width < image.width:
             image = image.resize((width, max(1, round(image.height * width / image.width))))
-        out = overlay_heatmap(image, sim_map)
+        out = draw(image)
     buf = io.BytesIO()
     out.save(buf, format="PNG")
     return buf.getvalue()

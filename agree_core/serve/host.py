@@ -127,6 +127,25 @@ class SerializedEncoder:
             self._busy = True
 
 
+class _CountOnce:
+    """A reader view's engine whose unfiltered point count (asked by every search to choose
+    its path) is read once: the view is renewed after every write."""
+
+    def __init__(self, engine: Any):
+        self._engine = engine
+        self._count: int | None = None
+
+    def count(self, where: Any = None) -> int:
+        if where is not None:
+            return self._engine.count(where)
+        if self._count is None:
+            self._count = self._engine.count()
+        return self._count
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._engine, name)
+
+
 class _Search:
     __slots__ = ("queries", "k", "filters", "candidates", "future")
 
@@ -322,8 +341,14 @@ class IndexHost:
             raise HostStopping("the server is shutting down")
         self._reads.put(item)
 
+    def _view(self) -> Any:
+        """A fresh reader view (after every write), its engine counting the points once."""
+        view = self.index.reader(self._query_encoder)
+        view.engine = _CountOnce(view.engine)
+        return view
+
     def _read_loop(self) -> None:
-        view, seen, rewrites = self.index.reader(self._query_encoder), self._generation, self._rewrites
+        view, seen, rewrites = self._view(), self._generation, self._rewrites
         recent: list[tuple[float, int]] = []  # (time, searches) of the last batches
         try:
             while (item := self._reads.get()) is not None:
@@ -336,7 +361,7 @@ class IndexHost:
                 recent.append((now, sum(isinstance(b, _Search) for b in batch)))
                 if seen != self._generation:  # a write happened: fresh catalog statistics
                     view.close_reader()
-                    view, seen = self.index.reader(self._query_encoder), self._generation
+                    view, seen = self._view(), self._generation
                 if rewrites != self._rewrites:  # a quick write may have rewritten a record
                     self._pages.clear()
                     rewrites = self._rewrites

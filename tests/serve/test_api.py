@@ -8,6 +8,7 @@ import json
 import pytest
 from PIL import Image
 
+from agree_core.heatmaps import draw_evidence
 from agree_core.index import PageIndex
 from agree_core.samples import SAMPLE_QUESTIONS
 from conftest import make_pdf
@@ -72,6 +73,11 @@ def test_page_image_heatmap_and_evidence(http):
     assert heat.headers["content-type"] == "image/png"
     drawn = Image.open(io.BytesIO(heat.content))
     assert drawn.size == stored.size and drawn.tobytes() != stored.convert("RGB").tobytes()
+    # maxsim (the default) draws the hit's evidence boxes, as agree show does
+    assert hit["evidence"] and drawn.tobytes() == draw_evidence(stored, hit["evidence"]).tobytes()
+    mean = Image.open(io.BytesIO(http.get(f"/pages/{page_id}/heatmap",
+                                          params={"query": SAMPLE_QUESTIONS[0][0], "mode": "mean"}).content))
+    assert mean.size == stored.size and mean.tobytes() != drawn.tobytes()
     small = Image.open(io.BytesIO(http.get(f"/pages/{page_id}/heatmap",
                                            params={"query": "revenue", "width": 200}).content))
     assert small.width == 200

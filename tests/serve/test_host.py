@@ -130,3 +130,22 @@ def test_a_query_runs_between_two_layers_of_a_page_and_the_page_is_unchanged():
     assert "layer 0" in inner.events[:q] and inner.events[q + 1].startswith("layer")
     assert inner.events[:q].count("layer 3") == 0  # the query did not wait for the whole page
     assert waited < 4 * 0.03 * 2
+
+
+def test_the_readers_engine_counts_its_points_once_per_view():
+    from agree_core.serve.host import _CountOnce
+
+    class Engine:
+        calls: list = []
+
+        def count(self, where=None):
+            self.calls.append(where)
+            return 7 if where is None else 2
+
+        def search_batch(self, *args):
+            return "searched"
+
+    engine = _CountOnce(Engine())
+    assert [engine.count() for _ in range(3)] == [7, 7, 7] and Engine.calls == [None]
+    assert engine.count("a filter") == 2 and Engine.calls == [None, "a filter"]  # filtered: asked each time
+    assert engine.search_batch() == "searched"

@@ -79,3 +79,22 @@ def test_evidence_batch_with_a_cache_reads_only_the_pages_it_lacks(sample_index,
         assert reads == [set(ids[2:])]
         assert {i: both[0][i] for i in ids[:2]} == first[0]
         assert both == evidence_batch(index, vectors, [ids])
+
+
+def test_a_quick_write_clears_the_servers_cached_pages(sample_index, tmp_path):
+    """Records written again (any quick write) may change a cached page: the reader drops its
+    cache before the next read, and the search after it reads the pages again."""
+    from agree_core.serve.host import IndexHost
+
+    host = IndexHost(copy_index(sample_index, tmp_path / "ix")).start()
+    try:
+        first = host.search(["solar panel efficiency"], 3).result(timeout=60)
+        cached = host.read(lambda view: len(host._pages)).result(timeout=60)
+        assert cached == len({h.page_id for h in first[0][0]}) > 0
+        assert host.read(lambda view: len(host._pages)).result(timeout=60) == cached  # reads keep it
+        host.write(lambda index: None).result(timeout=60)  # a quick write
+        assert host.read(lambda view: len(host._pages)).result(timeout=60) == 0
+        again = host.search(["solar panel efficiency"], 3).result(timeout=60)
+        assert again[1] == first[1] and len(host._pages) == cached  # read again, same lines
+    finally:
+        host.close()
