@@ -10,7 +10,7 @@ import pytest
 
 from agree_core.index import PageIndex
 from agree_core.index import page_index as page_index_module
-from agree_core.index.first_stage import FDE, Muvera, muvera_of
+from agree_core.index.first_stage import DEFAULT_GRAPH, FDE, Muvera, muvera_of
 from conftest import copy_index, lorem_pages, make_pdf, marker
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -127,7 +127,7 @@ def test_server_collection_has_the_dense_hnsw_vector_and_searches_it(tmp_path, e
     create = [b for m, t, b, _ in mock.requests if t == "/collections/{collection_name}" and b.get("vectors")][0]
     fde = create["vectors"][FDE]
     assert "multivector_config" not in fde or fde["multivector_config"] is None
-    assert fde["hnsw_config"]["m"] == 16 and fde["size"] == muvera_of(384, index.config.first_stage).size
+    assert fde["hnsw_config"]["m"] == DEFAULT_GRAPH["m"] and fde["size"] == muvera_of(384, index.config.first_stage).size
     assert create["vectors"]["tokens"]["hnsw_config"]["m"] == 0
     upserts = [p for m, t, b, _ in mock.requests if t.endswith("/points") and m == "PUT" for p in b["points"]]
     assert all(len(p["vector"][FDE]) == fde["size"] for p in upserts if p["vector"])

@@ -32,16 +32,20 @@ __all__ = ["FDE", "Muvera", "DEFAULT_MUVERA", "DEFAULT_GRAPH", "new_settings", "
 FDE = "fde"  # the named dense vector of the encodings
 DEFAULT_MUVERA = {"k_sim": 4, "dim_proj": 16, "reps": 20, "seed": 0}  # 5,120 dims (BENCHMARKS.md)
 FIRST_STAGE_MIN_PAGES = 2_000  # above this many points, searches start from the encodings (= exact up to it)
-# ... up to this many: at 100,000 synthetic pages the graph's recall@10 was 0.73 (0.98 at 10,000;
-# BENCHMARKS.md), so larger indexes keep the slower centroid scan, which found the same pages
+# ... up to this many: at 100,000 synthetic pages the graph found 0.82 of the exact top 10 at
+# best (m 32; 0.78 with m 16), where the encodings themselves hold 0.965 at 3,200 candidates and
+# the centroid scan 0.985 (BENCHMARKS.md, session 6): larger indexes keep the slower centroid scan
 FIRST_STAGE_MAX_PAGES = 20_000
-DEFAULT_FDE_CANDIDATES = 800  # pages the encodings pass to exact MaxSim rescoring
+DEFAULT_FDE_CANDIDATES = 400  # pages exact MaxSim rescores (after the centroid stage)
 HNSW_EF = 1_000  # the graph's search breadth (at least the candidates asked for)
-HNSW_M, HNSW_EF_CONSTRUCT = 16, 100
+HNSW_M, HNSW_EF_CONSTRUCT = 32, 100  # m 32: 0.817 against m 16's 0.778 at 100,000 pages
 OLD_GRAPH = {"m": 16, "ef_construct": 100}  # what indexes that recorded no graph parameters have
 DEFAULT_GRAPH = {"m": HNSW_M, "ef_construct": HNSW_EF_CONSTRUCT}
-GRAPH_CANDIDATES = 1_600  # pages the graph passes to the centroid stage at least ...
-GRAPH_FANOUT = 4  # ... or this many times the pages exact MaxSim rescores
+# the graph passes this many pages (or GRAPH_FANOUT times the exact stage's) to the centroid
+# stage: with an ideal graph, 1,600 -> 400 by centroids -> exact kept 0.993 of the exact top 10
+# at 8,192 pages (exact over 800 graph candidates, the session-5 default: 0.982)
+GRAPH_CANDIDATES = 1_600
+GRAPH_FANOUT = 4
 FDE_DATATYPE = "float16"  # how the engine stores the encodings
 
 

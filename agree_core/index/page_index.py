@@ -257,9 +257,11 @@ class PageIndex:
                 "lte": b}, "<meta key>": value}``, or the nested one of
                 :mod:`agree_core.index.filters` (AND, OR, NOT).
             candidates: pages kept by the first stage before exact MaxSim rescoring; default
-                exact search up to 2,000 pages and 800 candidates above. The first stage is
-                the pages' MUVERA encodings in an HNSW graph up to 20,000 pages
-                (:mod:`~agree_core.index.first_stage`), else (and on indexes built before it)
+                exact search up to 2,000 pages, above it 400 through the encodings (800 through
+                the centroid scan). The first stage is, up to 20,000 pages, the pages' MUVERA
+                encodings in an HNSW graph (1,600 or 4x candidates) whose survivors the 32
+                stored centroids narrow to ``candidates``, all in one engine query
+                (:mod:`~agree_core.index.first_stage`); else (and on indexes built before it)
                 the scan of every pooled centroid (``agree first-stage`` adds the encodings).
         """
         if k < 1:
