@@ -25,8 +25,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["FDE", "Muvera", "DEFAULT_MUVERA", "DEFAULT_GRAPH", "new_settings", "graph_of", "usable", "FIRST_STAGE_MIN_PAGES", "FIRST_STAGE_MAX_PAGES",
-           "DEFAULT_FDE_CANDIDATES",
+__all__ = ["FDE", "Muvera", "DEFAULT_MUVERA", "DEFAULT_GRAPH", "new_settings", "graph_of", "usable",
+           "FIRST_STAGE_MIN_PAGES", "FIRST_STAGE_MAX_PAGES", "DEFAULT_FDE_CANDIDATES",
            "HNSW_EF", "HNSW_M", "HNSW_EF_CONSTRUCT", "FDE_DATATYPE"]
 
 FDE = "fde"  # the named dense vector of the encodings
