@@ -32,13 +32,14 @@ __all__ = ["FDE", "Muvera", "DEFAULT_MUVERA", "DEFAULT_GRAPH", "new_settings", "
 FDE = "fde"  # the named dense vector of the encodings
 DEFAULT_MUVERA = {"k_sim": 4, "dim_proj": 16, "reps": 20, "seed": 0}  # 5,120 dims (BENCHMARKS.md)
 FIRST_STAGE_MIN_PAGES = 2_000  # above this many points, searches start from the encodings (= exact up to it)
-# ... up to this many: at 100,000 synthetic pages the graph found 0.82 of the exact top 10 at
-# best (m 32; 0.78 with m 16), where the encodings themselves hold 0.965 at 3,200 candidates and
+# ... up to this many: at 100,000 synthetic pages the graph found 0.90 of the exact top 10 at
+# best (m 64; 0.82 with m 32, 0.78 with m 16), where the encodings themselves hold 0.965 at 3,200 candidates and
 # the centroid scan 0.985 (BENCHMARKS.md, session 6): larger indexes keep the slower centroid scan
 FIRST_STAGE_MAX_PAGES = 20_000
 DEFAULT_FDE_CANDIDATES = 400  # pages exact MaxSim rescores (after the centroid stage)
 HNSW_EF = 1_000  # the graph's search breadth (at least the candidates asked for)
-HNSW_M, HNSW_EF_CONSTRUCT = 32, 100  # m 32: 0.817 against m 16's 0.778 at 100,000 pages
+HNSW_M, HNSW_EF_CONSTRUCT = 32, 100  # m 32: 0.817 against m 16's 0.778 at 100,000 pages (m 64:
+# 0.895 but 90-127 ms a graph search there, against 51-73)
 OLD_GRAPH = {"m": 16, "ef_construct": 100}  # what indexes that recorded no graph parameters have
 DEFAULT_GRAPH = {"m": HNSW_M, "ef_construct": HNSW_EF_CONSTRUCT}
 # the graph passes this many pages (or GRAPH_FANOUT times the exact stage's) to the centroid
