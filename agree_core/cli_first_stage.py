@@ -20,10 +20,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def cmd_first_stage(args: argparse.Namespace) -> int:
     from agree_core.index import PageIndex
+    from agree_core.index.first_stage import usable
     from agree_core.index.first_stage_build import build_first_stage
 
     with PageIndex.open(args.index, create=False, wait=args.wait) as index:
-        had = bool(index.config.first_stage)
+        had = usable(index.config)
         n = build_first_stage(index, progress=not args.quiet)
     sys.stdout.write(f"{index.location}: the first stage was there already\n" if had else
                      f"{index.location}: first stage built for {n} points\n")

@@ -59,15 +59,18 @@ def base_pages(enc) -> tuple[list[np.ndarray], list[np.ndarray], dict[int, int]]
     from agree_core.pooling import pool_tokens
 
     embs, _ = bench_storage.corpus(enc, 400)
-    path = CACHE / f"first_stage_pooled{FACTOR}_n{len(embs)}.npz"
+    path = CACHE / f"first_stage_pooled{FACTOR}_n{len(embs)}_d{embs[0].vectors.shape[1]}.npz"
     if path.exists():
         z = np.load(path)
         off, v = z["offsets"], z["vectors"]
         pooled = [v[off[i]:off[i + 1]] for i in range(len(off) - 1)]
     else:
         torch.set_num_threads(1)
-        pooled = [pool_tokens(e.vectors.float(), FACTOR)[0].numpy() if len(e.vectors) > FACTOR
-                  else e.vectors.float().numpy() for e in embs]
+        from agree_core.encoders.text_layer import sentence_rows
+
+        fused = float(enc.config.get("sentence_weight") or 0) > 0  # its windows are never pooled
+        pooled = [pool_tokens(e.vectors.float(), FACTOR, sentence_rows(e.vectors) if fused else None)[0].numpy()
+                  if len(e.vectors) > FACTOR else e.vectors.float().numpy() for e in embs]
         np.savez(path, offsets=np.cumsum([0] + [len(p) for p in pooled]), vectors=np.concatenate(pooled))
     terms = [e.terms.numpy() if e.terms is not None else np.zeros(0, np.int64) for e in embs]
     df: dict[int, int] = {}
@@ -78,6 +81,8 @@ def base_pages(enc) -> tuple[list[np.ndarray], list[np.ndarray], dict[int, int]]
 
 
 def queries(enc, df: dict[int, int], n_pages: int, n: int) -> tuple[list[np.ndarray], float]:
+    import torch
+
     from agree_core.scoring import idf_weights
 
     qs = load_questions()
@@ -87,7 +92,8 @@ def queries(enc, df: dict[int, int], n_pages: int, n: int) -> tuple[list[np.ndar
     t = time.perf_counter()
     vecs = [enc.encode_queries([x])[0] for x in texts]
     encode_ms = (time.perf_counter() - t) / len(texts) * 1000
-    out = [(v[:len(tt)] * idf_weights(tt, df, n_pages)[:, None]).float().numpy()
+    # as PageIndex.encode_queries: rows past the terms (the fused sentence vector) keep their scale
+    out = [torch.cat([v[:len(tt)] * idf_weights(tt, df, n_pages)[:, None], v[len(tt):]]).float().numpy()
            for v, tt in zip(vecs, enc.encode_query_terms(texts))]
     return out, encode_ms
 

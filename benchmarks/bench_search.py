@@ -75,7 +75,7 @@ DIM = 384
 SEED = 1234
 NOISE = 0.02  # per-dimension sigma of the noise added to synthetic tokens
 MIX = (0.2, 0.5)  # fraction of a synthetic page's tokens taken from a second page
-SYNTH_VERSION = 1  # bump when the synthesis changes (cached shards are keyed by it)
+SYNTH_VERSION = 2  # bump when the synthesis changes (cached shards are keyed by it)
 BATCH = 64  # pages per upsert
 FLUSH_EVERY = 1024  # pages between flushes (the product flushes after each document): the
 # write-ahead log holds every unflushed page as float32 (~0.6 MB a page here)
@@ -159,8 +159,9 @@ def page_vectors(real: list[np.ndarray], order: np.ndarray, i: int) -> tuple[np.
     take = np.sort(rng.choice(len(other), m, replace=False))
     pos = np.concatenate([keep / n, rng.random(m)])  # the mixed-in tokens land anywhere in reading order
     v = np.concatenate([base[keep], other[take]])[np.argsort(pos, kind="stable")]
+    norms = np.linalg.norm(v, axis=1, keepdims=True)  # 1 for tokens, sqrt(2) for a fused encoder's windows
     v = v + NOISE * rng.standard_normal(v.shape, dtype=np.float32)
-    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    v *= norms / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
     return v.astype(np.float32), a
 
 

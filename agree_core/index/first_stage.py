@@ -25,19 +25,28 @@ from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["FDE", "Muvera", "DEFAULT_MUVERA", "FIRST_STAGE_MIN_PAGES", "FIRST_STAGE_MAX_PAGES",
-           "DEFAULT_FDE_CANDIDATES",
+__all__ = ["FDE", "Muvera", "DEFAULT_MUVERA", "DEFAULT_GRAPH", "new_settings", "graph_of", "usable",
+           "FIRST_STAGE_MIN_PAGES", "FIRST_STAGE_MAX_PAGES", "DEFAULT_FDE_CANDIDATES",
            "HNSW_EF", "HNSW_M", "HNSW_EF_CONSTRUCT", "FDE_DATATYPE"]
 
 FDE = "fde"  # the named dense vector of the encodings
 DEFAULT_MUVERA = {"k_sim": 4, "dim_proj": 16, "reps": 20, "seed": 0}  # 5,120 dims (BENCHMARKS.md)
 FIRST_STAGE_MIN_PAGES = 2_000  # above this many points, searches start from the encodings (= exact up to it)
-# ... up to this many: at 100,000 synthetic pages the graph's recall@10 was 0.73 (0.98 at 10,000;
-# BENCHMARKS.md), so larger indexes keep the slower centroid scan, which found the same pages
+# ... up to this many: at 100,000 synthetic pages the graph found 0.90 of the exact top 10 at
+# best (m 64; 0.82 with m 32, 0.78 with m 16), where the encodings themselves hold 0.965 at 3,200 candidates and
+# the centroid scan 0.985 (BENCHMARKS.md, session 6): larger indexes keep the slower centroid scan
 FIRST_STAGE_MAX_PAGES = 20_000
-DEFAULT_FDE_CANDIDATES = 800  # pages the encodings pass to exact MaxSim rescoring
+DEFAULT_FDE_CANDIDATES = 400  # pages exact MaxSim rescores (after the centroid stage)
 HNSW_EF = 1_000  # the graph's search breadth (at least the candidates asked for)
-HNSW_M, HNSW_EF_CONSTRUCT = 16, 100
+HNSW_M, HNSW_EF_CONSTRUCT = 32, 100  # m 32: 0.817 against m 16's 0.778 at 100,000 pages (m 64:
+# 0.895 but 90-127 ms a graph search there, against 51-73)
+OLD_GRAPH = {"m": 16, "ef_construct": 100}  # what indexes that recorded no graph parameters have
+DEFAULT_GRAPH = {"m": HNSW_M, "ef_construct": HNSW_EF_CONSTRUCT}
+# the graph passes this many pages (or GRAPH_FANOUT times the exact stage's) to the centroid
+# stage: with an ideal graph, 1,600 -> 400 by centroids -> exact kept 0.993 of the exact top 10
+# at 8,192 pages (exact over 800 graph candidates, the session-5 default: 0.982)
+GRAPH_CANDIDATES = 1_600
+GRAPH_FANOUT = 4
 FDE_DATATYPE = "float16"  # how the engine stores the encodings
 
 
@@ -55,6 +64,7 @@ class Muvera:
     dim_proj: int = DEFAULT_MUVERA["dim_proj"]
     reps: int = DEFAULT_MUVERA["reps"]
     seed: int = DEFAULT_MUVERA["seed"]
+    fused: bool = False  # vectors of a window-fused encoder: encode the token part only (below)
 
     def __post_init__(self) -> None:
         for name in ("dim", "k_sim", "dim_proj", "reps"):
@@ -62,12 +72,31 @@ class Muvera:
                 raise ValueError(f"MUVERA {name} must be a positive integer, got {getattr(self, name)!r}")
         if self.k_sim > 8:
             raise ValueError(f"MUVERA k_sim must be at most 8 (2**k_sim buckets), got {self.k_sim}")
-        if self.dim_proj > self.dim:
-            raise ValueError(f"MUVERA dim_proj ({self.dim_proj}) cannot exceed the vectors' dim ({self.dim})")
+        if self.dim_proj > self._dim:
+            raise ValueError(f"MUVERA dim_proj ({self.dim_proj}) cannot exceed the vectors' dim ({self._dim})")
+
+    @property
+    def _dim(self) -> int:
+        """Dimensions hashed and projected: all, or a fused encoder's token dimensions."""
+        return self.dim - 1 if self.fused else self.dim
+
+    def token_part(self, vectors: np.ndarray) -> np.ndarray:
+        """What the encoding is made of. A window-fused encoder (the text-layer default,
+        ``sentence_weight`` > 0) adds one coordinate: 0 on page tokens, -1 on a page's window
+        vectors, +2 (times the IDF weight) on query tokens, negative on the query's sentence
+        vector (``text_layer._with_windows``). Hashed as they are, a query token's constant +2
+        decides its buckets and the encodings stop tracking MaxSim (recall@10 0.08 at 100,000
+        pages, BENCHMARKS.md); so a fused encoding keeps the token rows (last coordinate above
+        -0.5) without that coordinate: the first stage approximates the token MaxSim, and the
+        exact stages score the fused vectors whole."""
+        v = np.asarray(vectors, dtype=np.float32)
+        if v.ndim != 2 or v.shape[1] != self.dim:
+            raise ValueError(f"expected vectors of shape (n, {self.dim}), got {v.shape}")
+        return v[v[:, -1] > -0.5, :-1] if self.fused else v
 
     @classmethod
     def from_settings(cls, dim: int, settings: dict[str, Any]) -> "Muvera":
-        return cls(dim, **{k: settings[k] for k in DEFAULT_MUVERA if k in settings})
+        return cls(dim, **{k: settings[k] for k in (*DEFAULT_MUVERA, "fused") if k in settings})
 
     def settings(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if k != "dim"}
@@ -84,8 +113,8 @@ class Muvera:
     @cached_property
     def _matrices(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         rng = np.random.default_rng(self.seed)
-        planes = rng.standard_normal((self.dim, self.reps * self.k_sim)).astype(np.float32)
-        signs = rng.choice(np.array([-1.0, 1.0], np.float32), size=(self.dim, self.reps * self.dim_proj))
+        planes = rng.standard_normal((self._dim, self.reps * self.k_sim)).astype(np.float32)
+        signs = rng.choice(np.array([-1.0, 1.0], np.float32), size=(self._dim, self.reps * self.dim_proj))
         proj = (signs / np.sqrt(self.dim_proj)).astype(np.float32)
         b = np.arange(self.buckets)
         hamming = np.array([[bin(x ^ y).count("1") for y in b] for x in b], dtype=np.int32)
@@ -94,9 +123,7 @@ class Muvera:
     def _bucketed(self, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(bucket of each vector in each repetition ``(n, reps)``, projected vectors ``(n,
         reps, dim_proj)``, bucket sums ``(reps * buckets, dim_proj)``, bucket counts)."""
-        v = np.asarray(vectors, dtype=np.float32)
-        if v.ndim != 2 or v.shape[1] != self.dim:
-            raise ValueError(f"expected vectors of shape (n, {self.dim}), got {v.shape}")
+        v = self.token_part(vectors)
         planes, proj, _ = self._matrices
         n = len(v)
         bits = (v @ planes).reshape(n, self.reps, self.k_sim) > 0
@@ -116,7 +143,7 @@ class Muvera:
         """A page's encoding ``(size,)``: per bucket, the mean of its vectors; an empty bucket
         takes the vector whose hash is nearest in Hamming distance. A page without vectors
         encodes as zeros (it matches nothing)."""
-        if len(vectors) == 0:
+        if len(self.token_part(vectors)) == 0:
             return np.zeros(self.size, np.float32)
         ids, projected, sums, counts = self._bucketed(vectors)
         out = sums / np.maximum(counts, 1)[:, None]
@@ -140,16 +167,54 @@ def _muvera(dim: int, settings: tuple) -> Muvera:
 
 def muvera_of(dim: int, first_stage: dict[str, Any]) -> Muvera:
     """The encoder of an index's ``first_stage`` settings (cached: its matrices are reused)."""
-    return _muvera(dim, tuple(sorted((k, v) for k, v in first_stage.items() if k in DEFAULT_MUVERA)))
+    return _muvera(dim, tuple(sorted((k, v) for k, v in first_stage.items() if k in (*DEFAULT_MUVERA, "fused"))))
+
+
+def usable(config: Any) -> bool:
+    """Whether an index's encodings can be searched: it has them, and they were made for its
+    vectors. Encodings written by session 5 for a window-fused encoder hashed the fused
+    coordinate (no ``fused`` key recorded) and rank nearly at random; such an index scans
+    its centroids until ``agree first-stage`` encodes it again."""
+    fs = config.first_stage
+    return bool(fs) and (bool(fs.get("fused")) or not _is_fused(config.encoder_config))
+
+
+def _is_fused(encoder_config: dict[str, Any]) -> bool:
+    return float(encoder_config.get("sentence_weight") or 0) > 0
+
+
+def new_settings(encoder_config: dict[str, Any]) -> dict[str, Any]:
+    """The ``first_stage`` config of a new index (or of one given the first stage now): the
+    encoding, whether the encoder's vectors are window-fused (:meth:`Muvera.token_part`), and
+    the graph's parameters, all recorded so that the index keeps them when defaults move."""
+    return {"kind": "muvera", **DEFAULT_MUVERA,
+            "fused": _is_fused(encoder_config), **DEFAULT_GRAPH}
+
+
+def graph_of(first_stage: dict[str, Any]) -> dict[str, int]:
+    """The HNSW parameters of an index's ``fde`` graph: what its config recorded, else (an
+    index built before they were recorded) the ones it was built with, m 16 / ef_construct 100."""
+    return {k: int(first_stage.get(k, v)) for k, v in OLD_GRAPH.items()}
 
 
 def search(engine: Any, config: Any, queries: list[np.ndarray], k: int, where: Any,
-           candidates: int, *, using: str, exclude: Sequence[str] = ()) -> list[list[Any]]:
-    """Top ``k`` by exact MaxSim over the vector ``using`` of the ``candidates`` pages whose
-    encodings are nearest to each query's (the engine's HNSW graph over ``fde``, under the
-    same filter)."""
+           candidates: int, *, using: str, rescore_with: str | None = None,
+           exclude: Sequence[str] = ()) -> list[list[Any]]:
+    """Top ``k`` by exact MaxSim over the vector ``using`` of the ``candidates`` pages that
+    come through the cascade, all in one engine query under the same filter: the
+    ``graph_candidates(candidates)`` pages whose encodings are nearest to each query's (the
+    HNSW graph over ``fde``), then, with ``rescore_with`` (the 32 stored centroids), the best
+    ``candidates`` of them by MaxSim over those vectors."""
     muv = muvera_of(config.dim, config.first_stage)
+    c = max(candidates, k)
+    wide = graph_candidates(c) if rescore_with else c
     return engine.search_batch(queries, k, using=using, where=where, prefetch=FDE,
-                               candidates=max(candidates, k), exclude=exclude,
+                               candidates=wide, exclude=exclude,
                                prefetch_queries=[muv.encode_query(q) for q in queries],
-                               hnsw_ef=max(HNSW_EF, candidates))
+                               hnsw_ef=max(HNSW_EF, wide),
+                               rescore=(rescore_with, c) if rescore_with else None)
+
+
+def graph_candidates(candidates: int) -> int:
+    """Pages the graph passes to the centroid stage when ``candidates`` reach exact MaxSim."""
+    return max(GRAPH_CANDIDATES, GRAPH_FANOUT * candidates)

@@ -1,7 +1,8 @@
 """Give an existing index the MUVERA first stage: ``agree first-stage --index DIR``.
 
 Indexes built before the first stage existed have no ``fde`` vector and search large
-collections by scanning every pooled centroid. This adds the vector to the collection,
+collections by scanning every pooled centroid, and so do indexes of a window-fused encoder
+whose encodings were made before ``fused`` was recorded (:func:`first_stage.usable`). This adds the vector to the collection,
 encodes every point's stored vectors (no re-encoding of pages: the encodings are made from
 what the index stores), writes them in batches, records the settings in the index config
 and builds the HNSW graph. Interrupted, it is rerun from the start (points that have an
@@ -13,7 +14,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from agree_core.index.first_stage import DEFAULT_MUVERA, FDE, muvera_of
+from agree_core.index.first_stage import FDE, graph_of, muvera_of, new_settings, usable
 from agree_core.index.schema import TOKENS, fde_spec
 
 __all__ = ["build_first_stage"]
@@ -23,16 +24,18 @@ log = logging.getLogger(__name__)
 
 def build_first_stage(index: Any, *, batch: int = 256, progress: bool = True) -> int:
     """Encode every point of ``index`` (an open :class:`~agree_core.index.PageIndex`) for
-    the first stage; returns the number of points encoded. An index that has it already is
-    left as it is (0)."""
+    the first stage; returns the number of points encoded. An index whose encodings are
+    usable already is left as it is (0)."""
     from tqdm import tqdm
 
     if batch < 1:
         raise ValueError(f"batch must be >= 1, got {batch}")
-    if index.config.first_stage:
+    if usable(index.config):
         log.info("%s already has the MUVERA first stage", index.location)
         return 0
-    settings = {"kind": "muvera", **DEFAULT_MUVERA}
+    settings = new_settings(index.config.encoder_config)
+    if index.config.first_stage:  # stale encodings (usable() says why): new ones, the same graph
+        settings.update(graph_of(index.config.first_stage))
     muv = muvera_of(index.config.dim, settings)
     try:
         index.engine.add_dense_vector(fde_spec(index.config.dim, settings))

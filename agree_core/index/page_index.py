@@ -156,6 +156,8 @@ class PageIndex:
                 enc = _resolve_encoder(encoder or DEFAULT_ENCODER, None, None, encoder_options)
                 config = IndexConfig(encoder=enc.name, encoder_config=enc.config, dim=enc.dim,
                                      **settings)
+                if config.first_stage:  # what the encodings and their graph are, recorded
+                    config.first_stage = {**first_stage.new_settings(enc.config), **config.first_stage}
                 storage.save_config(config)
             return cls(storage, config, enc, encoder_options)
         except BaseException:
@@ -259,9 +261,11 @@ class PageIndex:
                 "lte": b}, "<meta key>": value}``, or the nested one of
                 :mod:`agree_core.index.filters` (AND, OR, NOT).
             candidates: pages kept by the first stage before exact MaxSim rescoring; default
-                exact search up to 2,000 pages and 800 candidates above. The first stage is
-                the pages' MUVERA encodings in an HNSW graph up to 20,000 pages
-                (:mod:`~agree_core.index.first_stage`), else (and on indexes built before it)
+                exact search up to 2,000 pages, above it 400 through the encodings (800 through
+                the centroid scan). The first stage is, up to 20,000 pages, the pages' MUVERA
+                encodings in an HNSW graph (1,600 or 4x candidates) whose survivors the 32
+                stored centroids narrow to ``candidates``, all in one engine query
+                (:mod:`~agree_core.index.first_stage`); else (and on indexes built before it)
                 the scan of every pooled centroid (``agree first-stage`` adds the encodings).
         """
         if k < 1:
@@ -278,18 +282,20 @@ class PageIndex:
         matching ``where`` (see :meth:`scope`), through the first stage on large
         indexes; the engine's scored points, best first."""
         # the page count decides the path; not needed when the caller fixed it without a choice
-        points = self.engine.count() if candidates != 0 and (candidates is None or self.config.first_stage) else 0
-        if self.config.first_stage and FIRST_STAGE_MIN_PAGES < points <= FIRST_STAGE_MAX_PAGES and candidates != 0:
+        usable = first_stage.usable(self.config)
+        points = self.engine.count() if candidates != 0 and (candidates is None or usable) else 0
+        pooled = POOLED if self.config.pooled_vectors > 0 else None
+        if usable and FIRST_STAGE_MIN_PAGES < points <= FIRST_STAGE_MAX_PAGES and candidates != 0:
             n = DEFAULT_FDE_CANDIDATES if candidates is None else candidates_for(points, candidates)
             return first_stage.search(self.engine, self.config, list(queries), k, where, n,
-                                      using=TOKENS, exclude=SEARCH_EXCLUDE)
-        if not self.config.first_stage and points > FIRST_STAGE_MIN_PAGES and not self.__dict__.get("_told"):
+                                      using=TOKENS, rescore_with=pooled, exclude=SEARCH_EXCLUDE)
+        if not usable and points > FIRST_STAGE_MIN_PAGES and not self.__dict__.get("_told"):
             self._told = True
-            log.warning("%s has no MUVERA first stage: each search scans every pooled centroid "
-                        "(slow at this size); build it once with `agree first-stage --index %s`",
-                        self.location, self.location)
+            log.warning("%s has no usable MUVERA first stage%s: each search scans every pooled "
+                        "centroid (slow at this size); build it once with `agree first-stage --index %s`",
+                        self.location, " (its encodings predate window-fused vectors)"
+                        if self.config.first_stage else "", self.location)
         n = candidates_for(points if candidates is None else 0, candidates)
-        pooled = POOLED if self.config.pooled_vectors > 0 else None
         return self.engine.search_batch(list(queries), k, using=TOKENS, where=where,
                                         prefetch=pooled, candidates=n if pooled else 0,
                                         exclude=SEARCH_EXCLUDE)

@@ -34,7 +34,7 @@ import torch
 from agree_core.encoders import PageEmbedding
 from agree_core.index import filters as F
 from agree_core.index.engines.base import Point, VectorSpec
-from agree_core.index.first_stage import FDE, FDE_DATATYPE, HNSW_EF_CONSTRUCT, HNSW_M, muvera_of
+from agree_core.index.first_stage import FDE, FDE_DATATYPE, graph_of, muvera_of
 from agree_core.pooling import pool_tokens, pool_vectors
 
 __all__ = ["TOKENS", "POOLED", "IMAGE_DATA", "SEARCH_EXCLUDE", "KEYWORD_FIELDS", "INTEGER_FIELDS",
@@ -73,7 +73,7 @@ def vector_specs(dim: int, datatype: str, pooled: bool,
 def fde_spec(dim: int, first_stage: dict[str, Any]) -> VectorSpec:
     """The ``fde`` vector of an index whose config has ``first_stage`` settings."""
     return VectorSpec(FDE, muvera_of(dim, first_stage).size, FDE_DATATYPE, index=True,
-                      on_disk=False, multivector=False, m=HNSW_M, ef_construct=HNSW_EF_CONSTRUCT)
+                      on_disk=False, multivector=False, **graph_of(first_stage))
 
 
 def build_point(point_id: str, emb: PageEmbedding, *, pooled: int, text: str | None,

@@ -113,13 +113,17 @@ class Engine(ABC):
                      where: Node | None = None, prefetch: str | None = None,
                      candidates: int = 0, exclude: Sequence[str] = (),
                      prefetch_queries: Sequence[np.ndarray] | None = None,
-                     hnsw_ef: int | None = None) -> list[list[Scored]]:
+                     hnsw_ef: int | None = None,
+                     rescore: tuple[str, int] | None = None) -> list[list[Scored]]:
         """Top ``limit`` points by MaxSim of each query ``(n_q, dim)`` against vector
         ``using``, exact. With ``prefetch`` and ``candidates``, MaxSim over the vector
         ``prefetch`` first keeps ``candidates`` points and ``using`` rescores them. With
         ``prefetch_queries`` (one dense vector per query), that first stage is instead a
         nearest-neighbour search of the dense vector ``prefetch`` through its HNSW graph
-        (``hnsw_ef``: the graph's search breadth)."""
+        (``hnsw_ef``: the graph's search breadth). With ``rescore = (name, n)`` a middle
+        stage sits between the two: exact MaxSim of the query over the multivector ``name``
+        keeps the best ``n`` of the candidates for ``using`` (one nested query in the
+        engine)."""
 
     def search(self, query: np.ndarray, limit: int, **kwargs: Any) -> list[Scored]:
         return self.search_batch([query], limit, **kwargs)[0]

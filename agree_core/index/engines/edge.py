@@ -149,7 +149,8 @@ class EdgeEngine(Engine):
                      where: F.Node | None = None, prefetch: str | None = None,
                      candidates: int = 0, exclude: Sequence[str] = (),
                      prefetch_queries: Sequence[np.ndarray] | None = None,
-                     hnsw_ef: int | None = None) -> list[list[Scored]]:
+                     hnsw_ef: int | None = None,
+                     rescore: tuple[str, int] | None = None) -> list[list[Scored]]:
         qe = _qe()
         exact, flt, select = qe.SearchParams(exact=True), to_edge(where), _selector(True, exclude)
         out = []
@@ -162,6 +163,9 @@ class EdgeEngine(Engine):
             prefetches = ([qe.Prefetch(limit=max(candidates, limit), filter=flt, params=params,
                                        query=qe.Query.Nearest(first, using=prefetch))]
                           if prefetch and candidates else None)
+            if prefetches and rescore:  # the candidates' middle stage, inside the same query
+                prefetches = [qe.Prefetch(limit=max(rescore[1], limit), filter=flt, params=exact,
+                                          query=qe.Query.Nearest(q, using=rescore[0]), prefetches=prefetches)]
             main = exact if hnsw_ef is None or prefetches else qe.SearchParams(hnsw_ef=hnsw_ef)
             request = qe.QueryRequest(limit=limit, query=qe.Query.Nearest(q, using=using),
                                       prefetches=prefetches, filter=flt, params=main,

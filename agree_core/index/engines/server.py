@@ -203,7 +203,8 @@ class ServerEngine(Engine):
                      where: F.Node | None = None, prefetch: str | None = None,
                      candidates: int = 0, exclude: Sequence[str] = (),
                      prefetch_queries: Sequence[np.ndarray] | None = None,
-                     hnsw_ef: int | None = None) -> list[list[Scored]]:
+                     hnsw_ef: int | None = None,
+                     rescore: tuple[str, int] | None = None) -> list[list[Scored]]:
         m = _models()
         # local mode always searches exactly (and warns about search params)
         flt, exact = to_models(where), None if self.local else m.SearchParams(exact=True)
@@ -216,6 +217,9 @@ class ServerEngine(Engine):
                 params = None if self.local else m.SearchParams(hnsw_ef=hnsw_ef)
             first = (m.Prefetch(query=fq, using=prefetch, limit=max(candidates, limit), filter=flt, params=params)
                      if prefetch and candidates else None)
+            if first is not None and rescore:  # the candidates' middle stage, inside the same query
+                first = m.Prefetch(query=q, using=rescore[0], limit=max(rescore[1], limit), filter=flt,
+                                   params=exact, prefetch=first)
             main = exact if hnsw_ef is None or first is not None or self.local else m.SearchParams(hnsw_ef=hnsw_ef)
             requests.append(m.QueryRequest(query=q, using=using, prefetch=first, filter=flt, limit=limit,
                                            params=main, with_payload=_selector(True, exclude)))
