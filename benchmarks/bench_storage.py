@@ -64,10 +64,10 @@ def corpus(enc, n_pages: int, batch: int = 32) -> tuple[list, list[dict]]:
     from agree_core.encoders import PageEmbedding
 
     tag = hashlib.sha1(json.dumps([enc.name, enc.config], sort_keys=True).encode()).hexdigest()[:10]
-    path = CACHE / f"storage_corpus_{tag}_n{n_pages}.safetensors"
+    path = CACHE / f"storage_corpus_{tag}_n{n_pages}_v2.safetensors"  # v2: with the unpooled mask
     if not path.exists():
         pages = subset(corpus_pages(), load_questions(), n_pages)
-        vecs, cells, terms, meta = [], [], [], []
+        vecs, cells, terms, unpooled, meta = [], [], [], [], []
         t0 = time.perf_counter()
         for i in range(0, len(pages), batch):
             chunk = pages[i:i + batch]
@@ -76,13 +76,16 @@ def corpus(enc, n_pages: int, batch: int = 32) -> tuple[list, list[dict]]:
                 cells.append(e.cells.numpy().astype(np.int64))
                 terms.append(e.terms.numpy().astype(np.int64) if e.terms is not None
                              else np.full(len(e.cells), -1, np.int64))
+                unpooled.append(e.unpooled.numpy().astype(np.uint8) if e.unpooled is not None
+                                else np.zeros(len(e.cells), np.uint8))
                 meta.append({"source": p.source.name, "page": p.page_no, "grid": list(e.grid),
                              "text": e.text or ""})
             log(f"  encoded {len(vecs)}/{len(pages)} pages ({time.perf_counter() - t0:.0f} s)")
         off = np.cumsum([0] + [len(v) for v in vecs]).astype(np.int64)
         CACHE.mkdir(parents=True, exist_ok=True)
         save_file({"vectors": np.concatenate(vecs).astype(np.float32), "offsets": off,
-                   "cells": np.concatenate(cells), "terms": np.concatenate(terms)}, str(path))
+                   "cells": np.concatenate(cells), "terms": np.concatenate(terms),
+                   "unpooled": np.concatenate(unpooled)}, str(path))
         path.with_suffix(".json").write_text(json.dumps(meta))
     t = load_file(str(path))
     meta = json.loads(path.with_suffix(".json").read_text())
@@ -91,9 +94,10 @@ def corpus(enc, n_pages: int, batch: int = 32) -> tuple[list, list[dict]]:
     for i, m in enumerate(meta):
         a, b = int(off[i]), int(off[i + 1])
         tr = torch.from_numpy(t["terms"][a:b].copy())
+        keep = torch.from_numpy(t["unpooled"][a:b].astype(bool))  # a window's sentence vector
         embs.append(PageEmbedding(torch.from_numpy(t["vectors"][a:b].copy()), tuple(m["grid"]),
                                   torch.from_numpy(t["cells"][a:b].copy()), m["text"],
-                                  tr if (b == a or int(tr[0]) >= 0) else None))
+                                  tr if (b == a or int(tr[0]) >= 0) else None, keep if keep.any() else None))
     return embs, meta
 
 
