@@ -147,3 +147,32 @@ def test_a_default_index_reports_the_engine_score_and_reads_back_within_its_tole
     assert read == pytest.approx([h.score for h in hits], rel=tolerance)
     assert tolerance > max(abs(r - h.score) / h.score for r, h in zip(read, hits))
 
+
+
+def test_evidence_on_a_pooled_index_names_the_words_that_were_asked(tmp_path, samples, encoder):
+    """Pool factor 3 merges a page's tokens into shared vectors, whose scores tie: the
+    evidence credits each match to the token of the query token's own term ("electricity",
+    not "Energy" pooled with it), through `agree search --json`'s path and evidence_by_id,
+    and the scores still add up to the page's MaxSim score (less the window part)."""
+    from agree_core.index.config import SCORE_TOLERANCE
+    from agree_core.search_json import search_lines
+
+    question = "Which solar site produced the most electricity?"
+    report = next(p for p in samples if p.name == "report.pdf")
+    with PageIndex.open(tmp_path / "ix", encoder, pool_factor=3, vector_datatype="turbo4") as index:
+        index.add([report], progress=False)
+        hit = index.search(question, k=1)[0]
+        assert hit.page == 3
+        (line,) = search_lines(index, [(1, question)], [[hit]])
+        ev = line["hits"][0]["evidence"]
+        assert ev == evidence_by_id(index, question, [hit.page_id])[hit.page_id]
+        emb, payload = index.page_embedding(hit.page_id)
+        assert len(set(payload["pool_of"])) < len(payload["pool_of"]) / 2  # pooled
+        q = index.encode_queries([question])[0]
+        read = float((q @ emb.vectors.T).max(dim=1).values.sum())  # MaxSim over the stored vectors read back
+        window = float((emb.vectors[emb.cells < 0] @ q[-1]).max())  # window fusion's part: no box
+        every = evidence_by_id(index, question, [hit.page_id], top=100)[hit.page_id]  # not only the top 8
+    words = {e["text"].lower().strip(".,") for e in ev}
+    assert {"electricity", "most", "site"} <= words, words
+    assert sum(e["score"] for e in every) == pytest.approx(read - window, abs=1e-3)
+    assert read == pytest.approx(hit.score, rel=SCORE_TOLERANCE["turbo4"])  # the engine's score
