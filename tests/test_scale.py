@@ -36,7 +36,7 @@ def test_info_json_reports_bytes_on_disk_and_vector_bytes_per_page(tmp_path, sam
     assert abs(info["bytes_on_disk"] - _du(ix)) < 0.05 * _du(ix)  # the whole folder, like du
     with PageIndex.open(ix) as index:
         vectors, points = _stored_vectors(index)
-    assert (info["vector_datatype"], info["pool_factor"]) == ("turbo4", 1)  # the defaults
+    assert (info["vector_datatype"], info["pool_factor"]) == ("turbo4", 5)  # the defaults
     fde = fde_bytes(index.config)  # the first stage's encoding of each point
     assert info["vector_bytes_per_page"] == pytest.approx((vectors * 385 * 0.5 + points * fde) / points, rel=1e-3)
 
@@ -108,6 +108,18 @@ def test_a_pooled_quantized_index_stores_fewer_bytes_and_still_finds_and_maps_pa
     plain, pooled = infos["plain"]["vector_bytes_per_page"], infos["pooled"]["vector_bytes_per_page"]
     assert pooled < plain / 3  # a third of the vectors at half the bytes each (centroids too)
     assert infos["pooled"]["bytes_on_disk"] > 0
+
+
+def test_the_default_pool_factor_is_the_encoders_and_recorded_settings_win():
+    from agree_core.index.config import IndexConfig
+
+    assert IndexConfig("text-layer", {}, 385).pool_factor == 5  # the measured pick
+    assert IndexConfig("colqwen2.5", {}, 128).pool_factor == 1  # not measured: every vector
+    assert IndexConfig("text-layer", {}, 385, pool_factor=1).pool_factor == 1
+    saved = {"encoder": "text-layer", "encoder_config": {}, "dim": 385, "format_version": 1}
+    assert IndexConfig.from_dict({**saved, "pool_factor": 1, "vector_datatype": "turbo4"}, "x").pool_factor == 1
+    old = IndexConfig.from_dict(saved, "x")  # written before the settings existed
+    assert (old.pool_factor, old.vector_datatype) == (1, "float16")
 
 
 def test_bad_storage_settings_say_what_is_allowed(tmp_path, encoder):
