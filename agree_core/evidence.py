@@ -51,7 +51,7 @@ _MIN_SIDE = 1e-4  # a zero-width word box still gets a drawable, strictly ordere
 
 def evidence(query: torch.Tensor, page: PageEmbedding, words: Sequence[Word] | None = None, *,
              top: int = DEFAULT_TOP, gap: int = 0, terms: Sequence[int] | None = None,
-             pool_of: Sequence[int] | None = None) -> list[dict[str, Any]]:
+             pool_of: Sequence[int] | None = None, asked: str | None = None) -> list[dict[str, Any]]:
     """The ``top`` places of ``page`` that match ``query`` most, best first.
 
     Args:
@@ -64,6 +64,7 @@ def evidence(query: torch.Tensor, page: PageEmbedding, words: Sequence[Word] | N
             ``0``: cells that touch, 8-neighbours).
         terms: the vocabulary id behind each query vector (``encode_query_terms``; vectors past
             them have none), to credit a pooled vector's score to the word that was asked.
+        asked: the query's text: of two words in one cell, the one the query names is credited.
         pool_of: a pooled page's ``pool_of`` (the stored vector of each of ``page``'s tokens):
             ``page.vectors`` are then one per token (``pooled[pool_of]``, as
             :meth:`~agree_core.index.PageIndex.page_embedding` gives them) and ``page.terms``
@@ -80,7 +81,7 @@ def evidence(query: torch.Tensor, page: PageEmbedding, words: Sequence[Word] | N
         raise ValueError(f"top must be >= 1, got {top}")
     if gap < 0:
         raise ValueError(f"gap must be >= 0, got {gap}")
-    return _evidence(query, StoredPage.of(page, words, pool_of), top, gap, terms)
+    return _evidence(query, StoredPage.of(page, words, pool_of), top, gap, terms, asked_words(asked))
 
 
 class StoredPage:
@@ -188,15 +189,25 @@ class PageCache:
 
 
 def _evidence(query: torch.Tensor, page: StoredPage, top: int, gap: int,
-              terms: Sequence[int] | None = None) -> list[dict[str, Any]]:
-    return _entries(_matches(query, page, terms), page, top, gap)
+              terms: Sequence[int] | None = None, asked: frozenset[str] = frozenset()) -> list[dict[str, Any]]:
+    return _entries(_matches(query, page, terms), page, top, gap, asked)
 
 
-def _entries(matched: list[tuple[int, float]], page: StoredPage, top: int, gap: int) -> list[dict[str, Any]]:
+def asked_words(text: str | None) -> frozenset[str]:
+    """The words of a query, lowercased, as :func:`_word_entries` compares them."""
+    return frozenset(_norm(w) for w in text.split()) - {""} if text else frozenset()
+
+
+def _norm(word: str) -> str:
+    return word.lower().strip(".,;:!?()[]{}\"'")
+
+
+def _entries(matched: list[tuple[int, float]], page: StoredPage, top: int, gap: int,
+             asked: frozenset[str] = frozenset()) -> list[dict[str, Any]]:
     if not matched:
         return []
     if page.word_tied:
-        out = _word_entries(matched, page.cells, page.by_cell)
+        out = _word_entries(matched, page.cells, page.by_cell, asked)
     else:
         out = _patch_entries(matched, page.cells, page.grid, gap)
     out.sort(key=lambda e: -e["score"])
@@ -225,16 +236,16 @@ def _words_by_cell(words: Sequence[Word], grid: tuple[int, int]) -> dict[int, li
 
 
 def _word_entries(matched: list[tuple[int, float]], cells: list[int],
-                  by_cell: dict[int, list[Word]]) -> list[dict[str, Any]]:
+                  by_cell: dict[int, list[Word]], asked: frozenset[str] = frozenset()) -> list[dict[str, Any]]:
     """One entry per matched word. A vector names its word by its cell (the cell of the
-    word's centre); of two words in one cell, the longer is taken (a stopword, which has no
-    vector, is short)."""
+    word's centre); of two words in one cell, one the query names (``asked``) is taken, else
+    the longer (a stopword, which has no vector, is short)."""
     score: dict[int, float] = {}
     word_of: dict[int, Word] = {}
     for j, s in matched:
         if cells[j] < 0:
             continue
-        w = max(by_cell[cells[j]], key=lambda w: len(w.text))
+        w = max(by_cell[cells[j]], key=lambda w: (_norm(w.text) in asked, len(w.text)))
         score[id(w)] = score.get(id(w), 0.0) + s
         word_of[id(w)] = w
     return [{"box": _box(word_of[k].box), "text": word_of[k].text, "score": round(s, 4)}
@@ -311,10 +322,10 @@ def evidence_by_id(index: "PageIndex", query: str | torch.Tensor, ids: Sequence[
     if not ids:
         return {}
     if isinstance(query, str):
-        q, terms = index.encode_queries([query])[0], query_terms(index, [query])
+        q, terms, asked = index.encode_queries([query])[0], query_terms(index, [query]), [query]
     else:
-        q, terms = torch.as_tensor(query), None
-    return evidence_batch(index, [q], [list(ids)], top=top, terms=terms)[0]
+        q, terms, asked = torch.as_tensor(query), None, None
+    return evidence_batch(index, [q], [list(ids)], top=top, terms=terms, asked=asked)[0]
 
 
 def query_terms(index: Any, queries: Sequence[str]) -> list[list[int]] | None:
@@ -327,11 +338,13 @@ def query_terms(index: Any, queries: Sequence[str]) -> list[list[int]] | None:
 
 def evidence_batch(index: "PageIndex", queries: Sequence[torch.Tensor], ids: Sequence[Sequence[str]], *,
                    top: int = DEFAULT_TOP, cache: PageCache | None = None,
-                   terms: Sequence[Sequence[int]] | None = None) -> list[dict[str, list[dict[str, Any]]]]:
+                   terms: Sequence[Sequence[int]] | None = None,
+                   asked: Sequence[str] | None = None) -> list[dict[str, list[dict[str, Any]]]]:
     """:func:`evidence_by_id` for several queries (vectors) and their hits' ids at once;
     ``cache``: pages found before are not read again (one engine read for the others);
     ``terms``: each query's term ids (:func:`query_terms`), which credit a pooled vector's
-    score to the word that was asked (without them, to its group's first word)."""
+    score to the word that was asked (without them, to its group's first word); ``asked``:
+    each query's text, which picks the word it names among the words sharing a cell."""
     wanted = {i for group in ids for i in group}
     pages: dict[str, StoredPage] = {}
     if cache is not None:
@@ -346,8 +359,9 @@ def evidence_batch(index: "PageIndex", queries: Sequence[torch.Tensor], ids: Seq
             for i, page in read.items():
                 cache.put(i, page)
     terms = terms if terms is not None else [None] * len(queries)
-    return [{i: _evidence(q, pages[i], top, 0, t) for i in group if i in pages}
-            for q, group, t in zip(queries, ids, terms)]
+    words = [asked_words(a) for a in asked] if asked is not None else [frozenset()] * len(queries)
+    return [{i: _evidence(q, pages[i], top, 0, t, w) for i in group if i in pages}
+            for q, group, t, w in zip(queries, ids, terms, words)]
 
 
 def _stored_pages(index: "PageIndex", wanted: set[str]) -> dict[str, StoredPage]:

@@ -36,7 +36,7 @@ def hits_evidence(index: "PageIndex", queries: Sequence[str], results: Sequence[
         vectors = index.encode_queries(list(queries))  # all of them: the search's own vectors (memo)
         terms = query_terms(index, [queries[i] for i in asked])  # a pooled page credits the word asked
         found = evidence_batch(index, [vectors[i] for i in asked], [[h.page_id for h in results[i]] for i in asked],
-                               top=top, cache=cache, terms=terms)
+                               top=top, cache=cache, terms=terms, asked=[queries[i] for i in asked])
         for i, ev in zip(asked, found):
             out[i] = ev
     return out

@@ -83,3 +83,11 @@ def test_a_pooled_vector_credits_the_word_of_the_query_tokens_own_term():
     assert evidence(q, emb, words, pool_of=pool_of)[0]["text"] == "energy"
     with pytest.raises(ValueError, match="pool_of has 2 entries for 3 vectors"):
         evidence(q, emb, words, pool_of=[0, 0])
+
+
+def test_of_two_words_in_one_cell_the_one_the_query_names_is_credited():
+    emb = page([0])  # one vector, on a cell holding two words
+    words = [Word("lithium", (0.01, 0.05, 0.1, 0.1)), Word("site.", (0.12, 0.05, 0.2, 0.1))]
+    q = torch.tensor([[0.7]])
+    assert evidence(q, emb, words)[0]["text"] == "lithium"  # the longer word
+    assert evidence(q, emb, words, asked="which solar Site")[0]["text"] == "site."  # the word asked
