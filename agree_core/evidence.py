@@ -17,8 +17,9 @@ see ``TextLayerConfig.sentence_weight``). A page is word-tied when every cell ho
 
 On a pooled index (``pool_factor > 1``) one stored vector stands for several tokens (its
 ``pool_of`` group) and they all score alike: the place a query token matched is the group's
-token of the query token's own term (the word that was asked), else the group's first token.
-The scores are the same either way; only the word they are credited to changes.
+first token on a word the query names, else the group's first token. Of several words in one
+cell, one the query names is credited, else the longest. The scores are the same either way;
+only the word they are credited to changes.
 
 The index side (:func:`evidence_by_id`) reads only the hits' own points: vectors, cells and
 the word boxes written at indexing time (``payload["words"]``, :func:`word_rows`); indexes
@@ -42,7 +43,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["evidence", "evidence_by_id", "evidence_batch", "query_terms", "PageCache", "StoredPage", "word_rows",
+__all__ = ["evidence", "evidence_by_id", "evidence_batch", "asked_words", "PageCache", "StoredPage", "word_rows",
            "stored_words", "page_words", "DEFAULT_TOP"]
 
 DEFAULT_TOP = 8  # a hit's evidence entries: about one per content word of a question
@@ -50,8 +51,8 @@ _MIN_SIDE = 1e-4  # a zero-width word box still gets a drawable, strictly ordere
 
 
 def evidence(query: torch.Tensor, page: PageEmbedding, words: Sequence[Word] | None = None, *,
-             top: int = DEFAULT_TOP, gap: int = 0, terms: Sequence[int] | None = None,
-             pool_of: Sequence[int] | None = None, asked: str | None = None) -> list[dict[str, Any]]:
+             top: int = DEFAULT_TOP, gap: int = 0, pool_of: Sequence[int] | None = None,
+             asked: str | None = None) -> list[dict[str, Any]]:
     """The ``top`` places of ``page`` that match ``query`` most, best first.
 
     Args:
@@ -62,13 +63,11 @@ def evidence(query: torch.Tensor, page: PageEmbedding, words: Sequence[Word] | N
         top: entries kept (``>= 1``).
         gap: patches only: empty cells allowed between two cells of one region (``>= 0``;
             ``0``: cells that touch, 8-neighbours).
-        terms: the vocabulary id behind each query vector (``encode_query_terms``; vectors past
-            them have none), to credit a pooled vector's score to the word that was asked.
-        asked: the query's text: of two words in one cell, the one the query names is credited.
         pool_of: a pooled page's ``pool_of`` (the stored vector of each of ``page``'s tokens):
             ``page.vectors`` are then one per token (``pooled[pool_of]``, as
-            :meth:`~agree_core.index.PageIndex.page_embedding` gives them) and ``page.terms``
-            says which token holds which term.
+            :meth:`~agree_core.index.PageIndex.page_embedding` gives them).
+        asked: the query's text, whose words are credited first (a pooled group's token, a
+            word among the words of one cell).
 
     >>> q = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
     >>> emb = PageEmbedding(torch.tensor([[1.0, 0.0], [0.0, 0.5]]), (4, 4), torch.tensor([0, 15]))
@@ -81,7 +80,7 @@ def evidence(query: torch.Tensor, page: PageEmbedding, words: Sequence[Word] | N
         raise ValueError(f"top must be >= 1, got {top}")
     if gap < 0:
         raise ValueError(f"gap must be >= 0, got {gap}")
-    return _evidence(query, StoredPage.of(page, words, pool_of), top, gap, terms, asked_words(asked))
+    return _evidence(query, StoredPage.of(page, words, pool_of), top, gap, asked_words(asked))
 
 
 class StoredPage:
@@ -89,33 +88,24 @@ class StoredPage:
     words by cell, prepared once however many queries ask (a search's hits, a server's
     :class:`PageCache`)."""
 
-    __slots__ = ("vectors", "cells", "grid", "by_cell", "word_tied", "nbytes", "first", "by_term")
+    __slots__ = ("vectors", "cells", "grid", "by_cell", "word_tied", "nbytes", "members")
 
     def __init__(self, vectors: np.ndarray, cells: list[int], grid: tuple[int, int],
-                 words: Sequence[Word] | None, *, pool_of: Sequence[int] | None = None,
-                 terms: Sequence[int] | None = None):
+                 words: Sequence[Word] | None, *, pool_of: Sequence[int] | None = None):
         """``vectors``: as stored, one per token (``cells``), or on a pooled page one per
-        group of tokens, ``pool_of`` giving each token's vector and ``terms`` each token's
-        term (``None``: no term known; the group's first token is credited)."""
+        group of tokens, ``pool_of`` giving each token's vector."""
         self.vectors, self.cells, self.grid = vectors, cells, grid
         self.by_cell = _words_by_cell(words or (), grid)
         on_grid = {c for c in cells if c >= 0}
         self.word_tied = bool(self.by_cell) and on_grid <= self.by_cell.keys()
-        # pooled: the first token of each stored vector, and the token of (vector, term)
-        self.first: list[int] | None = None
-        self.by_term: dict[tuple[int, int], int] = {}
+        self.members: list[list[int]] | None = None  # pooled: the tokens of each stored vector, in order
         if pool_of is not None:
             if len(pool_of) != len(cells):
                 raise ValueError(f"pool_of has {len(pool_of)} entries for {len(cells)} tokens")
-            self.first = [-1] * len(vectors)
+            self.members = [[] for _ in range(len(vectors))]
             for i, g in enumerate(pool_of):
-                if self.first[g] < 0:
-                    self.first[g] = i
-            if terms is not None:
-                for i in range(len(pool_of) - 1, -1, -1):  # the first token of a term wins
-                    self.by_term[(int(pool_of[i]), int(terms[i]))] = i
-        self.nbytes = (vectors.nbytes + 64 * len(cells) + 200 * sum(map(len, self.by_cell.values()))
-                       + 100 * len(self.by_term))
+                self.members[int(g)].append(i)
+        self.nbytes = vectors.nbytes + 64 * len(cells) + 200 * sum(map(len, self.by_cell.values()))
 
     @classmethod
     def of(cls, page: PageEmbedding, words: Sequence[Word] | None,
@@ -123,7 +113,6 @@ class StoredPage:
         """``page``'s vectors are one per token; with ``pool_of`` they are a pooled page's
         (``pooled[pool_of]``), kept once per stored vector."""
         vectors = np.ascontiguousarray(page.vectors.detach().float().numpy())
-        terms = page.terms.tolist() if page.terms is not None else None
         if pool_of is not None:
             group = np.asarray(pool_of, dtype=np.int64)
             if len(group) != len(vectors):
@@ -131,18 +120,19 @@ class StoredPage:
             first = np.full(int(group.max()) + 1 if len(group) else 0, -1, dtype=np.int64)
             first[group[::-1]] = np.arange(len(group))[::-1]  # the first token of each stored vector
             vectors = np.ascontiguousarray(vectors[first])
-        return cls(vectors, page.cells.tolist(), tuple(page.grid), words, pool_of=pool_of, terms=terms)
+        return cls(vectors, page.cells.tolist(), tuple(page.grid), words, pool_of=pool_of)
 
-    def token(self, vector: int, term: int | None) -> int:
-        """The token credited with a match on stored vector ``vector`` by a query token of
-        ``term`` (``None``: unknown)."""
-        if self.first is None:
+    def token(self, vector: int, asked: frozenset[str]) -> int:
+        """The token credited with a match on stored vector ``vector``: unpooled, its own; on
+        a pooled page, the group's first token on a word of ``asked``, else its first token."""
+        if self.members is None:
             return vector
-        if term is not None:
-            own = self.by_term.get((vector, term))
-            if own is not None:
-                return own
-        return self.first[vector]
+        group = self.members[vector]
+        if asked:
+            for i in group:
+                if any(_norm(w.text) in asked for w in self.by_cell.get(self.cells[i], ())):
+                    return i
+        return group[0]
 
 
 class PageCache:
@@ -189,8 +179,8 @@ class PageCache:
 
 
 def _evidence(query: torch.Tensor, page: StoredPage, top: int, gap: int,
-              terms: Sequence[int] | None = None, asked: frozenset[str] = frozenset()) -> list[dict[str, Any]]:
-    return _entries(_matches(query, page, terms), page, top, gap, asked)
+              asked: frozenset[str] = frozenset()) -> list[dict[str, Any]]:
+    return _entries(_matches(query, page, asked), page, top, gap, asked)
 
 
 def asked_words(text: str | None) -> frozenset[str]:
@@ -214,7 +204,7 @@ def _entries(matched: list[tuple[int, float]], page: StoredPage, top: int, gap: 
     return out[:top]
 
 
-def _matches(query: torch.Tensor, page: StoredPage, terms: Sequence[int] | None) -> list[tuple[int, float]]:
+def _matches(query: torch.Tensor, page: StoredPage, asked: frozenset[str]) -> list[tuple[int, float]]:
     """(token index, similarity) of each query token's best stored vector, when positive; on
     a pooled page, the token of that vector's group :meth:`StoredPage.token` credits."""
     if page.vectors.size == 0 or query.numel() == 0:
@@ -223,9 +213,7 @@ def _matches(query: torch.Tensor, page: StoredPage, terms: Sequence[int] | None)
     sims = query.detach().float().numpy() @ page.vectors.T
     idx = sims.argmax(axis=1)
     best = sims[np.arange(len(idx)), idx]
-    n_terms = len(terms) if terms is not None else 0
-    return [(page.token(int(j), int(terms[i]) if i < n_terms else None), float(s))
-            for i, (j, s) in enumerate(zip(idx, best)) if s > 0]
+    return [(page.token(int(j), asked), float(s)) for j, s in zip(idx, best) if s > 0]
 
 
 def _words_by_cell(words: Sequence[Word], grid: tuple[int, int]) -> dict[int, list[Word]]:
@@ -322,29 +310,17 @@ def evidence_by_id(index: "PageIndex", query: str | torch.Tensor, ids: Sequence[
     if not ids:
         return {}
     if isinstance(query, str):
-        q, terms, asked = index.encode_queries([query])[0], query_terms(index, [query]), [query]
-    else:
-        q, terms, asked = torch.as_tensor(query), None, None
-    return evidence_batch(index, [q], [list(ids)], top=top, terms=terms, asked=asked)[0]
-
-
-def query_terms(index: Any, queries: Sequence[str]) -> list[list[int]] | None:
-    """The vocabulary id behind each query vector the index's encoder makes (its
-    ``encode_query_terms``, no model run), for :func:`evidence_batch`; ``None`` for encoders
-    without a vocabulary and for indexes that have no encoder here (``agree serve``'s)."""
-    terms_of = getattr(getattr(index, "encoder", None), "encode_query_terms", None)
-    return terms_of(list(queries)) if terms_of is not None else None
+        return evidence_batch(index, index.encode_queries([query]), [list(ids)], top=top, asked=[query])[0]
+    return evidence_batch(index, [torch.as_tensor(query)], [list(ids)], top=top)[0]
 
 
 def evidence_batch(index: "PageIndex", queries: Sequence[torch.Tensor], ids: Sequence[Sequence[str]], *,
                    top: int = DEFAULT_TOP, cache: PageCache | None = None,
-                   terms: Sequence[Sequence[int]] | None = None,
                    asked: Sequence[str] | None = None) -> list[dict[str, list[dict[str, Any]]]]:
     """:func:`evidence_by_id` for several queries (vectors) and their hits' ids at once;
     ``cache``: pages found before are not read again (one engine read for the others);
-    ``terms``: each query's term ids (:func:`query_terms`), which credit a pooled vector's
-    score to the word that was asked (without them, to its group's first word); ``asked``:
-    each query's text, which picks the word it names among the words sharing a cell."""
+    ``asked``: each query's text, whose words are credited first (a pooled vector's token, a
+    word among the words of one cell; without it, a group's first token, a cell's longest word)."""
     wanted = {i for group in ids for i in group}
     pages: dict[str, StoredPage] = {}
     if cache is not None:
@@ -358,10 +334,9 @@ def evidence_batch(index: "PageIndex", queries: Sequence[torch.Tensor], ids: Seq
         if cache is not None:
             for i, page in read.items():
                 cache.put(i, page)
-    terms = terms if terms is not None else [None] * len(queries)
     words = [asked_words(a) for a in asked] if asked is not None else [frozenset()] * len(queries)
-    return [{i: _evidence(q, pages[i], top, 0, t, w) for i in group if i in pages}
-            for q, group, t, w in zip(queries, ids, terms, words)]
+    return [{i: _evidence(q, pages[i], top, 0, w) for i in group if i in pages}
+            for q, group, w in zip(queries, ids, words)]
 
 
 def _stored_pages(index: "PageIndex", wanted: set[str]) -> dict[str, StoredPage]:
@@ -371,7 +346,7 @@ def _stored_pages(index: "PageIndex", wanted: set[str]) -> dict[str, StoredPage]
     from agree_core.index.schema import IMAGE_DATA, TOKENS
 
     point_of = {record_point_id(i): i for i in wanted} | {i: i for i in wanted if is_uuid(i)}
-    got = index.engine.retrieve(list(point_of), vectors=[TOKENS], exclude=[IMAGE_DATA, "text"])
+    got = index.engine.retrieve(list(point_of), vectors=[TOKENS], exclude=[IMAGE_DATA, "text", "terms"])
     pages: dict[str, StoredPage] = {}
     for pid, point in got.items():
         payload = point.payload
@@ -382,7 +357,7 @@ def _stored_pages(index: "PageIndex", wanted: set[str]) -> dict[str, StoredPage]
         pool_of = payload.get("pool_of")  # a pooled page: one stored vector per group of tokens
         pages[point_of[pid]] = StoredPage(np.ascontiguousarray(point.vectors[TOKENS], dtype=np.float32),
                                           [int(c) for c in payload["cells"]], tuple(payload["grid"]), words,
-                                          pool_of=pool_of, terms=payload.get("terms") if pool_of else None)
+                                          pool_of=pool_of)
     return pages
 
 
@@ -395,8 +370,6 @@ def _served_pages(index: Any, wanted: set[str]) -> dict[str, StoredPage]:
             emb, payload = index.page_embedding(i)
         except KeyError:
             continue
-        if payload.get("pool_of") is not None and emb.terms is None and payload.get("terms") is not None:
-            emb = PageEmbedding(emb.vectors, emb.grid, emb.cells, emb.text, torch.tensor(payload["terms"]))
         pages[i] = StoredPage.of(emb, stored_words(payload), payload.get("pool_of"))
     return pages
 

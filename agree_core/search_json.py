@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Sequence
 
-from agree_core.evidence import DEFAULT_TOP, PageCache, evidence_batch, query_terms
+from agree_core.evidence import DEFAULT_TOP, PageCache, evidence_batch
 
 if TYPE_CHECKING:
     from agree_core.index import Hit, PageIndex
@@ -34,9 +34,8 @@ def hits_evidence(index: "PageIndex", queries: Sequence[str], results: Sequence[
     out: list[dict[str, list[dict[str, Any]]]] = [{} for _ in results]
     if asked:
         vectors = index.encode_queries(list(queries))  # all of them: the search's own vectors (memo)
-        terms = query_terms(index, [queries[i] for i in asked])  # a pooled page credits the word asked
         found = evidence_batch(index, [vectors[i] for i in asked], [[h.page_id for h in results[i]] for i in asked],
-                               top=top, cache=cache, terms=terms, asked=[queries[i] for i in asked])
+                               top=top, cache=cache, asked=[queries[i] for i in asked])
         for i, ev in zip(asked, found):
             out[i] = ev
     return out

@@ -66,20 +66,20 @@ def test_no_match_gives_no_evidence_and_bad_settings_are_refused():
         evidence(torch.eye(2), emb, gap=-1)
 
 
-def test_a_pooled_vector_credits_the_word_of_the_query_tokens_own_term():
+def test_a_pooled_vector_credits_the_word_the_query_names():
     """Pooling merged "energy" and "electricity" (cells 0 and 1) into one stored vector:
-    both score alike, so the query token's term decides which word was matched."""
+    both score alike, so the query's words decide which word was matched."""
     pooled = torch.tensor([[1.0, 0.0], [0.0, 1.0]])  # stored vector 0: both words; 1: "2023"
     pool_of = [0, 0, 1]
-    emb = PageEmbedding(pooled[pool_of], (4, 4), torch.tensor([0, 1, 2]), terms=torch.tensor([11, 12, 13]))
-    words = [Word("energy", (0.01, 0.05, 0.2, 0.1)), Word("electricity", (0.26, 0.05, 0.45, 0.1)),
+    emb = PageEmbedding(pooled[pool_of], (4, 4), torch.tensor([0, 1, 2]))
+    words = [Word("energy", (0.01, 0.05, 0.2, 0.1)), Word("electricity,", (0.26, 0.05, 0.45, 0.1)),
              Word("2023", (0.51, 0.05, 0.7, 0.1))]
-    q = torch.tensor([[0.9, 0.1], [0.2, 0.6]])  # tokens of terms 12 ("electricity") and 13 ("2023")
-    got = evidence(q, emb, words, terms=[12, 13], pool_of=pool_of)
-    assert [(e["text"], e["score"]) for e in got] == [("electricity", 0.9), ("2023", 0.6)]
+    q = torch.tensor([[0.9, 0.1], [0.2, 0.6]])
+    got = evidence(q, emb, words, pool_of=pool_of, asked="Electricity in 2023?")
+    assert [(e["text"], e["score"]) for e in got] == [("electricity,", 0.9), ("2023", 0.6)]
     assert sum(e["score"] for e in got) == pytest.approx(float((q @ pooled.T).max(1).values.sum()))
-    # a term the group does not hold (a paraphrase), or no terms: the group's first word
-    assert evidence(q, emb, words, terms=[99, 13], pool_of=pool_of)[0]["text"] == "energy"
+    # a query that names no word of the group (a paraphrase), or no query text: the group's first word
+    assert evidence(q, emb, words, pool_of=pool_of, asked="power in 2023")[0]["text"] == "energy"
     assert evidence(q, emb, words, pool_of=pool_of)[0]["text"] == "energy"
     with pytest.raises(ValueError, match="pool_of has 2 entries for 3 vectors"):
         evidence(q, emb, words, pool_of=[0, 0])
