@@ -15,6 +15,12 @@ scores of all places sum to the page's MaxSim score less the tokens that matched
 the grid (the text-layer default's window part too: a window's sentence vector has no cell,
 see ``TextLayerConfig.sentence_weight``). A page is word-tied when every cell holding a vector holds a word's centre.
 
+On a pooled index (``pool_factor > 1``) one stored vector stands for several tokens (its
+``pool_of`` group) and they all score alike: the place a query token matched is the group's
+first token on a word the query names, else the group's first token. Of several words in one
+cell, one the query names is credited, else the longest. The scores are the same either way;
+only the word they are credited to changes.
+
 The index side (:func:`evidence_by_id`) reads only the hits' own points: vectors, cells and
 the word boxes written at indexing time (``payload["words"]``, :func:`word_rows`); indexes
 written before those were stored read the words from the PDF again (slower).
@@ -38,14 +44,16 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["evidence", "evidence_by_id", "evidence_batch", "PageCache", "StoredPage", "word_rows", "stored_words", "page_words", "DEFAULT_TOP"]
+__all__ = ["evidence", "evidence_by_id", "evidence_batch", "asked_words", "PageCache", "StoredPage", "word_rows",
+           "stored_words", "page_words", "DEFAULT_TOP"]
 
 DEFAULT_TOP = 8  # a hit's evidence entries: about one per content word of a question
 _MIN_SIDE = 1e-4  # a zero-width word box still gets a drawable, strictly ordered box
 
 
 def evidence(query: torch.Tensor, page: PageEmbedding, words: Sequence[Word] | None = None, *,
-             top: int = DEFAULT_TOP, gap: int = 0) -> list[dict[str, Any]]:
+             top: int = DEFAULT_TOP, gap: int = 0, pool_of: Sequence[int] | None = None,
+             asked: str | None = None) -> list[dict[str, Any]]:
     """The ``top`` places of ``page`` that match ``query`` most, best first.
 
     Args:
@@ -56,6 +64,11 @@ def evidence(query: torch.Tensor, page: PageEmbedding, words: Sequence[Word] | N
         top: entries kept (``>= 1``).
         gap: patches only: empty cells allowed between two cells of one region (``>= 0``;
             ``0``: cells that touch, 8-neighbours).
+        pool_of: a pooled page's ``pool_of`` (the stored vector of each of ``page``'s tokens):
+            ``page.vectors`` are then one per token (``pooled[pool_of]``, as
+            :meth:`~agree_core.index.PageIndex.page_embedding` gives them).
+        asked: the query's text, whose words are credited first (a pooled group's token, a
+            word among the words of one cell).
 
     >>> q = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
     >>> emb = PageEmbedding(torch.tensor([[1.0, 0.0], [0.0, 0.5]]), (4, 4), torch.tensor([0, 15]))
@@ -68,7 +81,7 @@ def evidence(query: torch.Tensor, page: PageEmbedding, words: Sequence[Word] | N
         raise ValueError(f"top must be >= 1, got {top}")
     if gap < 0:
         raise ValueError(f"gap must be >= 0, got {gap}")
-    return _evidence(query, StoredPage.of(page, words), top, gap)
+    return _evidence(query, StoredPage.of(page, words, pool_of), top, gap, asked_words(asked))
 
 
 class StoredPage:
@@ -76,20 +89,51 @@ class StoredPage:
     words by cell, prepared once however many queries ask (a search's hits, a server's
     :class:`PageCache`)."""
 
-    __slots__ = ("vectors", "cells", "grid", "by_cell", "word_tied", "nbytes")
+    __slots__ = ("vectors", "cells", "grid", "by_cell", "word_tied", "nbytes", "members")
 
     def __init__(self, vectors: np.ndarray, cells: list[int], grid: tuple[int, int],
-                 words: Sequence[Word] | None):
+                 words: Sequence[Word] | None, *, pool_of: Sequence[int] | None = None):
+        """``vectors``: as stored, one per token (``cells``), or on a pooled page one per
+        group of tokens, ``pool_of`` giving each token's vector."""
         self.vectors, self.cells, self.grid = vectors, cells, grid
         self.by_cell = _words_by_cell(words or (), grid)
         on_grid = {c for c in cells if c >= 0}
         self.word_tied = bool(self.by_cell) and on_grid <= self.by_cell.keys()
+        self.members: list[list[int]] | None = None  # pooled: the tokens of each stored vector, in order
+        if pool_of is not None:
+            if len(pool_of) != len(cells):
+                raise ValueError(f"pool_of has {len(pool_of)} entries for {len(cells)} tokens")
+            self.members = [[] for _ in range(len(vectors))]
+            for i, g in enumerate(pool_of):
+                self.members[int(g)].append(i)
         self.nbytes = vectors.nbytes + 64 * len(cells) + 200 * sum(map(len, self.by_cell.values()))
 
     @classmethod
-    def of(cls, page: PageEmbedding, words: Sequence[Word] | None) -> "StoredPage":
+    def of(cls, page: PageEmbedding, words: Sequence[Word] | None,
+           pool_of: Sequence[int] | None = None) -> "StoredPage":
+        """``page``'s vectors are one per token; with ``pool_of`` they are a pooled page's
+        (``pooled[pool_of]``), kept once per stored vector."""
         vectors = np.ascontiguousarray(page.vectors.detach().float().numpy())
-        return cls(vectors, page.cells.tolist(), tuple(page.grid), words)
+        if pool_of is not None:
+            group = np.asarray(pool_of, dtype=np.int64)
+            if len(group) != len(vectors):
+                raise ValueError(f"pool_of has {len(group)} entries for {len(vectors)} vectors")
+            first = np.full(int(group.max()) + 1 if len(group) else 0, -1, dtype=np.int64)
+            first[group[::-1]] = np.arange(len(group))[::-1]  # the first token of each stored vector
+            vectors = np.ascontiguousarray(vectors[first])
+        return cls(vectors, page.cells.tolist(), tuple(page.grid), words, pool_of=pool_of)
+
+    def token(self, vector: int, asked: frozenset[str]) -> int:
+        """The token credited with a match on stored vector ``vector``: unpooled, its own; on
+        a pooled page, the group's first token on a word of ``asked``, else its first token."""
+        if self.members is None:
+            return vector
+        group = self.members[vector]
+        if asked:
+            for i in group:
+                if any(_norm(w.text) in asked for w in self.by_cell.get(self.cells[i], ())):
+                    return i
+        return group[0]
 
 
 class PageCache:
@@ -135,33 +179,42 @@ class PageCache:
         return len(self._pages)
 
 
-def _evidence(query: torch.Tensor, page: StoredPage, top: int, gap: int) -> list[dict[str, Any]]:
-    return _entries(_matches(query, page.vectors), page, top, gap)
+def _evidence(query: torch.Tensor, page: StoredPage, top: int, gap: int,
+              asked: frozenset[str] = frozenset()) -> list[dict[str, Any]]:
+    return _entries(_matches(query, page, asked), page, top, gap, asked)
 
 
-def _entries(matched: list[tuple[int, float]], page: StoredPage, top: int, gap: int) -> list[dict[str, Any]]:
+def asked_words(text: str | None) -> frozenset[str]:
+    """The words of a query, lowercased, as :func:`_word_entries` compares them."""
+    return frozenset(_norm(w) for w in text.split()) - {""} if text else frozenset()
+
+
+def _norm(word: str) -> str:
+    return word.lower().strip(".,;:!?()[]{}\"'")
+
+
+def _entries(matched: list[tuple[int, float]], page: StoredPage, top: int, gap: int,
+             asked: frozenset[str] = frozenset()) -> list[dict[str, Any]]:
     if not matched:
         return []
     if page.word_tied:
-        out = _word_entries(matched, page.cells, page.by_cell)
+        out = _word_entries(matched, page.cells, page.by_cell, asked)
     else:
         out = _patch_entries(matched, page.cells, page.grid, gap)
     out.sort(key=lambda e: -e["score"])
     return out[:top]
 
 
-def _matches(query: torch.Tensor, vectors: np.ndarray) -> list[tuple[int, float]]:
-    """(vector index, similarity) of each query token's best vector, when positive."""
-    if vectors.size == 0 or query.numel() == 0:
+def _matches(query: torch.Tensor, page: StoredPage, asked: frozenset[str]) -> list[tuple[int, float]]:
+    """(token index, similarity) of each query token's best stored vector, when positive; on
+    a pooled page, the token of that vector's group :meth:`StoredPage.token` credits."""
+    if page.vectors.size == 0 or query.numel() == 0:
         return []
     # numpy: a few small products, where torch's thread pool costs more than the work
-    return _best(query.detach().float().numpy() @ vectors.T)
-
-
-def _best(sims: np.ndarray) -> list[tuple[int, float]]:
+    sims = query.detach().float().numpy() @ page.vectors.T
     idx = sims.argmax(axis=1)
     best = sims[np.arange(len(idx)), idx]
-    return [(int(j), float(s)) for j, s in zip(idx, best) if s > 0]
+    return [(page.token(int(j), asked), float(s)) for j, s in zip(idx, best) if s > 0]
 
 
 def _words_by_cell(words: Sequence[Word], grid: tuple[int, int]) -> dict[int, list[Word]]:
@@ -172,16 +225,16 @@ def _words_by_cell(words: Sequence[Word], grid: tuple[int, int]) -> dict[int, li
 
 
 def _word_entries(matched: list[tuple[int, float]], cells: list[int],
-                  by_cell: dict[int, list[Word]]) -> list[dict[str, Any]]:
+                  by_cell: dict[int, list[Word]], asked: frozenset[str] = frozenset()) -> list[dict[str, Any]]:
     """One entry per matched word. A vector names its word by its cell (the cell of the
-    word's centre); of two words in one cell, the longer is taken (a stopword, which has no
-    vector, is short)."""
+    word's centre); of two words in one cell, one the query names (``asked``) is taken, else
+    the longer (a stopword, which has no vector, is short)."""
     score: dict[int, float] = {}
     word_of: dict[int, Word] = {}
     for j, s in matched:
         if cells[j] < 0:
             continue
-        w = max(by_cell[cells[j]], key=lambda w: len(w.text))
+        w = max(by_cell[cells[j]], key=lambda w: (_norm(w.text) in asked, len(w.text)))
         score[id(w)] = score.get(id(w), 0.0) + s
         word_of[id(w)] = w
     return [{"box": _box(word_of[k].box), "text": word_of[k].text, "score": round(s, 4)}
@@ -263,14 +316,18 @@ def evidence_by_id(index: "PageIndex", query: str | torch.Tensor, ids: Sequence[
     the index are left out. One read of the engine for all of them."""
     if not ids:
         return {}
-    q = index.encode_queries([query])[0] if isinstance(query, str) else torch.as_tensor(query)
-    return evidence_batch(index, [q], [list(ids)], top=top)[0]
+    if isinstance(query, str):
+        return evidence_batch(index, index.encode_queries([query]), [list(ids)], top=top, asked=[query])[0]
+    return evidence_batch(index, [torch.as_tensor(query)], [list(ids)], top=top)[0]
 
 
 def evidence_batch(index: "PageIndex", queries: Sequence[torch.Tensor], ids: Sequence[Sequence[str]], *,
-                   top: int = DEFAULT_TOP, cache: PageCache | None = None) -> list[dict[str, list[dict[str, Any]]]]:
+                   top: int = DEFAULT_TOP, cache: PageCache | None = None,
+                   asked: Sequence[str] | None = None) -> list[dict[str, list[dict[str, Any]]]]:
     """:func:`evidence_by_id` for several queries (vectors) and their hits' ids at once;
-    ``cache``: pages found before are not read again (one engine read for the others)."""
+    ``cache``: pages found before are not read again (one engine read for the others);
+    ``asked``: each query's text, whose words are credited first (a pooled vector's token, a
+    word among the words of one cell; without it, a group's first token, a cell's longest word)."""
     wanted = {i for group in ids for i in group}
     pages: dict[str, StoredPage] = {}
     if cache is not None:
@@ -284,28 +341,30 @@ def evidence_batch(index: "PageIndex", queries: Sequence[torch.Tensor], ids: Seq
         if cache is not None:
             for i, page in read.items():
                 cache.put(i, page)
-    return [{i: _evidence(q, pages[i], top, 0) for i in group if i in pages}
-            for q, group in zip(queries, ids)]
+    words = [asked_words(a) for a in asked] if asked is not None else [frozenset()] * len(queries)
+    return [{i: _evidence(q, pages[i], top, 0, w) for i in group if i in pages}
+            for q, group, w in zip(queries, ids, words)]
 
 
 def _stored_pages(index: "PageIndex", wanted: set[str]) -> dict[str, StoredPage]:
     """The vectors, cells and words of pages or records ``wanted`` (ids), in one engine read."""
     from agree_core.index.filters import is_uuid
     from agree_core.index.records import record_point_id
-    from agree_core.index.schema import IMAGE_DATA, TOKENS, expand_pooled
+    from agree_core.index.schema import IMAGE_DATA, TOKENS
 
     point_of = {record_point_id(i): i for i in wanted} | {i: i for i in wanted if is_uuid(i)}
     got = index.engine.retrieve(list(point_of), vectors=[TOKENS], exclude=[IMAGE_DATA, "text", "terms"])
     pages: dict[str, StoredPage] = {}
     for pid, point in got.items():
         payload = point.payload
-        vectors = expand_pooled(point.vectors[TOKENS], payload)  # one vector per cell, pooled or not
         words = stored_words(payload)
         if (words is None and payload.get("kind") != "record" and payload.get("source")
                 and isinstance(payload.get("page"), int)):  # a PDF page indexed before words were stored
             words = page_words(payload["source"], payload["page"], payload.get("sha256"))
-        pages[point_of[pid]] = StoredPage(np.ascontiguousarray(vectors, dtype=np.float32),
-                                          [int(c) for c in payload["cells"]], tuple(payload["grid"]), words)
+        pool_of = payload.get("pool_of")  # a pooled page: one stored vector per group of tokens
+        pages[point_of[pid]] = StoredPage(np.ascontiguousarray(point.vectors[TOKENS], dtype=np.float32),
+                                          [int(c) for c in payload["cells"]], tuple(payload["grid"]), words,
+                                          pool_of=pool_of)
     return pages
 
 
@@ -318,7 +377,7 @@ def _served_pages(index: Any, wanted: set[str]) -> dict[str, StoredPage]:
             emb, payload = index.page_embedding(i)
         except KeyError:
             continue
-        pages[i] = StoredPage.of(emb, stored_words(payload))
+        pages[i] = StoredPage.of(emb, stored_words(payload), payload.get("pool_of"))
     return pages
 
 

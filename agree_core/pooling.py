@@ -39,15 +39,16 @@ def pool_vectors(vectors: torch.Tensor | np.ndarray, k: int, iterations: int = 8
     """
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
-    if keep is not None and bool(keep.any()):  # stored as they are, after the centroids
-        vectors, keep = torch.as_tensor(vectors), keep.to(torch.bool)
-        rest = vectors[~keep]
-        pooled = pool_vectors(rest, k, iterations) if len(rest) else vectors.new_zeros(0, vectors.shape[1]).float()
-        return torch.cat([pooled, vectors[keep].float()])
-    x = _float32(vectors)
+    x, kept = _float32(vectors), _mask(keep)
+    if kept is not None and kept.any():  # stored as they are, after the centroids
+        return torch.from_numpy(np.concatenate([_centroids(x[~kept], k, iterations), x[kept]]))
+    return torch.from_numpy(_centroids(x, k, iterations))
+
+
+def _centroids(x: np.ndarray, k: int, iterations: int) -> np.ndarray:
     n = x.shape[0]
     if n <= k:
-        return torch.from_numpy(x.copy())
+        return x.copy()
     init = np.round(np.linspace(0, n - 1, k)).astype(np.int64)  # spread over the page's reading order
     centroids = _normalized(x[init])  # (k, dim)
     with one_blas_thread():
@@ -57,7 +58,7 @@ def pool_vectors(vectors: torch.Tensor | np.ndarray, k: int, iterations: int = 8
             empty = ~sums.any(axis=1)
             sums[empty] = centroids[empty]  # a centroid that lost all its vectors stays put
             centroids = _normalized(sums)
-    return torch.from_numpy(centroids)
+    return centroids
 
 
 def pool_tokens(vectors: torch.Tensor, factor: int,
@@ -81,35 +82,67 @@ def pool_tokens(vectors: torch.Tensor, factor: int,
     """
     if factor < 1:
         raise ValueError(f"factor must be >= 1, got {factor}")
-    if keep is not None and bool(keep.any()) and factor > 1:  # stored as they are, after the pooled ones
-        vectors, keep = torch.as_tensor(vectors), keep.to(torch.bool)
-        pooled, group = pool_tokens(vectors[~keep], factor)
-        kept = vectors[keep].float()
-        full = torch.empty(len(vectors), dtype=torch.long)
-        full[~keep] = group
-        full[keep] = len(pooled) + torch.arange(len(kept))
-        return torch.cat([pooled, kept]), full
-    x = _float32(vectors)
+    # numpy throughout: on a page's few hundred vectors torch's per-op thread pool costs
+    # milliseconds a call on a loaded machine, more than the clustering (BENCHMARKS.md)
+    x, kept = _float32(vectors), _mask(keep)
+    if kept is not None and kept.any() and factor > 1:  # stored as they are, after the pooled ones
+        pooled, group = _pooled(x[~kept], factor)
+        full = np.empty(len(x), dtype=np.int64)
+        full[~kept] = group
+        full[kept] = len(pooled) + np.arange(int(kept.sum()))
+        return torch.from_numpy(np.concatenate([pooled, x[kept]])), torch.from_numpy(full)
+    pooled, group = _pooled(x, factor)
+    return torch.from_numpy(pooled), torch.from_numpy(group)
+
+
+def _pooled(x: np.ndarray, factor: int) -> tuple[np.ndarray, np.ndarray]:
     n = x.shape[0]
     m = max(1, -(-n // factor))  # ceil(n / factor)
     if factor == 1 or n <= 2 or m >= n:
-        return torch.from_numpy(x.copy()), torch.arange(n, dtype=torch.long)
-    from scipy.cluster.hierarchy import fcluster, linkage
+        return x.copy(), np.arange(n, dtype=np.int64)
+    with one_blas_thread():
+        group, m = _ward_groups(x, m)
+        return _normalized(_cluster_sums(x, group, m)), group
+
+
+def _ward_groups(x: np.ndarray, m: int) -> tuple[np.ndarray, int]:
+    """The ``(n,)`` cluster of each row of ``x`` when Ward's linkage is cut at ``m`` clusters,
+    numbered by their first row (pooled vectors keep the page's reading order), and ``m``.
+
+    The cut takes the first ``n - m`` merges of the linkage (scipy orders them by height, and
+    Ward's heights never decrease): the clusters of ``fcluster(Z, m, "maxclust")`` wherever
+    that gives ``m`` clusters, and exactly ``m`` where tied heights make ``maxclust`` stop
+    short. Cost: one Gram product, scipy's O(n^2) linkage and a few O(n) numpy passes
+    (BENCHMARKS.md, "Pooling cost")."""
+    from scipy.cluster.hierarchy import linkage
     from scipy.spatial.distance import squareform
 
-    with one_blas_thread():
-        sq = np.einsum("ij,ij->i", x, x)  # Euclidean distances through one float32 Gram product
-        d2 = sq[:, None] + sq[None, :] - 2.0 * (x @ x.T)
-        np.fill_diagonal(d2, 0.0)
-        dist = np.sqrt(np.maximum(squareform(d2, checks=False), 0.0)).astype(np.float64)
-        labels = fcluster(linkage(dist, method="ward"), m, criterion="maxclust")
-        # clusters numbered by their first token, so pooled vectors keep the page's reading order
-        values, first, inverse = np.unique(labels, return_index=True, return_inverse=True)
-        rank = np.empty(values.size, dtype=np.int64)
-        rank[np.argsort(first)] = np.arange(values.size)
-        group = rank[inverse.reshape(-1)]
-        pooled = _normalized(_cluster_sums(x, group, values.size))
-    return torch.from_numpy(pooled), torch.from_numpy(group)
+    n = x.shape[0]
+    sq = np.einsum("ij,ij->i", x, x)  # Euclidean distances through one float32 Gram product
+    d2 = sq[:, None] + sq[None, :] - 2.0 * (x @ x.T)
+    np.fill_diagonal(d2, 0.0)
+    dist = np.sqrt(np.maximum(squareform(d2, checks=False), 0.0), dtype=np.float64)
+    merges = linkage(dist, method="ward")[: n - m, :2].astype(np.int64)  # (n - m, 2): the nodes joined
+    parent = np.arange(2 * n - 1)
+    parent[merges.ravel()] = np.repeat(np.arange(n, 2 * n - m), 2)  # merge i makes node n + i
+    root = parent[:n]
+    while True:  # pointer jumping: each pass halves the distance to the cluster's top node
+        up = parent[root]
+        if np.array_equal(up, root):
+            break
+        root = up
+    _, first, inverse = np.unique(root, return_index=True, return_inverse=True)
+    rank = np.empty(first.size, dtype=np.int64)
+    rank[np.argsort(first)] = np.arange(first.size)
+    return rank[inverse.reshape(-1)], int(first.size)
+
+
+def _mask(keep: torch.Tensor | np.ndarray | None) -> np.ndarray | None:
+    if keep is None:
+        return None
+    if isinstance(keep, torch.Tensor):
+        keep = keep.detach().cpu().numpy()
+    return np.asarray(keep, dtype=bool)
 
 
 def _float32(vectors: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -119,7 +152,8 @@ def _float32(vectors: torch.Tensor | np.ndarray) -> np.ndarray:
 
 
 def _cluster_sums(x: np.ndarray, assign: np.ndarray, k: int) -> np.ndarray:
-    """``(k, dim)``: the sum of the rows of ``x`` in each cluster (one small matrix product)."""
+    """``(k, dim)``: the sum of the rows of ``x`` in each cluster (one small matrix product,
+    faster here than ``np.add.reduceat`` or ``np.add.at``)."""
     onehot = np.zeros((k, x.shape[0]), dtype=np.float32)
     onehot[assign, np.arange(x.shape[0])] = 1.0
     return onehot @ x

@@ -35,7 +35,7 @@ def hits_evidence(index: "PageIndex", queries: Sequence[str], results: Sequence[
     if asked:
         vectors = index.encode_queries(list(queries))  # all of them: the search's own vectors (memo)
         found = evidence_batch(index, [vectors[i] for i in asked], [[h.page_id for h in results[i]] for i in asked],
-                               top=top, cache=cache)
+                               top=top, cache=cache, asked=[queries[i] for i in asked])
         for i, ev in zip(asked, found):
             out[i] = ev
     return out

@@ -64,10 +64,10 @@ def corpus(enc, n_pages: int, batch: int = 32) -> tuple[list, list[dict]]:
     from agree_core.encoders import PageEmbedding
 
     tag = hashlib.sha1(json.dumps([enc.name, enc.config], sort_keys=True).encode()).hexdigest()[:10]
-    path = CACHE / f"storage_corpus_{tag}_n{n_pages}.safetensors"
+    path = CACHE / f"storage_corpus_{tag}_n{n_pages}_v2.safetensors"  # v2: with the unpooled mask
     if not path.exists():
         pages = subset(corpus_pages(), load_questions(), n_pages)
-        vecs, cells, terms, meta = [], [], [], []
+        vecs, cells, terms, unpooled, meta = [], [], [], [], []
         t0 = time.perf_counter()
         for i in range(0, len(pages), batch):
             chunk = pages[i:i + batch]
@@ -76,13 +76,16 @@ def corpus(enc, n_pages: int, batch: int = 32) -> tuple[list, list[dict]]:
                 cells.append(e.cells.numpy().astype(np.int64))
                 terms.append(e.terms.numpy().astype(np.int64) if e.terms is not None
                              else np.full(len(e.cells), -1, np.int64))
+                unpooled.append(e.unpooled.numpy().astype(np.uint8) if e.unpooled is not None
+                                else np.zeros(len(e.cells), np.uint8))
                 meta.append({"source": p.source.name, "page": p.page_no, "grid": list(e.grid),
                              "text": e.text or ""})
             log(f"  encoded {len(vecs)}/{len(pages)} pages ({time.perf_counter() - t0:.0f} s)")
         off = np.cumsum([0] + [len(v) for v in vecs]).astype(np.int64)
         CACHE.mkdir(parents=True, exist_ok=True)
         save_file({"vectors": np.concatenate(vecs).astype(np.float32), "offsets": off,
-                   "cells": np.concatenate(cells), "terms": np.concatenate(terms)}, str(path))
+                   "cells": np.concatenate(cells), "terms": np.concatenate(terms),
+                   "unpooled": np.concatenate(unpooled)}, str(path))
         path.with_suffix(".json").write_text(json.dumps(meta))
     t = load_file(str(path))
     meta = json.loads(path.with_suffix(".json").read_text())
@@ -91,20 +94,21 @@ def corpus(enc, n_pages: int, batch: int = 32) -> tuple[list, list[dict]]:
     for i, m in enumerate(meta):
         a, b = int(off[i]), int(off[i + 1])
         tr = torch.from_numpy(t["terms"][a:b].copy())
+        keep = torch.from_numpy(t["unpooled"][a:b].astype(bool))  # a window's sentence vector
         embs.append(PageEmbedding(torch.from_numpy(t["vectors"][a:b].copy()), tuple(m["grid"]),
                                   torch.from_numpy(t["cells"][a:b].copy()), m["text"],
-                                  tr if (b == a or int(tr[0]) >= 0) else None))
+                                  tr if (b == a or int(tr[0]) >= 0) else None, keep if keep.any() else None))
     return embs, meta
 
 
 def build(name: str, embs: list, meta: list[dict], factor: int, datatype: str, pooled: int,
-          dim: int) -> tuple[object, dict]:
+          dim: int, first_stage: dict | None = None) -> tuple[object, dict]:
     from agree_core.index.engines.edge import EdgeEngine
     from agree_core.index.schema import INTEGER_FIELDS, KEYWORD_FIELDS, build_point, vector_specs
 
     d = SHARDS / name
     shutil.rmtree(d, ignore_errors=True)
-    engine = EdgeEngine(d, vector_specs(dim, datatype, pooled > 0), KEYWORD_FIELDS, INTEGER_FIELDS)
+    engine = EdgeEngine(d, vector_specs(dim, datatype, pooled > 0, first_stage), KEYWORD_FIELDS, INTEGER_FIELDS)
     t0 = time.perf_counter()
     t_pool = 0.0
     vectors = 0
@@ -112,18 +116,22 @@ def build(name: str, embs: list, meta: list[dict], factor: int, datatype: str, p
         t = time.perf_counter()
         points = [build_point(str(uuid.UUID(int=j + 1)), embs[j], pooled=pooled, pool_factor=factor,
                               text=meta[j]["text"], source=meta[j]["source"], page=int(meta[j]["page"]),
-                              doc_id=meta[j]["source"], meta={}, image={"image": ""})
+                              doc_id=meta[j]["source"], meta={}, image={"image": ""},
+                              first_stage=first_stage)
                   for j in range(i, min(i + 64, len(embs)))]
         t_pool += time.perf_counter() - t
         vectors += sum(p.payload["nvec"] for p in points)
         engine.upsert(points)
     engine.flush()
     build_s = time.perf_counter() - t0
-    from agree_core.index.config import VECTOR_DATATYPES
-    from agree_core.index.sizes import allocated_bytes
+    from types import SimpleNamespace
 
+    from agree_core.index.config import VECTOR_DATATYPES
+    from agree_core.index.sizes import allocated_bytes, fde_bytes
+
+    fde = fde_bytes(SimpleNamespace(dim=dim, first_stage=first_stage or {}))  # as agree info counts it
     return engine, {"build_s": build_s, "point_s": t_pool, "vectors": vectors,
-                    "vector_bytes_per_page": vectors * dim * VECTOR_DATATYPES[datatype] / len(embs),
+                    "vector_bytes_per_page": vectors * dim * VECTOR_DATATYPES[datatype] / len(embs) + fde,
                     "segments_bytes": allocated_bytes(d / "segments") if (d / "segments").exists()
                     else allocated_bytes(d)}
 
@@ -171,6 +179,8 @@ def main() -> None:
     ap.add_argument("--factors", default="1,2,3")
     ap.add_argument("--datatypes", default="float32,float16,turbo8,turbo4")
     ap.add_argument("--pooled", type=int, default=32, help="first-stage centroids per page")
+    ap.add_argument("--no-fde", action="store_true",
+                    help="without the MUVERA encoding new indexes store (IndexConfig.first_stage)")
     ap.add_argument("--pages", type=int, default=400,
                     help="dev-set pages: every page a question names plus random others (0: all 1,816)")
     ap.add_argument("--encode-only", action="store_true")
@@ -181,6 +191,7 @@ def main() -> None:
     import torch
 
     from agree_core.encoders import load_encoder
+    from agree_core.index.config import IndexConfig
     from agree_core.index.schema import SEARCH_EXCLUDE, TOKENS
     from agree_core.scoring import idf_weights
 
@@ -198,7 +209,8 @@ def main() -> None:
     t = time.perf_counter()
     qv = enc.encode_queries(qtexts)
     encode_ms = (time.perf_counter() - t) * 1000 / len(qtexts)
-    queries = [(v * idf_weights(tt, df, len(embs))[:, None]).float().numpy()
+    # as PageIndex.encode_queries: vectors past the terms (the window-fused sentence vector) keep their scale
+    queries = [torch.cat([v[:len(tt)] * idf_weights(tt, df, len(embs))[:, None], v[len(tt):]]).float().numpy()
                for v, tt in zip(qv, enc.encode_query_terms(qtexts))]
     keys = [(m["source"], int(m["page"])) for m in meta]
     counts = np.array([len(e.cells) for e in embs])
@@ -213,7 +225,8 @@ def main() -> None:
                 continue  # float32 is the reference, unpooled
             name = f"p{f}-{dt}"
             log(f"building {name} ...")
-            engine, b = build(name, embs, meta, f, dt, args.pooled, enc.dim)
+            first_stage = None if args.no_fde else IndexConfig("x", {}, enc.dim).first_stage  # the default
+            engine, b = build(name, embs, meta, f, dt, args.pooled, enc.dim, first_stage)
             t = time.perf_counter()
             found = engine.search_batch(queries, 10, using=TOKENS, exclude=SEARCH_EXCLUDE)
             search_ms = (time.perf_counter() - t) * 1000 / len(queries)
@@ -239,7 +252,9 @@ def main() -> None:
                          "vector KB/page": round(b["vector_bytes_per_page"] / 1e3, 1),
                          "segments KB/page": round(b["segments_bytes"] / len(embs) / 1e3, 1),
                          "nDCG@5": round(ev["nDCG@5"], 3), "recall@10": round(ev["recall@10"], 3),
-                         "nDCG@1": round(ev["nDCG@1"], 3), "top-10 overlap vs first row": round(overlap, 3),
+                         "nDCG@1": round(ev["nDCG@1"], 3),
+                         **{k: round(v, 3) for k, v in ev.items() if k.startswith("nDCG@5 ")},
+                         "top-10 overlap vs first row": round(overlap, 3),
                          "build s": round(b["build_s"], 1), "of it pooling s": round(b["point_s"], 1),
                          "exact search ms/query": round(search_ms), **consistency})
             log(json.dumps(rows[-1]))

@@ -66,6 +66,33 @@ def test_no_match_gives_no_evidence_and_bad_settings_are_refused():
         evidence(torch.eye(2), emb, gap=-1)
 
 
+def test_a_pooled_vector_credits_the_word_the_query_names():
+    """Pooling merged "energy" and "electricity" (cells 0 and 1) into one stored vector:
+    both score alike, so the query's words decide which word was matched."""
+    pooled = torch.tensor([[1.0, 0.0], [0.0, 1.0]])  # stored vector 0: both words; 1: "2023"
+    pool_of = [0, 0, 1]
+    emb = PageEmbedding(pooled[pool_of], (4, 4), torch.tensor([0, 1, 2]))
+    words = [Word("energy", (0.01, 0.05, 0.2, 0.1)), Word("electricity,", (0.26, 0.05, 0.45, 0.1)),
+             Word("2023", (0.51, 0.05, 0.7, 0.1))]
+    q = torch.tensor([[0.9, 0.1], [0.2, 0.6]])
+    got = evidence(q, emb, words, pool_of=pool_of, asked="Electricity in 2023?")
+    assert [(e["text"], e["score"]) for e in got] == [("electricity,", 0.9), ("2023", 0.6)]
+    assert sum(e["score"] for e in got) == pytest.approx(float((q @ pooled.T).max(1).values.sum()))
+    # a query that names no word of the group (a paraphrase), or no query text: the group's first word
+    assert evidence(q, emb, words, pool_of=pool_of, asked="power in 2023")[0]["text"] == "energy"
+    assert evidence(q, emb, words, pool_of=pool_of)[0]["text"] == "energy"
+    with pytest.raises(ValueError, match="pool_of has 2 entries for 3 vectors"):
+        evidence(q, emb, words, pool_of=[0, 0])
+
+
+def test_of_two_words_in_one_cell_the_one_the_query_names_is_credited():
+    emb = page([0])  # one vector, on a cell holding two words
+    words = [Word("lithium", (0.01, 0.05, 0.1, 0.1)), Word("site.", (0.12, 0.05, 0.2, 0.1))]
+    q = torch.tensor([[0.7]])
+    assert evidence(q, emb, words)[0]["text"] == "lithium"  # the longer word
+    assert evidence(q, emb, words, asked="which solar Site")[0]["text"] == "site."  # the word asked
+
+
 def test_stored_words_read_the_json_string_and_the_older_list_alike():
     from agree_core.evidence import stored_words, word_rows
 

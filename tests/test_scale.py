@@ -36,7 +36,7 @@ def test_info_json_reports_bytes_on_disk_and_vector_bytes_per_page(tmp_path, sam
     assert abs(info["bytes_on_disk"] - _du(ix)) < 0.05 * _du(ix)  # the whole folder, like du
     with PageIndex.open(ix) as index:
         vectors, points = _stored_vectors(index)
-    assert (info["vector_datatype"], info["pool_factor"]) == ("turbo4", 1)  # the defaults
+    assert (info["vector_datatype"], info["pool_factor"]) == ("turbo4", 5)  # the defaults
     fde = fde_bytes(index.config)  # the first stage's encoding of each point
     assert info["vector_bytes_per_page"] == pytest.approx((vectors * 385 * 0.5 + points * fde) / points, rel=1e-3)
 
@@ -110,6 +110,18 @@ def test_a_pooled_quantized_index_stores_fewer_bytes_and_still_finds_and_maps_pa
     assert infos["pooled"]["bytes_on_disk"] > 0
 
 
+def test_the_default_pool_factor_is_the_encoders_and_recorded_settings_win():
+    from agree_core.index.config import IndexConfig
+
+    assert IndexConfig("text-layer", {}, 385).pool_factor == 5  # the measured pick
+    assert IndexConfig("colqwen2.5", {}, 128).pool_factor == 1  # not measured: every vector
+    assert IndexConfig("text-layer", {}, 385, pool_factor=1).pool_factor == 1
+    saved = {"encoder": "text-layer", "encoder_config": {}, "dim": 385, "format_version": 1}
+    assert IndexConfig.from_dict({**saved, "pool_factor": 1, "vector_datatype": "turbo4"}, "x").pool_factor == 1
+    old = IndexConfig.from_dict(saved, "x")  # written before the settings existed
+    assert (old.pool_factor, old.vector_datatype) == (1, "float16")
+
+
 def test_bad_storage_settings_say_what_is_allowed(tmp_path, encoder):
     with pytest.raises(ValueError, match="pool_factor must be an integer >= 1"):
         PageIndex.open(tmp_path / "a", encoder, pool_factor=0)
@@ -147,3 +159,32 @@ def test_a_default_index_reports_the_engine_score_and_reads_back_within_its_tole
     assert read == pytest.approx([h.score for h in hits], rel=tolerance)
     assert tolerance > max(abs(r - h.score) / h.score for r, h in zip(read, hits))
 
+
+
+def test_evidence_on_a_pooled_index_names_the_words_that_were_asked(tmp_path, samples, encoder):
+    """Pool factor 3 merges a page's tokens into shared vectors, whose scores tie: the
+    evidence credits each match to the token of the query token's own term ("electricity",
+    not "Energy" pooled with it), through `agree search --json`'s path and evidence_by_id,
+    and the scores still add up to the page's MaxSim score (less the window part)."""
+    from agree_core.index.config import SCORE_TOLERANCE
+    from agree_core.search_json import search_lines
+
+    question = "Which solar site produced the most electricity?"
+    report = next(p for p in samples if p.name == "report.pdf")
+    with PageIndex.open(tmp_path / "ix", encoder, pool_factor=3, vector_datatype="turbo4") as index:
+        index.add([report], progress=False)
+        hit = index.search(question, k=1)[0]
+        assert hit.page == 3
+        (line,) = search_lines(index, [(1, question)], [[hit]])
+        ev = line["hits"][0]["evidence"]
+        assert ev == evidence_by_id(index, question, [hit.page_id])[hit.page_id]
+        emb, payload = index.page_embedding(hit.page_id)
+        assert len(set(payload["pool_of"])) < len(payload["pool_of"]) / 2  # pooled
+        q = index.encode_queries([question])[0]
+        read = float((q @ emb.vectors.T).max(dim=1).values.sum())  # MaxSim over the stored vectors read back
+        window = float((emb.vectors[emb.cells < 0] @ q[-1]).max())  # window fusion's part: no box
+        every = evidence_by_id(index, question, [hit.page_id], top=100)[hit.page_id]  # not only the top 8
+    words = {e["text"].lower().strip(".,") for e in ev}
+    assert {"electricity", "most", "site"} <= words, words
+    assert sum(e["score"] for e in every) == pytest.approx(read - window, abs=1e-3)
+    assert read == pytest.approx(hit.score, rel=SCORE_TOLERANCE["turbo4"])  # the engine's score

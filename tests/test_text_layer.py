@@ -150,7 +150,7 @@ def test_fused_index_weights_tokens_by_idf_and_leaves_the_sentence_vector(tmp_pa
     enc = TextLayerEncoder(dtype="float32", sentence_weight=0.3)
     pdf = pdf_factory("a.pdf", ["quarterly report on revenue"] * 4 + ["the zeppelin hangar was repaired"])
     query = "report about the zeppelin"
-    with PageIndex.open(tmp_path / "index", enc) as index:
+    with PageIndex.open(tmp_path / "index", enc, pool_factor=1) as index:  # scores compared with unpooled pages
         index.add([pdf], progress=False)
         assert index.config.dim == 385
         q = index.encode_queries([query])[0]

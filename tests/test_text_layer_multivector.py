@@ -32,7 +32,7 @@ def test_index_search_and_show_through_the_cli(layout, checkpoints, tmp_path, ca
     pdf = make_pdf(tmp_path / "doc.pdf", lorem_pages(3))
     index = tmp_path / "index"
     assert main(["-q", "index", str(pdf), "--index", str(index), "--encoder", f"text-layer:{ckpt}",
-                 "--vector-datatype", "float16"]) == 0  # the stored vectors are compared below
+                 "--vector-datatype", "float16", "--pool-factor", "1"]) == 0  # the stored vectors are compared below
     config = json.loads((index / "agree-index.json").read_text())
     assert config["encoder"] == f"text-layer:{ckpt}" and config["dim"] == 16
     capsys.readouterr()

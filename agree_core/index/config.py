@@ -24,9 +24,15 @@ SCORE_TOLERANCE = {"float32": 1e-4, "float16": 1e-3, "turbo8": 2e-3, "turbo4": 0
 # the oldest Qdrant server that stores each TurboQuant datatype
 SERVER_MIN_VERSION = {"turbo4": (1, 19), "turbo8": (1, 20)}
 CONFIG_FILE = "agree-index.json"
+# The pool factor of a new index that asks for none, by encoder. text-layer: 5, the curve's pick
+# with turbo4 (BENCHMARKS.md, "Pool factor 5 with turbo4: the default"): 29 KB of vectors a page,
+# MUVERA encoding included, against float16's 271 KB, at float16's nDCG@5 (0.798 vs 0.797; pool
+# 6 loses 1.6 points, pool 4 takes 32-34 KB). Other encoders (visual, ColBERT checkpoints) were
+# not measured here and keep every vector (1).
+DEFAULT_POOL_FACTOR = {"text-layer": 5}
 
 __all__ = ["IndexConfig", "IndexError_", "IndexBusyError", "IndexConfigError", "FORMAT_VERSION",
-           "VECTOR_DATATYPES", "SCORE_TOLERANCE", "SERVER_MIN_VERSION"]
+           "VECTOR_DATATYPES", "SCORE_TOLERANCE", "SERVER_MIN_VERSION", "DEFAULT_POOL_FACTOR"]
 
 
 class IndexError_(Exception):
@@ -46,13 +52,11 @@ class IndexConfig:
     encoder: str  # registry spec, e.g. "text-layer" or "colqwen2.5:/runs/x"
     encoder_config: dict[str, Any]
     dim: int
-    # storage of the vectors: one of VECTOR_DATATYPES. New indexes: turbo4, unpooled: the dev
-    # set's nDCG@5 of float16 at a quarter of the bytes. pool_factor 3 (a tenth of the bytes,
-    # same nDCG@5) is not the default: tokens merged into one vector tie, so evidence names the
-    # first word of a merged group, not the word that matched (BENCHMARKS.md, "The storage
-    # default"). Indexes built before these settings existed open as 1 / float16 (from_dict)
+    # storage of the vectors: one of VECTOR_DATATYPES, and pool_factor: stored vectors per page
+    # about n / pool_factor (hierarchical pooling; None: DEFAULT_POOL_FACTOR). Indexes keep the
+    # settings they were built with; those built before the settings existed open as 1 / float16
     vector_datatype: str = "turbo4"
-    pool_factor: int = 1  # stored vectors per page: about n / pool_factor (hierarchical pooling)
+    pool_factor: int | None = None
     pooled_vectors: int = 32  # per page, for the first search stage (0: exact search only)
     # the first stage of large searches: MUVERA encodings in an HNSW graph (agree_core.index.
     # first_stage); {} for indexes built before it (they scan the pooled centroids)
@@ -65,6 +69,8 @@ class IndexConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if self.pool_factor is None:
+            self.pool_factor = DEFAULT_POOL_FACTOR.get(self.encoder, 1)
         if self.term_weighting not in ("idf", "none"):
             raise ValueError(f"term_weighting must be 'idf' or 'none', got {self.term_weighting!r}")
         if self.vector_datatype not in VECTOR_DATATYPES:

@@ -108,7 +108,8 @@ def add_record_routes(api: APIRouter, app: FastAPI, host: IndexHost) -> None:
         emb, payload = await read(_embedding, record_id)
         return {"id": record_id, "vectors": vectors_to_json(emb.vectors), "grid": list(emb.grid),
                 "cells": [int(c) for c in emb.cells.tolist()], "text": emb.text,
-                "payload": {k: payload.get(k) for k in ("source", "page", "sha256", "doc_id", "kind", "words")}}
+                "payload": {k: payload.get(k) for k in ("source", "page", "sha256", "doc_id", "kind", "words",
+                                                        "pool_of")}}
 
     @api.post("/records/write")
     async def write_records(body: RecordsWriteBody) -> dict[str, int]:
