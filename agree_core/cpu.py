@@ -7,6 +7,8 @@
   OpenMP set to one thread for itself (through the OpenMP runtime torch loaded,
   :func:`single_threaded_ops`). On a busy machine this beats splitting every product over all
   cores: a preempted core delays only its own chunk, and an idle worker takes chunks over.
+- :func:`torch_threads`: the calling thread's torch ops on so many OpenMP threads for a while
+  (one for the small per-page ops around a model's forward).
 """
 
 from __future__ import annotations
@@ -15,11 +17,12 @@ import ctypes
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Sequence
+from contextlib import contextmanager
+from typing import Callable, Iterator, Sequence
 
 import torch
 
-__all__ = ["cpu_kind", "cpu_has_native_bf16", "run_in_workers", "single_threaded_ops"]
+__all__ = ["cpu_kind", "cpu_has_amx_int8", "cpu_has_native_bf16", "run_in_workers", "single_threaded_ops", "torch_threads"]
 
 
 def _cpu_flags() -> set[str]:
@@ -37,6 +40,12 @@ def cpu_has_native_bf16() -> bool:
     """True on CPUs that multiply bf16 natively (AVX512-BF16 or AMX-BF16)."""
     flags = _cpu_flags()
     return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def cpu_has_amx_int8() -> bool:
+    """True on CPUs with AMX int8 tiles (Sapphire Rapids and later): ONNX Runtime's int8
+    products run on them, and there its int8 encoder beat torch's bf16 one (BENCHMARKS.md)."""
+    return "amx_int8" in _cpu_flags()
 
 
 def cpu_kind() -> str:
@@ -94,6 +103,27 @@ def run_in_workers(fn: Callable[[int, dict], None], starts: Sequence[int], worke
     with ThreadPoolExecutor(workers, thread_name_prefix="agree-worker") as pool:
         for f in [pool.submit(work, w) for w in range(workers)]:
             f.result()  # re-raises a worker's error
+
+
+@contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Torch ops of the calling thread run on ``n`` OpenMP threads inside (other threads keep
+    theirs); without a per-thread OpenMP setting (:func:`single_threaded_ops`) nothing changes.
+
+    One thread is what the many small ops around a model's forward want (copies, norms,
+    concatenations of a page's vectors): spread over the cores they wait on each other, and
+    next to ONNX Runtime's own threads, a page producer or other processes they measured 10x
+    the CPU time of one thread (BENCHMARKS.md, "Indexing speed", session 6)."""
+    setter = single_threaded_ops()
+    if setter is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    setter(max(1, int(n)))
+    try:
+        yield
+    finally:
+        setter(before)
 
 
 _OMP_SETTER: list = []  # [omp_set_num_threads or None], filled on first use

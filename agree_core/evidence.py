@@ -22,6 +22,7 @@ written before those were stored read the words from the PDF again (slower).
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
@@ -236,9 +237,13 @@ def _regions(cells: list[tuple[int, int]], gap: int) -> list[list[tuple[int, int
 
 
 # -- the index side ----------------------------------------------------------------------------
-def word_rows(words: Sequence[Word]) -> list[list[Any]]:
-    """Words as stored in a page's payload (``"words"``): ``[text, x0, y0, x1, y1]`` each."""
-    return [[w.text, *(round(float(v), 4) for v in w.box)] for w in words]
+def word_rows(words: Sequence[Word]) -> str:
+    """Words as stored in a page's payload (``"words"``): a JSON array of ``[text, x0, y0, x1,
+    y1]``, one string. The engine takes one string in microseconds and a page's ~2,000 nested
+    floats in 6 ms (Qdrant Edge, session 6); indexes written before hold the array itself,
+    which :func:`stored_words` reads as well."""
+    return json.dumps([[w.text, *(round(float(v), 4) for v in w.box)] for w in words],
+                      ensure_ascii=False, separators=(",", ":"))
 
 
 def stored_words(payload: dict[str, Any]) -> list[Word] | None:
@@ -246,6 +251,8 @@ def stored_words(payload: dict[str, Any]) -> list[Word] | None:
     rows = payload.get("words")
     if rows is None:
         return None
+    if isinstance(rows, str):
+        rows = json.loads(rows)
     return [Word(str(r[0]), (float(r[1]), float(r[2]), float(r[3]), float(r[4]))) for r in rows]
 
 

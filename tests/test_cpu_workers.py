@@ -72,3 +72,27 @@ def test_maxsim_threaded_equals_single_threaded(monkeypatch):
 def test_cpu_kind_names_the_bf16_capability():
     kind = cpu.cpu_kind()
     assert kind.startswith("AVX-512 bf16") == cpu.cpu_has_native_bf16()
+
+
+@needs_omp
+def test_torch_threads_sets_this_thread_only_and_restores_it():
+    previous = torch.get_num_threads()
+    other: list[int] = []
+    try:
+        torch.set_num_threads(2)
+        with cpu.torch_threads(1):
+            assert torch.get_num_threads() == 1
+            with cpu.torch_threads(2):  # nested: the forward inside the small ops
+                assert torch.get_num_threads() == 2
+            assert torch.get_num_threads() == 1
+            t = threading.Thread(target=lambda: other.append(torch.get_num_threads()))
+            t.start()
+            t.join()
+        assert torch.get_num_threads() == 2  # restored, also after an error:
+        with pytest.raises(RuntimeError, match="inside"):
+            with cpu.torch_threads(1):
+                raise RuntimeError("inside")
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(previous)
+    assert other == [2]  # another thread keeps its own count

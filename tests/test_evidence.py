@@ -20,7 +20,7 @@ def test_touching_cells_form_one_region_and_scores_sum_to_the_page_score():
     regions = evidence(q, emb, gap=0)
     assert [r["box"] for r in regions] == [[0.0, 0.0, 0.5, 0.25], [0.75, 0.75, 1.0, 1.0]]
     assert [r["score"] for r in regions] == [1.5, 0.25]
-    assert sum(r["score"] for r in regions) == pytest.approx(float(maxsim([q], [emb.vectors])[0, 0]))
+    assert sum(r["score"] for r in regions) == pytest.approx(float(maxsim([q], [emb.vectors], compute_dtype=torch.float32)[0, 0]))
     assert len(evidence(q, emb, top=1)) == 1
 
 
@@ -40,7 +40,7 @@ def test_word_tied_pages_give_one_entry_per_matched_word():
     got = evidence(q, emb, words)
     assert got == [{"box": [0.02, 0.05, 0.2, 0.1], "text": "Revenue", "score": 1.9},  # the longer word of cell 0
                    {"box": [0.3, 0.05, 0.45, 0.1], "text": "2023", "score": 0.5}]
-    assert sum(e["score"] for e in got) == pytest.approx(float(maxsim([q], [emb.vectors])[0, 0]))
+    assert sum(e["score"] for e in got) == pytest.approx(float(maxsim([q], [emb.vectors], compute_dtype=torch.float32)[0, 0]))
 
 
 def test_vectors_on_cells_without_words_are_patches_with_no_text():
@@ -64,3 +64,15 @@ def test_no_match_gives_no_evidence_and_bad_settings_are_refused():
         evidence(torch.eye(2), emb, top=0)
     with pytest.raises(ValueError, match="gap must be >= 0, got -1"):
         evidence(torch.eye(2), emb, gap=-1)
+
+
+def test_stored_words_read_the_json_string_and_the_older_list_alike():
+    from agree_core.evidence import stored_words, word_rows
+
+    words = [Word("otters", (0.1, 0.2, 0.33333333, 0.25)), Word('say "hi" ünïcode', (0.5, 0.5, 0.9, 0.6))]
+    stored = word_rows(words)
+    assert isinstance(stored, str)  # one string for the engine to take
+    older = [["otters", 0.1, 0.2, 0.3333, 0.25], ['say "hi" ünïcode', 0.5, 0.5, 0.9, 0.6]]  # indexes before
+    assert stored_words({"words": stored}) == stored_words({"words": older})
+    assert [w.text for w in stored_words({"words": stored})] == ["otters", 'say "hi" ünïcode']
+    assert stored_words({}) is None

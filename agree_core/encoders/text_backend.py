@@ -2,8 +2,12 @@
 
 Chosen per CPU at run time by :func:`fast_forward`:
 
-- CPUs with native bf16 (AVX512-BF16 or AMX) and GPUs: torch (the encoder runs bf16 weights
-  there, measured 4.6x fp32), so this returns None.
+- GPUs, and CPUs with native bf16 but no AMX int8 tiles (AVX512-BF16): torch (the encoder
+  runs bf16 weights there, measured 4.6x fp32), so this returns None.
+- CPUs with AMX int8 (Sapphire Rapids and later): the int8 graph below, whose products
+  ONNX Runtime runs on the tiles; measured there against torch's bf16 weights in one run, it
+  encoded faster and, needing neither transformers nor the torch model, started 3 CPU s sooner
+  (BENCHMARKS.md, "Indexing speed", session 6).
 - other CPUs (AVX2, AVX-512 without bf16): ONNX Runtime on a fused BERT graph (attention,
   skip-layer-norm and bias-GELU fused by onnxruntime's transformer optimizer) with the
   matrix multiplies dynamically quantized to int8 per output channel. Measured on an AVX2
@@ -43,21 +47,42 @@ BACKENDS = ("auto", "torch", "onnx", "onnx-int8")
 Forward = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 __all__ = ["BACKENDS", "LazyModel", "WordPieceTokenizer", "cached_forward", "checkpoint_config", "choose_backend",
-           "fast_forward", "onnx_cache_dir", "plain_tokenizer"]
+           "fast_forward", "onnx_cache_dir", "plain_tokenizer", "requested_backend", "auto_cpu_backend"]
 
 
-def choose_backend(device: torch.device, dtype: torch.dtype, requested: str | None = None) -> str:
-    """``"torch"``, ``"onnx"`` or ``"onnx-int8"`` for this machine (see the module docstring)."""
+def requested_backend(requested: str | None = None) -> str:
+    """``requested``, else ``AGREE_TEXT_BACKEND``, else ``"auto"``; checked."""
     requested = (requested or os.environ.get("AGREE_TEXT_BACKEND") or "auto").strip().lower()
     if requested not in BACKENDS:
         raise ValueError(f"AGREE_TEXT_BACKEND must be one of {', '.join(BACKENDS)}, got {requested!r}")
-    if device.type != "cpu" or dtype != torch.float32:
-        return "torch"  # GPUs and native-bf16 CPUs: torch's own fast path
-    if requested == "auto":
-        from agree_core.cpu import cpu_has_native_bf16
-
-        return "torch" if cpu_has_native_bf16() else "onnx-int8"
     return requested
+
+
+def choose_backend(device: torch.device, dtype: torch.dtype, requested: str | None = None) -> str:
+    """``"torch"``, ``"onnx"`` or ``"onnx-int8"`` for this machine (see the module docstring).
+
+    ``dtype`` is what torch would compute in. An explicit ``onnx``/``onnx-int8`` request runs
+    on any CPU (the graphs are exported from float32 weights); ``auto`` with bf16 stays on
+    torch, with float32 takes :func:`auto_cpu_backend`."""
+    requested = requested_backend(requested)
+    if device.type != "cpu":
+        return "torch"  # GPUs: torch's own fast path
+    if requested != "auto":
+        return requested
+    if dtype != torch.float32:
+        return "torch"  # bf16 asked for (or chosen by the caller): torch's bf16 path
+    return auto_cpu_backend()
+
+
+def auto_cpu_backend() -> str:
+    """The CPU's own choice: ``"onnx-int8"`` on CPUs without native bf16 (AVX2: 2x torch fp32)
+    and on CPUs with AMX int8 tiles (there it beat torch's bf16 weights end to end), when
+    onnxruntime and onnx are installed; else ``"torch"`` (bf16 weights on native-bf16 CPUs)."""
+    from agree_core.cpu import cpu_has_amx_int8, cpu_has_native_bf16
+
+    if cpu_has_native_bf16() and not cpu_has_amx_int8():
+        return "torch"
+    return "onnx-int8" if _versions(True) is not None or not cpu_has_native_bf16() else "torch"
 
 
 def onnx_cache_dir() -> Path:

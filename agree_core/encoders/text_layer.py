@@ -17,6 +17,7 @@ from typing import Any, Sequence
 
 import torch
 
+from agree_core.cpu import torch_threads
 from agree_core.encoders.base import PageEmbedding, VectorBatch, cell_of, page_grid, pad_vectors
 from agree_core.encoders.registry import register_encoder
 from agree_core.pages import Page, Word
@@ -103,6 +104,7 @@ class TextLayerEncoder:
         self._tokenizer = None
         self._skip_ids: torch.Tensor | None = None
         self._ocr_warned = False
+        self._onnx_failed = False  # the ONNX Runtime path was chosen and could not run this model
 
     # -- contract ---------------------------------------------------------------------------
     @property
@@ -120,6 +122,10 @@ class TextLayerEncoder:
         tokens = [self._tokenize_words(ws) for ws in words_per_page]  # (ids, word_idx) per page
         windows: list[torch.Tensor] | None = [] if self.cfg.sentence_weight else None
         vectors = self._encode_token_lists([ids for ids, _ in tokens], window_means=windows)
+        with torch_threads(1):  # small per-page ops: one thread (agree_core.cpu.torch_threads)
+            return self._page_embeddings(pages, words_per_page, tokens, vectors, windows)
+
+    def _page_embeddings(self, pages, words_per_page, tokens, vectors, windows) -> list[PageEmbedding]:
         out = []
         for page, words, (ids, word_idx), vecs, wins in zip(pages, words_per_page, tokens, vectors, windows or [None] * len(pages)):
             grid = page_grid(page.width_pt, page.height_pt, self.cfg.grid_cells)
@@ -302,7 +308,11 @@ class TextLayerEncoder:
         if merge_adapter and self._fast is None:  # inference only: training keeps to the torch model it updates
             from agree_core.encoders.text_backend import fast_forward
 
-            self._fast = fast_forward(self._model, self.device, self._compute_dtype(), [path, adapter])
+            dtype = self._compute_dtype()
+            self._fast = fast_forward(self._model, self.device, dtype, [path, adapter])
+            if self._fast is None and dtype == torch.float32 and self.dtype_name == "auto":
+                self._onnx_failed = True  # not a BERT model, or the export failed: torch's own best dtype
+                self._model.to(self._compute_dtype())
         vocab = self._tokenizer.convert_ids_to_tokens(list(range(len(self._tokenizer))))
         skip = [_is_skippable(t) for t in vocab] if self.cfg.skip_stopwords else [False] * len(vocab)
         self._skip_ids = torch.tensor(skip, dtype=torch.bool)
@@ -341,8 +351,11 @@ class TextLayerEncoder:
             return torch.float32
         if self.dtype_name == "bfloat16":
             return torch.bfloat16
+        from agree_core.encoders.text_backend import choose_backend
         from agree_core.scoring import default_compute_dtype
 
+        if self.device.type == "cpu" and not self._onnx_failed and choose_backend(self.device, torch.float32) != "torch":
+            return torch.float32  # ONNX Runtime's graphs are exported from float32 weights
         dt = default_compute_dtype(self.device)
         return torch.bfloat16 if dt == torch.bfloat16 else torch.float32
 
@@ -394,6 +407,13 @@ class TextLayerEncoder:
         (``grad=True``: differentiable, on the model's device, for training). A ``window_means``
         list receives, per token list, the L2-normalised mean of each window's outputs
         ``(n_windows_i, dim)``, [CLS] and [SEP] included: MiniLM's sentence embedding of it."""
+        threads = torch.get_num_threads()
+        with torch_threads(1):  # the many small ops around the forward: one thread (agree_core.cpu)
+            return self._encode_windows(token_lists, grad, window_means, threads)
+
+    def _encode_windows(self, token_lists: list[list[int]], grad: bool,
+                        window_means: list[torch.Tensor] | None, threads: int) -> list[torch.Tensor]:
+        """:meth:`_encode_token_lists` on one torch thread, the torch forward on ``threads``."""
         span = self.cfg.window - 2
         windows = []  # (list index, start, owned slice within the window)
         for li, ids in enumerate(token_lists):
@@ -422,10 +442,11 @@ class TextLayerEncoder:
                 attn[b, : len(seq)] = 1
             with torch.enable_grad() if grad else torch.inference_mode():
                 if self._fast is not None and not grad:
-                    hidden = self._fast(input_ids, attn)
+                    hidden = self._fast(input_ids, attn)  # ONNX Runtime, on its own threads
                 else:
-                    hidden = self._model(input_ids=input_ids.to(self.device),
-                                         attention_mask=attn.to(self.device)).last_hidden_state
+                    with torch_threads(threads):
+                        hidden = self._model(input_ids=input_ids.to(self.device),
+                                             attention_mask=attn.to(self.device)).last_hidden_state
                 if window_means is not None:  # mean pooling over the window, as sentence-transformers pools
                     mask = attn.to(hidden.device, torch.float32)[:, :, None]
                     pooled = (hidden.float() * mask).sum(1) / mask.sum(1)

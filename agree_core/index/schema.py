@@ -16,7 +16,8 @@ centroids, the cheap first stage of large searches), and a payload with
 - ``source``, ``page`` (PDF path and 1-based page, or ``""``/``0`` when a record has none),
   ``doc_id``, ``meta`` (the document's metadata);
 - PDF pages also ``sha256``, ``width_pt``, ``height_pt``, ``words`` (``[text, x0, y0, x1, y1]``
-  each, the words the encoder read: :func:`agree_core.evidence.word_rows`); records ``kind="record"``,
+  each as one JSON string, a list in older indexes; the words the encoder read:
+  :func:`agree_core.evidence.word_rows`); records ``kind="record"``,
   ``record_id``, ``meta_json``/``extra`` (exact JSON copies), ``mime_type``, ``text_given``, ``seq``.
 
 Visibility (:func:`visible`): points of documents the catalog does not hold as ``ready`` are
