@@ -98,3 +98,34 @@ def table(rows: list[dict], columns: list[str]) -> str:
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(fmt(r.get(c, "")) for c in columns) + " |" for r in rows]
     return "\n".join(lines)
+
+
+def cached_corpus(cache: Path, pages: list, encode, shard: str | None = None) -> list | None:
+    """The encoded corpus ``encode(pages)``, kept in ``cache`` (a pickle). With ``shard`` "I/N"
+    only every N-th page from the I-th is encoded, into ``cache.IofN``, and None is returned
+    (run the N shards side by side, then once without ``shard``: it joins them)."""
+    import sys
+    import time
+
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    if shard:
+        i, n = map(int, shard.split("/"))
+        started = time.perf_counter()
+        part = encode(pages[i::n])
+        print(f"encoded shard {shard} in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+        cache.with_suffix(f".{i}of{n}").write_bytes(pickle.dumps(part))
+        return None
+    shards = sorted(cache.parent.glob(cache.stem + ".*of*"))
+    if not cache.exists() and shards:
+        n = int(shards[0].suffix.split("of")[1])
+        corpus = [None] * len(pages)
+        for i in range(n):
+            corpus[i::n] = pickle.loads(cache.with_suffix(f".{i}of{n}").read_bytes())
+        cache.write_bytes(pickle.dumps(corpus))
+    if cache.exists():
+        return pickle.loads(cache.read_bytes())
+    started = time.perf_counter()
+    corpus = encode(pages)
+    print(f"encoded in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+    cache.write_bytes(pickle.dumps(corpus))
+    return corpus

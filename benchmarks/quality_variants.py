@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import pickle
 import sys
 import time
 from pathlib import Path
@@ -26,7 +25,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from agree_core.encoders.text_layer import STOPWORDS  # noqa: E402
-from common import DATA, TYPES, corpus_pages, evaluate, key, load_questions, machine, table  # noqa: E402
+from common import DATA, TYPES, cached_corpus, corpus_pages, evaluate, key, load_questions, machine, table  # noqa: E402
 
 
 def encode_corpus(enc, pages, spans=(128,)):
@@ -172,28 +171,9 @@ def main():
     enc = TextLayerEncoder(dtype="float32", window=args.window, stride=args.stride, device="cpu")
     enc._load()
     cache = DATA / "cache" / f"variants-w{enc.cfg.window}-s{enc.cfg.stride}.pkl"
-    if args.shard:
-        i, n_shards = map(int, args.shard.split("/"))
-        t = time.perf_counter()
-        part = encode_corpus(enc, pages[i::n_shards])
-        print(f"encoded shard {args.shard} in {time.perf_counter() - t:.0f} s", file=sys.stderr)
-        cache.with_suffix(f".{i}of{n_shards}").write_bytes(pickle.dumps(part))
+    corpus = cached_corpus(cache, pages, lambda ps: encode_corpus(enc, ps), args.shard)
+    if corpus is None:
         return
-    shards = sorted(cache.parent.glob(cache.stem + ".*of*"))
-    if not cache.exists() and shards:
-        n_shards = int(shards[0].suffix.split("of")[1])
-        parts = [pickle.loads(cache.with_suffix(f".{i}of{n_shards}").read_bytes()) for i in range(n_shards)]
-        corpus = [None] * len(pages)
-        for i, part in enumerate(parts):
-            corpus[i::n_shards] = part
-        cache.write_bytes(pickle.dumps(corpus))
-    if cache.exists():
-        corpus = pickle.loads(cache.read_bytes())
-    else:
-        t = time.perf_counter()
-        corpus = encode_corpus(enc, pages)
-        print(f"encoded in {time.perf_counter() - t:.0f} s", file=sys.stderr)
-        cache.write_bytes(pickle.dumps(corpus))
     qs = encode_queries(enc, [q["query"] for q in questions])
     m_all, m_kept = token_maxima(qs, corpus)
     n = len(pages)

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import pickle
 import sys
 import time
 from pathlib import Path
@@ -36,7 +35,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DATA, TYPES, corpus_pages, evaluate, load_questions, machine, table  # noqa: E402
+from common import DATA, TYPES, cached_corpus, corpus_pages, evaluate, load_questions, machine, table  # noqa: E402
 from quality_variants import _weights, choose, document_frequency, encode_queries, rankings, token_maxima  # noqa: E402
 
 SHORT = {"w128": 128, "w64": 64}
@@ -204,29 +203,14 @@ def main():
     print(f"dev set: {len(questions)} questions, {len(pages)} pages; {machine()}; "
           f"backend {getattr(enc._fast, 'backend', 'torch')}", flush=True)
     cache = DATA / "cache" / "windows-v1.pkl"
-    cache.parent.mkdir(parents=True, exist_ok=True)
     if args.limit:
         t = time.perf_counter()
         encode_corpus(enc, pages[: args.limit])
         print(f"{args.limit} pages in {time.perf_counter() - t:.1f} s")
         return
-    if args.shard:
-        i, k = map(int, args.shard.split("/"))
-        t = time.perf_counter()
-        part = encode_corpus(enc, pages[i::k])
-        print(f"encoded shard {args.shard} in {time.perf_counter() - t:.0f} s", file=sys.stderr)
-        cache.with_suffix(f".{i}of{k}").write_bytes(pickle.dumps(part))
+    corpus = cached_corpus(cache, pages, lambda ps: encode_corpus(enc, ps), args.shard)
+    if corpus is None:
         return
-    shards = sorted(cache.parent.glob(cache.stem + ".*of*"))
-    if not cache.exists() and shards:
-        k = int(shards[0].suffix.split("of")[1])
-        corpus = [None] * len(pages)
-        for i in range(k):
-            corpus[i::k] = pickle.loads(cache.with_suffix(f".{i}of{k}").read_bytes())
-        cache.write_bytes(pickle.dumps(corpus))
-    corpus = pickle.loads(cache.read_bytes()) if cache.exists() else encode_corpus(enc, pages)
-    if not cache.exists():
-        cache.write_bytes(pickle.dumps(corpus))
     print("windows per page: " + ", ".join(f"{g} {sum(len(p[g]) for p in corpus) / len(corpus):.1f}"
                                            for g in GRANULARITIES), flush=True)
     qs = encode_queries(enc, [q["query"] for q in questions])
