@@ -185,8 +185,11 @@ def _evidence(query: torch.Tensor, page: StoredPage, top: int, gap: int,
 
 
 def asked_words(text: str | None) -> frozenset[str]:
-    """The words of a query, lowercased, as :func:`_word_entries` compares them."""
-    return frozenset(_norm(w) for w in text.split()) - {""} if text else frozenset()
+    """The words of a query, lowercased, as :func:`_word_entries` compares them; stopwords
+    left out (a page stores no vector for them, and "the" says nothing of why a page matched)."""
+    from agree_core.encoders.text_layer import STOPWORDS
+
+    return frozenset(_norm(w) for w in text.split()) - STOPWORDS - {""} if text else frozenset()
 
 
 def _norm(word: str) -> str:
