@@ -155,6 +155,25 @@ def rankings(scores, pages, questions, k=10):
     return {q["qid"]: [key(pages[i].source, pages[i].page_no) for i in row] for q, row in zip(questions, top.tolist())}
 
 
+def variant_rows(variants: dict, halves: dict[str, list[dict]], questions: list[dict], pages: list,
+                 totals: bool = False) -> list[dict]:
+    """One row per variant (a score matrix, questions x pages): nDCG@5 overall and per question
+    type on each half; with ``totals`` also nDCG@1 and recall@10 on the half named "all"."""
+    rows = []
+    for name, s in variants.items():
+        row = {"variant": name}
+        for half, qq in halves.items():
+            idx = [questions.index(q) for q in qq]
+            r = evaluate(rankings(s[idx], pages, qq), qq)
+            row[f"{half} nDCG@5"] = r["nDCG@5"]
+            for t in TYPES:
+                row[f"{half} {t}"] = r.get(f"nDCG@5 {t}", math.nan)
+            if totals and half == "all":
+                row["all nDCG@1"], row["all recall@10"] = r["nDCG@1"], r["recall@10"]
+        rows.append(row)
+    return rows
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--window", type=int, default=256)
@@ -206,16 +225,7 @@ def main():
     halves = {"choose (odd)": [q for q in questions if int(q["qid"][1:]) % 2 == 1],
               "report (even)": [q for q in questions if int(q["qid"][1:]) % 2 == 0], "all": questions,
               "q001-q088": [q for q in questions if int(q["qid"][1:]) <= 88]}
-    rows = []
-    for name, s in variants.items():
-        row = {"variant": name}
-        for half, qq in halves.items():
-            idx = [questions.index(q) for q in qq]
-            r = evaluate(rankings(s[idx], pages, qq), qq)
-            row[f"{half} nDCG@5"] = r["nDCG@5"]
-            for t in TYPES:
-                row[f"{half} {t}"] = r.get(f"nDCG@5 {t}", math.nan)
-        rows.append(row)
+    rows = variant_rows(variants, halves, questions, pages)
     cols = ["variant"] + [f"{h} {m}" for h in halves for m in ("nDCG@5", *TYPES)]
     out = table(rows, cols)
     base_name = "pages w/o stopwords; query stopwords x0.0; idf^1"

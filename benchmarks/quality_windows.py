@@ -35,8 +35,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DATA, TYPES, cached_corpus, corpus_pages, evaluate, load_questions, machine, table  # noqa: E402
-from quality_variants import _weights, choose, document_frequency, encode_queries, rankings, token_maxima  # noqa: E402
+from common import DATA, TYPES, cached_corpus, corpus_pages, load_questions, machine, table  # noqa: E402
+from quality_variants import (_weights, choose, document_frequency, encode_queries, token_maxima,  # noqa: E402
+                              variant_rows)
 
 SHORT = {"w128": 128, "w64": 64}
 CONTEXT_SPANS = {"c128": 128, "c64": 64}
@@ -246,18 +247,7 @@ def main():
             variants[f"PRF top{n_fb} beta {beta:g}, + 0.4 x {g}"] = prf(qs, corpus, default, g, n_fb, beta, 0.4, token)
     halves = {"odd": [q for q in questions if int(q["qid"][1:]) % 2 == 1],
               "even": [q for q in questions if int(q["qid"][1:]) % 2 == 0], "all": questions}
-    rows = []
-    for name, s in variants.items():
-        row = {"variant": name}
-        for half, qq in halves.items():
-            idx = [questions.index(q) for q in qq]
-            r = evaluate(rankings(s[idx], pages, qq), qq)
-            row[f"{half} nDCG@5"] = r["nDCG@5"]
-            for t in TYPES:
-                row[f"{half} {t}"] = r.get(f"nDCG@5 {t}", math.nan)
-            if half == "all":
-                row["all nDCG@1"], row["all recall@10"] = r["nDCG@1"], r["recall@10"]
-        rows.append(row)
+    rows = variant_rows(variants, halves, questions, pages, totals=True)
     cols = ["variant"] + [f"{h} {m}" for h in halves for m in ("nDCG@5", *TYPES)] + ["all nDCG@1", "all recall@10"]
     base = "+ 0.4 x win256"
     chosen = choose(rows, base, half="odd")
