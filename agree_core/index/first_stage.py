@@ -120,10 +120,10 @@ class Muvera:
         hamming = np.array([[bin(x ^ y).count("1") for y in b] for x in b], dtype=np.int32)
         return planes, proj, hamming
 
-    def _bucketed(self, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """(bucket of each vector in each repetition ``(n, reps)``, projected vectors ``(n,
-        reps, dim_proj)``, bucket sums ``(reps * buckets, dim_proj)``, bucket counts)."""
-        v = self.token_part(vectors)
+    def _bucketed(self, v: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Of ``v``, a page's :meth:`token_part`: (bucket of each vector in each repetition
+        ``(n, reps)``, projected vectors ``(n, reps, dim_proj)``, bucket sums ``(reps *
+        buckets, dim_proj)``, bucket counts)."""
         planes, proj, _ = self._matrices
         n = len(v)
         bits = (v @ planes).reshape(n, self.reps, self.k_sim) > 0
@@ -137,15 +137,16 @@ class Muvera:
     def encode_query(self, vectors: np.ndarray) -> np.ndarray:
         """A query's encoding ``(size,)``: per bucket, the sum of its vectors (so IDF weights
         on the query vectors carry over)."""
-        return self._bucketed(vectors)[2].ravel()
+        return self._bucketed(self.token_part(vectors))[2].ravel()
 
     def encode_document(self, vectors: np.ndarray) -> np.ndarray:
         """A page's encoding ``(size,)``: per bucket, the mean of its vectors; an empty bucket
         takes the vector whose hash is nearest in Hamming distance. A page without vectors
         encodes as zeros (it matches nothing)."""
-        if len(self.token_part(vectors)) == 0:
+        v = self.token_part(vectors)
+        if len(v) == 0:
             return np.zeros(self.size, np.float32)
-        ids, projected, sums, counts = self._bucketed(vectors)
+        ids, projected, sums, counts = self._bucketed(v)
         out = sums / np.maximum(counts, 1)[:, None]
         hamming = self._matrices[2]
         empty = np.flatnonzero(counts == 0)
