@@ -29,6 +29,8 @@ from typing import Iterator
 
 import torch
 
+from agree_core.index.sizes import allocated_bytes
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import DEVSET, ensure_devset, machine, table  # noqa: E402
 
@@ -103,8 +105,8 @@ def main() -> None:
         for backend in backends:
             with tempfile.TemporaryDirectory() as tmp:
                 took, cpu, pages = run_ours(files, Path(tmp), backend)
-                disk = sum(p.stat().st_size for p in (Path(tmp) / "index").rglob("*") if p.is_file())
-                images = sum(p.stat().st_size for p in (Path(tmp) / "index" / "images").rglob("*") if p.is_file())
+                disk = allocated_bytes(Path(tmp) / "index")  # as bytes_on_disk counts (Edge's files are sparse)
+                images = allocated_bytes(Path(tmp) / "index" / "images")
             assert pages == len(texts), (pages, len(texts))
             ours[backend].append((took, cpu))
             rows.append({"run": f"agree index, end to end, AGREE_TEXT_BACKEND={backend} ({warm[backend]}){tag}",
