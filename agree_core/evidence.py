@@ -89,7 +89,8 @@ class StoredPage:
     words by cell, prepared once however many queries ask (a search's hits, a server's
     :class:`PageCache`)."""
 
-    __slots__ = ("vectors", "cells", "grid", "by_cell", "word_tied", "nbytes", "members")
+    __slots__ = ("vectors", "cells", "grid", "by_cell", "word_tied", "nbytes", "members", "cell_norms",
+                 "longest", "boxes")
 
     def __init__(self, vectors: np.ndarray, cells: list[int], grid: tuple[int, int],
                  words: Sequence[Word] | None, *, pool_of: Sequence[int] | None = None):
@@ -97,6 +98,11 @@ class StoredPage:
         group of tokens, ``pool_of`` giving each token's vector."""
         self.vectors, self.cells, self.grid = vectors, cells, grid
         self.by_cell = _words_by_cell(words or (), grid)
+        # what every query asks of a cell, prepared once: its words as asked_words compares
+        # them, its longest word (the one credited when the query names none), each word's box
+        self.cell_norms = {c: frozenset(_norm(w.text) for w in ws) for c, ws in self.by_cell.items()}
+        self.longest = {c: max(ws, key=lambda w: len(w.text)) for c, ws in self.by_cell.items()}
+        self.boxes = {id(w): _box(w.box) for ws in self.by_cell.values() for w in ws}
         on_grid = {c for c in cells if c >= 0}
         self.word_tied = bool(self.by_cell) and on_grid <= self.by_cell.keys()
         self.members: list[list[int]] | None = None  # pooled: the tokens of each stored vector, in order
@@ -131,9 +137,18 @@ class StoredPage:
         group = self.members[vector]
         if asked:
             for i in group:
-                if any(_norm(w.text) in asked for w in self.by_cell.get(self.cells[i], ())):
+                norms = self.cell_norms.get(self.cells[i])
+                if norms and not asked.isdisjoint(norms):
                     return i
         return group[0]
+
+    def word(self, cell: int, asked: frozenset[str]) -> Word:
+        """The word of ``cell`` credited with a match: one ``asked`` names, else the longest
+        (the first of equals, in the page's order)."""
+        words = self.by_cell[cell]
+        if len(words) > 1 and asked and not asked.isdisjoint(self.cell_norms[cell]):
+            return max(words, key=lambda w: (_norm(w.text) in asked, len(w.text)))
+        return self.longest[cell]
 
 
 class PageCache:
@@ -179,7 +194,7 @@ class PageCache:
         return len(self._pages)
 
 
-def _evidence(query: torch.Tensor, page: StoredPage, top: int, gap: int,
+def _evidence(query: torch.Tensor | np.ndarray, page: StoredPage, top: int, gap: int,
               asked: frozenset[str] = frozenset()) -> list[dict[str, Any]]:
     return _entries(_matches(query, page, asked), page, top, gap, asked)
 
@@ -201,23 +216,24 @@ def _entries(matched: list[tuple[int, float]], page: StoredPage, top: int, gap: 
     if not matched:
         return []
     if page.word_tied:
-        out = _word_entries(matched, page.cells, page.by_cell, asked)
+        out = _word_entries(matched, page, asked)
     else:
         out = _patch_entries(matched, page.cells, page.grid, gap)
     out.sort(key=lambda e: -e["score"])
     return out[:top]
 
 
-def _matches(query: torch.Tensor, page: StoredPage, asked: frozenset[str]) -> list[tuple[int, float]]:
+def _matches(query: torch.Tensor | np.ndarray, page: StoredPage, asked: frozenset[str]) -> list[tuple[int, float]]:
     """(token index, similarity) of each query token's best stored vector, when positive; on
     a pooled page, the token of that vector's group :meth:`StoredPage.token` credits."""
-    if page.vectors.size == 0 or query.numel() == 0:
+    q = query if isinstance(query, np.ndarray) else query.detach().float().numpy()
+    if page.vectors.size == 0 or q.size == 0:
         return []
     # numpy: a few small products, where torch's thread pool costs more than the work
-    sims = query.detach().float().numpy() @ page.vectors.T
+    sims = q @ page.vectors.T
     idx = sims.argmax(axis=1)
     best = sims[np.arange(len(idx)), idx]
-    return [(page.token(int(j), asked), float(s)) for j, s in zip(idx, best) if s > 0]
+    return [(page.token(j, asked), s) for j, s in zip(idx.tolist(), best.tolist()) if s > 0]
 
 
 def _words_by_cell(words: Sequence[Word], grid: tuple[int, int]) -> dict[int, list[Word]]:
@@ -227,20 +243,21 @@ def _words_by_cell(words: Sequence[Word], grid: tuple[int, int]) -> dict[int, li
     return out
 
 
-def _word_entries(matched: list[tuple[int, float]], cells: list[int],
-                  by_cell: dict[int, list[Word]], asked: frozenset[str] = frozenset()) -> list[dict[str, Any]]:
+def _word_entries(matched: list[tuple[int, float]], page: StoredPage,
+                  asked: frozenset[str] = frozenset()) -> list[dict[str, Any]]:
     """One entry per matched word. A vector names its word by its cell (the cell of the
     word's centre); of two words in one cell, one the query names (``asked``) is taken, else
     the longer (a stopword, which has no vector, is short)."""
+    cells = page.cells
     score: dict[int, float] = {}
     word_of: dict[int, Word] = {}
     for j, s in matched:
         if cells[j] < 0:
             continue
-        w = max(by_cell[cells[j]], key=lambda w: (_norm(w.text) in asked, len(w.text)))
+        w = page.word(cells[j], asked)
         score[id(w)] = score.get(id(w), 0.0) + s
         word_of[id(w)] = w
-    return [{"box": _box(word_of[k].box), "text": word_of[k].text, "score": round(s, 4)}
+    return [{"box": list(page.boxes[k]), "text": word_of[k].text, "score": round(s, 4)}
             for k, s in score.items()]
 
 
@@ -345,8 +362,9 @@ def evidence_batch(index: "PageIndex", queries: Sequence[torch.Tensor], ids: Seq
             for i, page in read.items():
                 cache.put(i, page)
     words = [asked_words(a) for a in asked] if asked is not None else [frozenset()] * len(queries)
+    arrays = [q.detach().float().numpy() for q in queries]  # once per query, not per page
     return [{i: _evidence(q, pages[i], top, 0, w) for i in group if i in pages}
-            for q, group, w in zip(queries, ids, words)]
+            for q, group, w in zip(arrays, ids, words)]
 
 
 def _stored_pages(index: "PageIndex", wanted: set[str]) -> dict[str, StoredPage]:

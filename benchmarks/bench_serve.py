@@ -66,6 +66,30 @@ def write_pdf(path: Path, n_pages: int, rng: random.Random) -> list[str]:
     return texts
 
 
+def make_corpus(work: Path, pages: int, job_pages: int, n_queries: int, rng: random.Random):
+    """The searched index (``pages`` pages over 10 PDFs, indexed in ``work/index``), the
+    queries (4 words of one random page each), 4 job PDFs of ``job_pages`` pages, and the
+    indexing report."""
+    from agree_core.index import PageIndex
+
+    docs, jobs = work / "docs", work / "jobs"
+    docs.mkdir()
+    jobs.mkdir()
+    texts = []
+    for d in range(10):
+        texts += write_pdf(docs / f"doc{d:02d}.pdf", pages // 10, rng)
+    job_pdfs = [jobs / f"job{i}.pdf" for i in range(4)]
+    for p in job_pdfs:
+        write_pdf(p, job_pages, rng)
+    queries = [" ".join(rng.sample(t.split(), 4)) for t in (rng.choice(texts) for _ in range(n_queries))]
+    index_dir = work / "index"
+    t0 = time.perf_counter()
+    with PageIndex.open(index_dir) as index:
+        report = index.add([docs], progress=False)
+    print(f"indexed {report.pages} pages in {time.perf_counter() - t0:.1f} s", flush=True)
+    return index_dir, queries, job_pdfs, report
+
+
 def cpu_kind() -> str:
     import torch
 
@@ -87,7 +111,7 @@ def client(url: str, queries: list[str], barrier, results) -> None:
     with RemoteIndex(url, timeout=120) as index:
         index.search(queries[0], k=5)
         barrier.wait(timeout=300)
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         for q in queries:
             t0 = time.perf_counter()
             try:
@@ -96,11 +120,19 @@ def client(url: str, queries: list[str], barrier, results) -> None:
             except Exception:  # noqa: BLE001 - counted
                 errors += 1
             latencies.append(time.perf_counter() - t0)
-        end = time.perf_counter()
-    results.put((start, end, latencies, errors, "torch" in sys.modules))
+        end, cpu = time.perf_counter(), time.process_time() - cpu
+    results.put((start, end, latencies, errors, "torch" in sys.modules, cpu))
 
 
-def load(url: str, n_clients: int, queries: list[str], rng: random.Random) -> dict:
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system, all threads) of process ``pid`` so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def load(url: str, n_clients: int, queries: list[str], rng: random.Random, server_pid: int) -> dict:
+    """``n_clients`` client processes x ``queries``: rate, latency, errors, and the CPU time
+    per query of the server process and of the clients (they share the same cores)."""
     ctx = mp.get_context("spawn")
     barrier, results = ctx.Barrier(n_clients), ctx.Queue()
     procs = []
@@ -109,7 +141,9 @@ def load(url: str, n_clients: int, queries: list[str], rng: random.Random) -> di
         procs.append(ctx.Process(target=client, args=(url, mine, barrier, results)))
     for p in procs:
         p.start()
+    server_cpu = process_cpu(server_pid)  # the clients warm up before the barrier: a few queries counted
     got = [results.get(timeout=900) for _ in procs]
+    server_cpu = process_cpu(server_pid) - server_cpu
     for p in procs:
         p.join(60)
     starts, ends = [g[0] for g in got], [g[1] for g in got]
@@ -118,7 +152,8 @@ def load(url: str, n_clients: int, queries: list[str], rng: random.Random) -> di
     return {"clients": n_clients, "queries": len(lat), "qps": len(lat) / (max(ends) - min(starts)),
             "load": round(os.getloadavg()[0], 1),  # other sessions share the machine
             "p50_ms": 1000 * percentile(lat, 0.5), "p99_ms": 1000 * percentile(lat, 0.99),
-            "errors": sum(g[3] for g in got)}
+            "errors": sum(g[3] for g in got),
+            "server_cpu_ms": 1000 * server_cpu / len(lat), "client_cpu_ms": 1000 * sum(g[5] for g in got) / len(lat)}
 
 
 def free_port() -> int:
@@ -159,21 +194,8 @@ def main() -> None:
     print(f"CPU: {cpu_kind()}; {__import__('common').machine()}", flush=True)
     rng = random.Random(0)
     work = Path(tempfile.mkdtemp(prefix="bench-serve-"))
-    docs, jobs = work / "docs", work / "jobs"
-    docs.mkdir()
-    jobs.mkdir()
-    texts = []
-    for d in range(10):
-        texts += write_pdf(docs / f"doc{d:02d}.pdf", args.pages // 10, rng)
-    job_pdfs = [jobs / f"job{i}.pdf" for i in range(4)]
-    for p in job_pdfs:
-        write_pdf(p, args.job_pages, rng)
-    queries = [" ".join(rng.sample(t.split(), 4)) for t in (rng.choice(texts) for _ in range(args.queries))]
-    index_dir = work / "index"
-    t0 = time.perf_counter()
-    with PageIndex.open(index_dir) as index:
-        report = index.add([docs], progress=False)
-    print(f"indexed {report.pages} pages in {time.perf_counter() - t0:.1f} s", flush=True)
+    index_dir, queries, job_pdfs, report = make_corpus(work, args.pages, args.job_pages, args.queries, rng)
+    jobs = job_pdfs[0].parent
 
     # the in-process side runs on a copy, so that it can be measured next to each server row
     # (this machine is shared: load drifts within minutes)
@@ -183,9 +205,11 @@ def main() -> None:
     local.search_batch(queries[:4], 5)  # warm-up
 
     def in_process() -> dict:
-        best = min(_timed(lambda: local.search_batch(rotated, 5)) for rotated in _rotations(queries))
-        return {"mode": "in-process search_batch", "job": False, "qps": len(queries) / best,
-                "batch_s": best, "errors": 0, "load": round(os.getloadavg()[0], 1)}
+        runs = [_timed(lambda: local.search_batch(rotated, 5)) for rotated in _rotations(queries)]
+        best = min(runs)
+        return {"mode": "in-process search_batch", "job": False, "qps": len(queries) / best[0],
+                "batch_s": best[0], "cpu_ms": 1000 * best[1] / len(queries), "errors": 0,
+                "load": round(os.getloadavg()[0], 1)}
 
     rows = []
     port = free_port()
@@ -197,7 +221,7 @@ def main() -> None:
         counts = [int(c) for c in args.clients.split(",") if c]
         for n in counts:
             rows.append(in_process())
-            rows.append({"mode": "agree serve", "job": False, **load(url, n, queries, rng)})
+            rows.append({"mode": "agree serve", "job": False, **load(url, n, queries, rng, server.pid)})
             print(rows[-2], rows[-1], flush=True)
         local.close()
         host = IndexHost(local_dir).start()  # the server's code without HTTP, with a job
@@ -208,7 +232,8 @@ def main() -> None:
             before = job.pages_done
             best = min(_timed(lambda: host.search(rotated, 5).result()) for rotated in _rotations(queries))
             rows.append({"mode": "in-process search_batch (IndexHost)", "job": True,
-                         "qps": len(queries) / best, "batch_s": best, "errors": 0,
+                         "qps": len(queries) / best[0], "batch_s": best[0],
+                         "cpu_ms": None, "errors": 0,  # this process's CPU includes the job's encoding
                          "load": round(os.getloadavg()[0], 1),
                          "job_pages": job.pages_done - before, "job_running": job.state == "running"})
             print(rows[-1], flush=True)
@@ -219,7 +244,7 @@ def main() -> None:
             state = lambda: httpx.get(f"{url}/jobs/{job}").json()  # noqa: E731
             before = wait_until(lambda: (s := state())["state"] == "running" and s["pages_done"] > 0 and s,
                                 600, "the job")["pages_done"]
-            row = load(url, n, queries, rng)
+            row = load(url, n, queries, rng, server.pid)
             end = state()
             rows.append({"mode": "agree serve", "job": True, **row,
                          "job_pages": end["pages_done"] - before, "job_running": end["state"] == "running"})
@@ -245,10 +270,11 @@ def _rotations(queries: list[str], n: int = 3) -> list[list[str]]:
     return [queries[i * step:] + queries[:i * step] for i in range(n)]
 
 
-def _timed(fn) -> float:
-    t0 = time.perf_counter()
+def _timed(fn) -> tuple[float, float]:
+    """Wall and CPU seconds (this process, all its threads) of ``fn()``."""
+    t0, c0 = time.perf_counter(), time.process_time()
     fn()
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, time.process_time() - c0
 
 
 def _healthy(url: str) -> bool:
@@ -262,19 +288,22 @@ def _healthy(url: str) -> bool:
 
 def _table(rows: list[dict], n_queries: int) -> None:
     base: dict[bool, float] = {}
-    print("\n| mode | clients | job indexing | queries | queries/s | x in-process | p50 ms | p99 ms | p99/p50 | errors | load |")
-    print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("\n| mode | clients | job indexing | queries | queries/s | x in-process | p50 ms | p99 ms | p99/p50 | errors "
+          "| CPU ms/query server (+ clients) | load |")
+    print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         job = "no"
         if r["job"]:
             job = f"yes ({r['job_pages']} pages written{'' if r['job_running'] else ', finished early'})"
         if r["mode"].startswith("in-process"):
             base[r["job"]] = r["qps"]
-            print(f"| {r['mode']} | - | {job} | {n_queries} (one batch) | {r['qps']:.1f} | 1.00 | - | - | - | 0 | {r['load']} |")
+            print(f"| {r['mode']} | - | {job} | {n_queries} (one batch) | {r['qps']:.1f} | 1.00 | - | - | - | 0 | "
+                  f"{'-' if r['cpu_ms'] is None else format(r['cpu_ms'], '.2f')} | {r['load']} |")
         else:
             print(f"| {r['mode']} | {r['clients']} | {job} | {r['queries']} | {r['qps']:.1f} | "
                   f"{r['qps'] / base[r['job']]:.2f} | {r['p50_ms']:.0f} | {r['p99_ms']:.0f} | "
-                  f"{r['p99_ms'] / r['p50_ms']:.1f} | {r['errors']} | {r['load']} |")
+                  f"{r['p99_ms'] / r['p50_ms']:.1f} | {r['errors']} | "
+                  f"{r['server_cpu_ms']:.2f} (+ {r['client_cpu_ms']:.2f}) | {r['load']} |")
 
 
 if __name__ == "__main__":

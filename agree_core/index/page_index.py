@@ -270,9 +270,23 @@ class PageIndex:
         """
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
-        where = self.scope(_absolute_sources(filters), pdf_pages_only=True)
-        vectors = [q.float().numpy() for q in self.encode_queries(queries)]
-        found = self.search_vectors(vectors, k, where, candidates)
+        where = self.search_scope(filters)
+        return self.search_encoded(self.encode_queries(queries), k, where, candidates)
+
+    def search_scope(self, filters: dict[str, Any] | None) -> F.Node | None:
+        """What :meth:`search_batch` searches for ``filters``: the PDF pages readers may see
+        that match them (flat filters' sources made absolute)."""
+        return self.scope(_absolute_sources(filters), pdf_pages_only=True)
+
+    def search_encoded(self, vectors: Sequence[torch.Tensor], k: int, where: F.Node | None,
+                       candidates: int | None = None) -> list[list[Hit]]:
+        """The second half of :meth:`search_batch`: the top ``k`` pages for queries encoded by
+        :meth:`encode_queries` (each ``(n_q, dim)``) within ``where`` (:meth:`search_scope`).
+        For a caller that encodes many queries in one batch and answers them one by one (the
+        server: a client has its answer while the next query is searched)."""
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        found = self.search_vectors([q.float().numpy() for q in vectors], k, where, candidates)
         images = self.images.local_paths({s.id: s.payload for scored in found for s in scored})  # one fetch
         return [[self._hit(s.id, s.score, s.payload, images[s.id]) for s in scored] for scored in found]
 

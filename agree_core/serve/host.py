@@ -8,9 +8,10 @@
 - The **reader thread** answers searches and page lookups on a
   :meth:`~agree_core.index.PageIndex.reader` view (the same engine, its own catalog
   connection), so reads never wait for a job: they see the documents that are finished,
-  never a half-indexed one. Searches that arrive together are answered by one
-  ``search_batch`` per (k, filters, candidates); while several clients search, a search
-  waits up to :data:`MAX_WAIT` for the others (one encode and one engine call for all).
+  never a half-indexed one. Searches that arrive together are encoded in one batch per
+  (k, filters, candidates) and then searched and answered one by one, so that the first
+  client has its answer (and sends its next query) while the others are searched; while
+  several clients search, a search waits up to :data:`MAX_WAIT` for the others.
 - One encoder (:class:`SerializedEncoder`) encodes pages for jobs and queries for searches,
   one call at a time, queries first: a query waits at most for one page of a job.
 """
@@ -406,18 +407,21 @@ class IndexHost:
                     future.set_exception(e)
         for searches in groups.values():
             first = searches[0]
-            try:
-                hits = view.search_batch([q for s in searches for q in s.queries], first.k,
-                                         first.filters, first.candidates)
-                # the lines of agree search --json, evidence included, from the same query vectors
-                lines = search_lines(view, [(i, q) for s in searches for i, q in enumerate(s.queries, 1)], hits,
-                                     cache=pages)
+            try:  # one scope and one encoder call for the group
+                where = view.search_scope(first.filters)
+                vectors = view.encode_queries([q for s in searches for q in s.queries])
             except BaseException as e:  # noqa: BLE001 - the same filters fail the same way
                 for s in searches:
                     s.future.set_exception(e)
                 continue
             start = 0
-            for s in searches:
-                end = start + len(s.queries)
-                s.future.set_result((hits[start:end], lines[start:end]))
-                start = end
+            for s in searches:  # answered one by one: a client has its answer while the next searches
+                mine, start = vectors[start:start + len(s.queries)], start + len(s.queries)
+                try:
+                    hits = view.search_encoded(mine, first.k, where, first.candidates)
+                    # the lines of agree search --json, evidence included, from the same query vectors
+                    lines = search_lines(view, list(enumerate(s.queries, 1)), hits, cache=pages, vectors=mine)
+                except BaseException as e:  # noqa: BLE001 - handed to the caller
+                    s.future.set_exception(e)
+                    continue
+                s.future.set_result((hits, lines))
