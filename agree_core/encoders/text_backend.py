@@ -161,10 +161,13 @@ def prepack_bf16_linears(model: torch.nn.Module) -> int:
     bound by reading its weights): measured on an AVX-512 bf16 + AMX Xeon, 1.6x faster for one
     query and 1.2x for a batch of 16 page windows, with outputs bit for bit the plain layer's.
     The layers stay ``nn.Linear`` (state dict, hooks, peft untouched); with gradients on, or
-    once a weight is changed in place, a layer runs (and packs again) as before."""
+    once a weight is changed in place, a layer runs (and packs again) as before. oneDNN packs
+    bf16 only with AVX512-BW/VL/DQ or AVX-NE-CONVERT: elsewhere (AVX2) nothing is packed."""
+    from agree_core.cpu import cpu_packs_bf16
+
     reorder = getattr(torch.ops.mkldnn, "_reorder_linear_weight", None)
     linear = getattr(torch.ops.mkldnn, "_linear_pointwise", None)
-    if reorder is None or linear is None or not torch.backends.mkldnn.is_available():
+    if reorder is None or linear is None or not torch.backends.mkldnn.is_available() or not cpu_packs_bf16():
         return 0
     packed = 0
     for module in model.modules():

