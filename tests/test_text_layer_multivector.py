@@ -104,6 +104,15 @@ def test_bert_models_and_adapters_stay_on_the_minilm_path(tmp_path):
     assert not is_multivector_checkpoint(str(adapter))
 
 
+def test_a_fine_tuned_late_interaction_run_takes_no_minilm_options(checkpoints, tmp_path):
+    import shutil
+
+    run = shutil.copytree(checkpoints["st"], tmp_path / "run")
+    (run / "train_config.yaml").write_text("encoder: text-layer\nencoder_options: {grid_cells: 256}\n")
+    enc = load_encoder(f"text-layer:{run}", device="cpu", dtype="float32")  # no sentence_weight given to it
+    assert isinstance(enc, TextLayerMultiVectorEncoder) and enc.config["grid_cells"] == 256
+
+
 def test_a_hub_id_without_the_hub_is_a_clear_error(tmp_path, monkeypatch):
     import huggingface_hub.constants as hub
 

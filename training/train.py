@@ -401,6 +401,8 @@ def train(cfg: Config, resume: str | None = None) -> dict[str, Any]:
     seed_everything(cfg.seed)
     lora = LoraSettings(cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets) if cfg.lora else None
     model = load_trainable(cfg.encoder, lora=lora, device=str(device), dtype=cfg.dtype, **cfg.encoder_options)
+    # the record next to every checkpoint names the settings the model is trained with (defaults included)
+    cfg = dataclasses.replace(cfg, encoder_options=model.recorded_options)
     if cfg.gradient_checkpointing:
         model.enable_gradient_checkpointing()
     params = [p for p in model.module.parameters() if p.requires_grad]

@@ -18,22 +18,29 @@ _INFO: dict[str, dict[str, Any]] = {}
 # name -> upgrade(config) -> config: the options an index recorded, completed with the values
 # that applied before an option existed (an index built then keeps its vectors' meaning)
 _RECORDED: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {}
+# name -> upgrade(checkpoint, options) -> options: the same for the encoder options a training run
+# recorded (train_config.yaml), so that a fine-tuned model loads with the settings it was trained with
+_TRAINED: dict[str, Callable[[str, dict[str, Any]], dict[str, Any]]] = {}
 
 
 def register_encoder(name: str, *, default_checkpoint: str | None = None, dim: int | None = None,
                      gpu: bool | None = None, layouts: str = "", parameters: str = "",
-                     recorded: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+                     recorded: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+                     trained: Callable[[str, dict[str, Any]], dict[str, Any]] | None = None,
                      ) -> Callable[[Callable[..., MultiVectorEncoder]], Callable[..., MultiVectorEncoder]]:
     """Register ``factory(checkpoint, **options)`` under ``name``, with what ``agree encoders``
     lists about it: the default checkpoint (``None``: a checkpoint must be given), the vector
     dim (``None``: the checkpoint's), whether a GPU is needed to be practical (``None``: it
     depends on the checkpoint), the checkpoint layouts accepted and the model size.
     ``recorded(config)`` completes the encoder config an older index recorded (see
-    :func:`recorded_config`)."""
+    :func:`recorded_config`); ``trained(checkpoint, options)`` completes the encoder options an
+    older run of ``training/train.py`` recorded for ``checkpoint``."""
     def wrap(factory: Callable[..., MultiVectorEncoder]) -> Callable[..., MultiVectorEncoder]:
         _FACTORIES[name] = factory
         if recorded is not None:
             _RECORDED[name] = recorded
+        if trained is not None:
+            _TRAINED[name] = trained
         _INFO[name] = {"name": name, "default_checkpoint": default_checkpoint, "dim": dim, "gpu": gpu,
                        "layouts": layouts, "parameters": parameters}
         return factory
@@ -67,7 +74,7 @@ def load_encoder(spec: str = DEFAULT_ENCODER, **options: Any) -> MultiVectorEnco
     if name not in _FACTORIES:
         names = sorted(available_encoders(), key=lambda n: (n != DEFAULT_ENCODER, n))  # default first
         raise ValueError(f"unknown encoder {name!r}; available: {', '.join(names)}")
-    return _FACTORIES[name](checkpoint or None, **{**_trained_with(checkpoint), **options})
+    return _FACTORIES[name](checkpoint or None, **{**_trained_with(name, checkpoint), **options})
 
 
 def recorded_config(spec: str, config: dict[str, Any]) -> dict[str, Any]:
@@ -82,9 +89,11 @@ def recorded_config(spec: str, config: dict[str, Any]) -> dict[str, Any]:
     return upgrade(dict(config)) if upgrade is not None else dict(config)
 
 
-def _trained_with(checkpoint: str) -> dict[str, Any]:
+def _trained_with(name: str, checkpoint: str) -> dict[str, Any]:
     """The encoder options a run of ``training/train.py`` used (its ``train_config.yaml``), so
-    a fine-tuned model sees pages as it was trained to; options given explicitly win."""
+    a fine-tuned model sees pages as it was trained to; options given explicitly win. An option
+    the run did not record (it predates the option) takes the value that trained it, not
+    today's default (the family's ``trained`` upgrade)."""
     from pathlib import Path
 
     record = Path(checkpoint).expanduser() / "train_config.yaml" if checkpoint else None
@@ -92,7 +101,9 @@ def _trained_with(checkpoint: str) -> dict[str, Any]:
         return {}
     import yaml
 
-    return dict((yaml.safe_load(record.read_text()) or {}).get("encoder_options") or {})
+    options = dict((yaml.safe_load(record.read_text()) or {}).get("encoder_options") or {})
+    upgrade = _TRAINED.get(name)
+    return upgrade(checkpoint, options) if upgrade is not None else options
 
 
 def _register_builtins() -> None:

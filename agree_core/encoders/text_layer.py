@@ -221,6 +221,12 @@ class TextLayerEncoder:
             out = [self._with_sentence(v, s[0].to(v.device)) for v, s in zip(out, sentences)]
         return pad_vectors(out)
 
+    def checkpoint_options(self) -> dict[str, Any]:
+        """The options a training run records beyond those it was given: each option whose
+        default has changed since the first checkpoints (``_BEFORE_RECORDED``), at the value
+        this encoder trains with, so that ``text-layer:RUN_DIR`` loads as it was trained."""
+        return {k: self.config[k] for k in _BEFORE_RECORDED}
+
     def save_trained(self, directory: str | Path) -> None:
         """An adapter directory (``text-layer:DIR`` loads it over its base) or, after full
         fine-tuning, a complete model directory."""
@@ -548,7 +554,8 @@ def _text(words: list[Word]) -> str:
     return " ".join(w.text for w in words)
 
 
-# options that came after the first text-layer indexes, with the value those indexes were built with
+# options that came after the first text-layer indexes and checkpoints, with the value those
+# were built (trained) with
 _BEFORE_RECORDED = {"sentence_weight": 0.0, "layout": "overlap"}
 
 
@@ -560,8 +567,19 @@ def _recorded_config(config: dict[str, Any]) -> dict[str, Any]:
     return {**_BEFORE_RECORDED, **config}
 
 
+def _trained_options(checkpoint: str, options: dict[str, Any]) -> dict[str, Any]:
+    """The encoder options a ``training/train.py`` run recorded for ``checkpoint``, completed
+    with what runs before an option was recorded trained with (a late-interaction checkpoint,
+    which takes none of these options, is left alone)."""
+    from agree_core.encoders.text_layer_multivector import is_multivector_checkpoint
+
+    if is_multivector_checkpoint(checkpoint):
+        return options
+    return {**_BEFORE_RECORDED, **options}
+
+
 @register_encoder("text-layer", default_checkpoint=DEFAULT_MODEL, dim=385, gpu=False, parameters="22M",
-                  recorded=_recorded_config,
+                  recorded=_recorded_config, trained=_trained_options,
                   layouts="a BERT-style model directory or hub id (transformers), a LoRA adapter over one, "
                           "or a late-interaction text model: ColBERT, PyLate or Sentence Transformers "
                           "MultiVectorEncoder (answerai-colbert-small, GTE-ModernColBERT...), grounded to word boxes")

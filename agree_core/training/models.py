@@ -62,8 +62,18 @@ class TrainableEncoder:
             module = _lora(module, lora, encoder.lora_targets)
         encoder.use_module(module)
         self.name, self.encoder, self.module, self.lora = name, encoder, module, lora
+        self.options = dict(options)
         self.device = encoder.device
         self.needs_images = encoder.needs_images
+
+    @property
+    def recorded_options(self) -> dict[str, Any]:
+        """The encoder options to record next to the trained model (``train_config.yaml``):
+        those given, and the encoder's settings whose default has changed over time
+        (``checkpoint_options()``, where the encoder has it), so that loading the result
+        rebuilds the encoder it was trained as, whatever the defaults are then."""
+        extra = getattr(self.encoder, "checkpoint_options", None)
+        return {**(extra() if extra is not None else {}), **self.options}
 
     def encode_pages(self, pages: Sequence[Page]) -> VectorBatch:
         return self.encoder.embed_pages(pages)

@@ -201,6 +201,40 @@ def test_the_run_directory_brings_its_encoder_options(dataset, tmp_path):
     assert load_encoder(f"text-layer:{out}", window=128).config["window"] == 128
 
 
+def test_a_run_loads_with_the_window_fusion_it_was_trained_with(dataset, tmp_path):
+    import yaml
+
+    from agree_core.encoders import load_encoder
+
+    data, maps = dataset
+    out = tmp_path / "run"
+    train_py.train(config(train_py, data, maps, out, max_steps=1))
+    record = yaml.safe_load((out / "train_config.yaml").read_text())
+    assert record["encoder_options"] == {"sentence_weight": 0.4}  # the default it was trained with, recorded
+    assert load_encoder(f"text-layer:{out}").config["sentence_weight"] == 0.4
+
+    # a run of train.py from before the record: trained with the default of then, no fusion
+    del record["encoder_options"]["sentence_weight"]
+    (out / "train_config.yaml").write_text(yaml.safe_dump(record, sort_keys=False))
+    old = load_encoder(f"text-layer:{out}", dtype="float32")
+    assert old.config["sentence_weight"] == 0.0
+    assert old.encode_queries(["solar site"])[0].shape[1] == 384  # no window-fusion dimension
+    assert load_encoder(f"text-layer:{out}", sentence_weight=0.3).config["sentence_weight"] == 0.3  # given wins
+
+
+def test_a_run_without_fusion_records_it_in_every_checkpoint(dataset, tmp_path):
+    import yaml
+
+    from agree_core.encoders import load_encoder
+
+    data, maps = dataset
+    out = tmp_path / "run"
+    train_py.train(config(train_py, data, maps, out, max_steps=2, save_every=1, encoder_options={"sentence_weight": 0}))
+    for record in [out / "train_config.yaml", *sorted((out / "checkpoints").glob("step-*/train_config.yaml"))]:
+        assert yaml.safe_load(record.read_text())["encoder_options"] == {"sentence_weight": 0}, record
+    assert load_encoder(f"text-layer:{out}").config["sentence_weight"] == 0.0
+
+
 def test_full_fine_tuning_of_the_text_layer_saves_a_complete_model(dataset, tmp_path):
     from agree_core.encoders import load_encoder
 
