@@ -11,7 +11,7 @@ import subprocess
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
-DATA = ROOT / "data"
+DATA = Path(os.environ.get("AGREE_BENCH_DATA") or ROOT / "data")  # caches, corpora, shards (large)
 DEVSET = DATA / "devset"
 
 

@@ -1,21 +1,30 @@
 """Where the first stage loses recall at 100k-1M pages, and what it costs to win it back
-(issue 13, session 6): brute-force MUVERA recall (an ideal graph), the centroid cascade, and
-HNSW graph parameters, on the synthetic pages of bench_first_stage.py.
+(issue 13, sessions 6-7): brute-force MUVERA recall (an ideal graph), the centroid cascade, HNSW
+graphs and quantized scans of the encodings, and the whole search through a real index.
 
     .venv/bin/python benchmarks/first_stage_curve.py make --pages 100000 --workers 2
     .venv/bin/python benchmarks/first_stage_curve.py ideal --pages 100000
     .venv/bin/python benchmarks/first_stage_curve.py graph --pages 100000 --m 16 --ef-construct 100
+    .venv/bin/python benchmarks/first_stage_curve.py graph --pages 100000 --m 0 --quantization binary
+    .venv/bin/python benchmarks/first_stage_curve.py full --pages 100000 --plans 3200:400,0:400
+    .venv/bin/python benchmarks/first_stage_curve.py make --pages 1000000 --fde-only   # then ideal, graph
 
 ``make`` writes, per collection page (``bench_search.page_vectors`` over the 400 real dev-set
 pages pooled by 3, as bench_first_stage.py makes them), chunk by chunk in worker processes:
-its MUVERA encoding (float16, memory-mapped ``fde.npy``), and for each IDF-weighted dev-set
-query its exact float32 MaxSim score and its MaxSim over the page's 32 centroids
-(``pooling.pool_vectors``, what the index stores as ``pooled``). ``ideal`` ranks by numpy dot
-products over the encodings (no graph) and replays the cascades on those scores: encodings ->
-C -> centroids -> c -> exact. ``graph`` writes the encodings into a Qdrant Edge shard with the
-given HNSW parameters, optimizes it (timed) and measures, for each search-time ``hnsw_ef``,
-the graph's candidates against the ideal ones and the cascade recall@10 on top.
-"""
+its MUVERA encoding (float16, memory-mapped ``fde.npy``; ``Muvera.encode_documents``, 256 pages
+at a time), and for each IDF-weighted dev-set query its exact float32 MaxSim score and its
+MaxSim over the page's 32 centroids (``pooling.pool_vectors``, what the index stores as
+``pooled``); ``--fde-only`` the encodings alone (1M pages: the full vectors' scores are not
+needed for the first stage's own recall). ``ideal`` ranks by numpy dot products over the
+encodings (no graph) and replays the cascades on those scores: encodings -> C -> centroids ->
+c -> exact. ``graph`` writes the encodings into a Qdrant Edge shard with the given HNSW
+parameters (``--m 0``: none, every page scanned) and quantized copy (``--quantization``,
+searched with ``--oversampling``), optimizes it (timed) and measures, for each search-time
+``hnsw_ef``, the candidates against the ideal ones and the cascade recall@10 on top. ``full``
+builds a real index folder of the pages (the product's point vectors, the encodings of
+``make``) and times ``PageIndex.search_vectors`` for each ``--plans`` cascade.
+
+Large files go under ``$AGREE_BENCH_DATA`` (default ``benchmarks/data``)."""
 
 from __future__ import annotations
 
@@ -47,7 +56,7 @@ def load(n: int) -> tuple[Path, dict]:
 
 
 def _work(args: tuple) -> int:
-    d, n, lo, hi = args
+    d, n, lo, hi, fde_only = args
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     import torch
     from threadpoolctl import threadpool_limits
@@ -65,12 +74,16 @@ def _work(args: tuple) -> int:
     muv = muvera_of(real[0].shape[1], json.loads((d / "settings.json").read_text()))
     order = real_order(len(real))
     fde = np.load(d / "fde.npy", mmap_mode="r+")
-    exact = np.load(d / "exact.npy", mmap_mode="r+")
-    cent = np.load(d / "centroids.npy", mmap_mode="r+")
+    if not fde_only:
+        exact = np.load(d / "exact.npy", mmap_mode="r+")
+        cent = np.load(d / "centroids.npy", mmap_mode="r+")
     with threadpool_limits(1):
         for a in range(lo, hi, 256):
             b = min(a + 256, hi)
             pages = [page_vectors(real, order, i)[0] for i in range(a, b)]
+            fde[a:b] = muv.encode_documents(pages).astype(np.float16)
+            if fde_only:
+                continue
             o = np.cumsum([0] + [len(p) for p in pages])
             m = np.maximum.reduceat(np.concatenate(pages) @ qv.T, o[:-1], axis=0)
             exact[:, a:b] = np.add.reduceat(m, qoff, axis=1).T
@@ -80,12 +93,13 @@ def _work(args: tuple) -> int:
             oc = np.cumsum([0] + [len(c) for c in cs])
             m = np.maximum.reduceat(np.concatenate(cs) @ qv.T, oc[:-1], axis=0)
             cent[:, a:b] = np.add.reduceat(m, qoff, axis=1).T
-            fde[a:b] = np.stack([muv.encode_document(p) for p in pages]).astype(np.float16)
-    fde.flush(), exact.flush(), cent.flush()
+    fde.flush()
+    if not fde_only:
+        exact.flush(), cent.flush()
     return hi - lo
 
 
-def make(n: int, workers: int, n_queries: int) -> None:
+def make(n: int, workers: int, n_queries: int, fde_only: bool = False) -> None:
     from multiprocessing import get_context
 
     import bench_first_stage as bfs
@@ -103,11 +117,11 @@ def make(n: int, workers: int, n_queries: int) -> None:
     (d / "settings.json").write_text(json.dumps(settings))
     size = muvera_of(real[0].shape[1], settings).size
     np.lib.format.open_memmap(d / "fde.npy", "w+", np.float16, (n, size)).flush()
-    for name in ("exact", "centroids"):
+    for name in () if fde_only else ("exact", "centroids"):
         np.lib.format.open_memmap(d / f"{name}.npy", "w+", np.float32, (len(qs), n)).flush()
     t = time.perf_counter()
     step = 4096
-    jobs = [(d, n, lo, min(lo + step, n)) for lo in range(0, n, step)]
+    jobs = [(d, n, lo, min(lo + step, n), fde_only) for lo in range(0, n, step)]
     done = 0
     with get_context("spawn").Pool(workers) as pool:
         for k in pool.imap_unordered(_work, jobs):
@@ -115,7 +129,8 @@ def make(n: int, workers: int, n_queries: int) -> None:
             log(f"  {done:,}/{n:,} pages, {time.perf_counter() - t:.0f} s")
     meta = {"pages": n, "queries": len(qs), "dim": int(real[0].shape[1]), "fde_dims": size,
             "vectors_per_page": float(np.mean([len(p) for p in real])), "make_s": round(time.perf_counter() - t, 1),
-            "query_tokens": float(np.mean([len(x) for x in qs])), "encode_ms": encode_ms, "machine": machine()}
+            "query_tokens": float(np.mean([len(x) for x in qs])), "encode_ms": encode_ms, "machine": machine(),
+            "fde_only": fde_only, "load_after": os.getloadavg()[0]}
     (d / "meta.json").write_text(json.dumps(meta))
     log(json.dumps(meta))
 
@@ -136,7 +151,6 @@ def cascade(order: np.ndarray, cent: np.ndarray, exact: np.ndarray, c: int | Non
 def ideal(n: int, cs: list[int], rescore: list[int]) -> None:
     d, meta = load(n)
     fde = np.load(d / "fde.npy", mmap_mode="r")
-    exact, cent = np.load(d / "exact.npy"), np.load(d / "centroids.npy")
     qz = np.load(d / "queries.npz")
     from agree_core.index.first_stage import muvera_of
 
@@ -147,6 +161,10 @@ def ideal(n: int, cs: list[int], rescore: list[int]) -> None:
     for a in range(0, n, 16384):
         scores[:, a:a + 16384] = qf @ np.asarray(fde[a:a + 16384], np.float32).T
     np.save(d / "fde_scores.npy", scores)
+    if not (d / "exact.npy").exists():  # --fde-only: the encodings' own top C is the reference
+        log(f"{d / 'fde_scores.npy'} written (no exact scores for the cascade)")
+        return
+    exact, cent = np.load(d / "exact.npy"), np.load(d / "centroids.npy")
     rank = np.argsort(-scores, axis=1)
     print(f"## {n:,} pages, ideal graph (numpy dot over the float16 encodings), {len(qf)} queries\n")
     print(f"{machine()}; load {os.getloadavg()[0]:.1f}\n")
@@ -161,73 +179,259 @@ def ideal(n: int, cs: list[int], rescore: list[int]) -> None:
 
 
 def graph(n: int, m: int, ef_construct: int, efs: list[int], cs: list[int], rescore: list[int],
-          keep: bool) -> None:
+          keep: bool, quantization: str = "", oversampling: list[float] | None = None) -> None:
+    """The encodings in an Edge shard: an HNSW graph (``m`` > 0) or, with ``m`` 0, a scan of
+    every page, of the quantized copy when ``quantization`` is given (each ``oversampling``
+    times the candidates kept by it, then rescored by the float16 encodings)."""
+    from bench_search import _mapped, _status
     from agree_core.index.engines.base import Point, VectorSpec
     from agree_core.index.engines.edge import EdgeEngine
     from agree_core.index.first_stage import FDE, muvera_of
 
     d, meta = load(n)
     fde = np.load(d / "fde.npy", mmap_mode="r")
-    exact, cent = np.load(d / "exact.npy"), np.load(d / "centroids.npy")
-    ideal_rank = np.argsort(-np.load(d / "fde_scores.npy"), axis=1)
-    spec = VectorSpec(FDE, meta["fde_dims"], "float16", index=True, on_disk=False, multivector=False,
-                      m=m, ef_construct=ef_construct)
-    sd = d / f"shard-m{m}-ef{ef_construct}"
+    scored = (d / "exact.npy").exists()  # else (1M pages) only the encodings' own top C is known
+    exact, cent = (np.load(d / "exact.npy"), np.load(d / "centroids.npy")) if scored else (None, None)
+    ideal_rank = np.argsort(-np.load(d / "fde_scores.npy"), axis=1)[:, :max(cs)]
+    spec = VectorSpec(FDE, meta["fde_dims"], "float16", index=m > 0, on_disk=False, multivector=False,
+                      m=m, ef_construct=ef_construct, quantization=quantization)
+    sd = d / f"shard-m{m}-ef{ef_construct}{'-' + quantization if quantization else ''}"
     info_path = sd.with_suffix(".json")
     if not info_path.exists():
         shutil.rmtree(sd, ignore_errors=True)
         engine = EdgeEngine(sd, [spec])
-        t = time.perf_counter()
+        t, cpu = time.perf_counter(), time.process_time()
         for a in range(0, n, 512):
             block = np.asarray(fde[a:a + 512], np.float32)
             engine.upsert([Point(str(uuid.UUID(int=a + j + 1)), {FDE: v}, {}) for j, v in enumerate(block)])
+            if (a // 512) % 16 == 15:
+                engine.flush()  # the write-ahead log holds what is not flushed
         engine.flush()
-        t_write = time.perf_counter() - t
-        log(f"  written in {t_write:.0f} s, optimizing (m={m}, ef_construct={ef_construct}) ...")
-        t = time.perf_counter()
+        t_write, cpu_write = time.perf_counter() - t, time.process_time() - cpu
+        log(f"  written in {t_write:.0f} s, optimizing (m={m}, ef_construct={ef_construct}, "
+            f"quantization={quantization or 'none'}) ...")
+        t, cpu = time.perf_counter(), time.process_time()
         engine.optimize()
-        info = {"write_s": round(t_write, 1), "optimize_s": round(time.perf_counter() - t, 1),
+        info = {"write_s": round(t_write, 1), "write_cpu_s": round(cpu_write, 1),
+                "optimize_s": round(time.perf_counter() - t, 1), "optimize_cpu_s": round(time.process_time() - cpu, 1),
                 "load_after": os.getloadavg()[0]}
         engine.close()
         from bench_search import dir_bytes
         info["disk_bytes"] = dir_bytes(sd)
         info_path.write_text(json.dumps(info))
     info = json.loads(info_path.read_text())
+    mem0 = _status()
     engine = EdgeEngine(sd, [spec])
     muv = muvera_of(meta["dim"], json.loads((d / "settings.json").read_text()))
     qz = np.load(d / "queries.npz")
     qv, qo = qz["vectors"], qz["offsets"]
     qf = [muv.encode_query(qv[qo[i]:qo[i + 1]]) for i in range(len(qo) - 1)]
-    print(f"## {n:,} pages, Edge HNSW m={m} ef_construct={ef_construct}: write {info['write_s']:.0f} s, "
-          f"optimize {info['optimize_s']:.0f} s, {info['disk_bytes'] / 1e9:.2f} GB "
+    kind = (f"HNSW m={m} ef_construct={ef_construct}" if m else "scan (no graph)") + \
+        (f" over {quantization} quantization" if quantization else "")
+    print(f"## {n:,} pages, Edge {kind}: write {info['write_s']:.0f} s, optimize {info['optimize_s']:.0f} s "
+          f"({info['optimize_cpu_s']:.0f} CPU s), {info['disk_bytes'] / 1e9:.2f} GB "
           f"(load at the end of the build {info['load_after']:.1f})\n")
     print(f"{machine()}; load {os.getloadavg()[0]:.1f} before the searches\n")
-    print("| C | hnsw_ef | p50 ms | p90 ms | graph's C vs ideal C | recall@10, exact over C | "
-          + " | ".join(f"-> {c} by centroids -> exact" for c in rescore) + " |")
-    print("|---|---|---|---|---|---|" + "---|" * len(rescore))
+    cols = ["C", "hnsw_ef", "oversampling", "p50 ms", "p90 ms", "CPU ms p50", "C vs ideal C"]
+    if scored:
+        cols += ["recall@10, exact over C"] + [f"-> {c} by centroids -> exact" for c in rescore]
+    print("| " + " | ".join(cols) + " |\n|" + "---|" * len(cols))
     for c in cs:
-        for ef in efs:
-            if ef < c:
+        for ef in efs if m else [0]:
+            if m and ef < c:
                 continue
-            engine.search(qf[0], c, using=FDE, hnsw_ef=ef)
-            found, ms = [], []
-            for q in qf:
-                t = time.perf_counter()
-                hits = engine.search(q, c, using=FDE, hnsw_ef=ef)
-                ms.append((time.perf_counter() - t) * 1000)
-                found.append(np.array([uuid.UUID(h.id).int - 1 for h in hits]))
-            overlap = np.mean([len(set(f.tolist()) & set(ideal_rank[i, :c].tolist())) / c for i, f in enumerate(found)])
-            row = [cascade(found, cent, exact, None)] + [cascade(found, cent, exact, r) if r < c else float("nan") for r in rescore]
-            print(f"| {c} | {ef} | {statistics.median(ms):.0f} | {np.percentile(ms, 90):.0f} | {overlap:.3f} | "
-                  + " | ".join(f"{x:.3f}" for x in row) + " |", flush=True)
+            for o in oversampling or [None]:
+                kw = dict(hnsw_ef=ef or None, oversampling=o if quantization else None)
+                engine.search(qf[0], c, using=FDE, **kw)
+                found, ms, cpu = [], [], []
+                for q in qf:
+                    t, t_cpu = time.perf_counter(), time.process_time()
+                    hits = engine.search(q, c, using=FDE, **kw)
+                    ms.append((time.perf_counter() - t) * 1000)
+                    cpu.append((time.process_time() - t_cpu) * 1000)
+                    found.append(np.array([uuid.UUID(h.id).int - 1 for h in hits]))
+                overlap = np.mean([len(set(f.tolist()) & set(ideal_rank[i, :c].tolist())) / c
+                                   for i, f in enumerate(found)])
+                row = [f"{c}", f"{ef or '-'}", f"{o if quantization and o else '-'}",
+                       f"{statistics.median(ms):.0f}", f"{np.percentile(ms, 90):.0f}",
+                       f"{statistics.median(cpu):.0f}", f"{overlap:.3f}"]
+                if scored:
+                    row += [f"{x:.3f}" for x in [cascade(found, cent, exact, None)] +
+                            [cascade(found, cent, exact, r) if r < c else float("nan") for r in rescore]]
+                print("| " + " | ".join(row) + " |", flush=True)
+    mem = _status()
+    print(f"\nsearch process: +{(mem['RssAnon'] - mem0['RssAnon']) / 2**20:.0f} MB heap, "
+          f"{_mapped(str(sd)) / 2**20:.0f} MB of shard files resident; load {os.getloadavg()[0]:.1f}\n", flush=True)
     engine.close()
     if not keep:
         shutil.rmtree(sd, ignore_errors=True)
+        info_path.unlink()
+
+
+def grow(n: int, base_n: int) -> None:
+    """``n`` pages' encodings without making ``n`` pages (1M: 40 CPU minutes here): the
+    ``base_n`` encodings ``make`` wrote from synthetic pages, then, for page i past them, a mix
+    of two of those, ``(1 - w) fde[a] + w fde[b]`` with ``w`` uniform in 0.2-0.5 (as
+    ``page_vectors`` swaps 20-50 % of a page's vectors for another page's; the bucket means of
+    such a page are close to that mix) plus Gaussian noise of 2 % of the encodings' RMS, seeded
+    per block. Only the encodings' own top C can be the reference (``--fde-only``)."""
+    src, meta = load(base_n)
+    d = ROOT / f"n{n}"
+    d.mkdir(parents=True, exist_ok=True)
+    for name in ("base.npz", "queries.npz", "settings.json"):
+        shutil.copy(src / name, d / name)
+    base = np.load(src / "fde.npy", mmap_mode="r")
+    out = np.lib.format.open_memmap(d / "fde.npy", "w+", np.float16, (n, base.shape[1]))
+    t = time.perf_counter()
+    out[:base_n] = base
+    rms = float(np.sqrt(np.mean(np.asarray(base[:4096], np.float32) ** 2)))
+    for lo in range(base_n, n, 4096):
+        hi = min(lo + 4096, n)
+        rng = np.random.default_rng([4321, lo])
+        a, b = rng.integers(base_n, size=(2, hi - lo))
+        w = rng.uniform(0.2, 0.5, size=(hi - lo, 1)).astype(np.float32)
+        mix = (1 - w) * np.asarray(base[np.sort(a)], np.float32)[np.argsort(np.argsort(a))] + \
+            w * np.asarray(base[np.sort(b)], np.float32)[np.argsort(np.argsort(b))]
+        out[lo:hi] = mix + 0.02 * rms * rng.standard_normal(mix.shape, dtype=np.float32)
+    out.flush()
+    meta = {**meta, "pages": n, "grown_from": base_n, "make_s": round(time.perf_counter() - t, 1),
+            "fde_only": True, "machine": machine()}
+    (d / "meta.json").write_text(json.dumps(meta))
+    log(json.dumps(meta))
+
+
+_FULL: dict = {}
+
+
+def _full_init(d: str) -> None:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    from bench_search import real_order
+
+    z = np.load(Path(d) / "base.npz")
+    off, v = z["offsets"], z["vectors"]
+    real = [v[off[i]:off[i + 1]] for i in range(len(off) - 1)]
+    _FULL.update(real=real, order=real_order(len(real)), d=Path(d))
+
+
+def _full_points(bounds: tuple[int, int]) -> tuple[int, list[np.ndarray], list[np.ndarray]]:
+    """A chunk's stored vectors as ``schema.build_point`` makes them from pooled pages: the
+    tokens, and 32 centroids with a fused page's window vectors kept whole."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    from bench_search import page_vectors
+    from agree_core.pooling import pool_vectors
+
+    lo, hi = bounds
+    tokens, cents = [], []
+    with threadpool_limits(1):
+        for i in range(lo, hi):
+            v = page_vectors(_FULL["real"], _FULL["order"], i)[0]
+            tokens.append(v)
+            cents.append(pool_vectors(v, 32, keep=torch.from_numpy(v[:, -1] < -0.5)).numpy())
+    return lo, tokens, cents
+
+
+def full(n: int, workers: int, plans: list[tuple[int, int]], keep: bool, n_queries: int) -> None:
+    """A real index folder of the ``n`` pages (``PageIndex.open`` with the defaults but pool
+    factor 3, as the encodings were made; points as ``schema.build_point`` stores them, their
+    encodings the ones ``make`` wrote), searched through ``PageIndex.search_vectors``."""
+    from multiprocessing import get_context
+
+    from bench_search import _mapped, _status, dir_bytes
+    from agree_core.encoders import load_encoder
+    from agree_core.index import PageIndex, first_stage
+    from agree_core.index.engines.base import Point
+    from agree_core.index.schema import FDE, POOLED, TOKENS
+
+    d, meta = load(n)
+    settings = json.loads((d / "settings.json").read_text())
+    ix = d / "index"
+    enc = load_encoder("text-layer")
+    if not (ix / "build.json").exists():
+        shutil.rmtree(ix, ignore_errors=True)
+        index = PageIndex.open(ix, enc, pool_factor=3, vector_datatype="turbo4")
+        fs = index.config.first_stage
+        assert all(fs[k] == v for k, v in settings.items() if k in ("k_sim", "dim_proj", "reps", "seed", "fused")), (fs, settings)
+        fde = np.load(d / "fde.npy", mmap_mode="r")
+        t0, cpu0 = time.perf_counter(), time.process_time()
+        t_write = 0.0
+        jobs = [(lo, min(lo + 512, n)) for lo in range(0, n, 512)]
+        with get_context("spawn").Pool(workers, initializer=_full_init, initargs=(str(d),)) as pool:
+            for lo, tokens, cents in pool.imap(_full_points, jobs):
+                t = time.perf_counter()
+                points = [Point(str(uuid.UUID(int=lo + j + 1)),
+                                {TOKENS: v, POOLED: c, FDE: np.asarray(fde[lo + j], np.float32)},
+                                {"doc_id": f"d{(lo + j) // 500}", "source": f"/synthetic/s{(lo + j) // 500}.pdf",
+                                 "page": (lo + j) % 500 + 1, "nvec": len(v) + len(c)})
+                          for j, (v, c) in enumerate(zip(tokens, cents))]
+                for k in range(0, len(points), 64):
+                    index.engine.upsert(points[k:k + 64])
+                if (lo // 512) % 4 == 3:
+                    index.engine.flush()
+                t_write += time.perf_counter() - t
+                if lo % 10240 == 0:
+                    log(f"  {lo + len(points):,}/{n:,} pages, {time.perf_counter() - t0:.0f} s, load {os.getloadavg()[0]:.1f}")
+        index.engine.flush()
+        t_all, cpu_write = time.perf_counter() - t0, time.process_time() - cpu0
+        t, cpu = time.perf_counter(), time.process_time()
+        index.engine.optimize()
+        info = {"write_s": round(t_all, 1), "upsert_s": round(t_write, 1), "write_cpu_s": round(cpu_write, 1),
+                "optimize_s": round(time.perf_counter() - t, 1), "optimize_cpu_s": round(time.process_time() - cpu, 1),
+                "load_after": os.getloadavg()[0]}
+        index.close()
+        info["disk_bytes"] = dir_bytes(ix)
+        (ix / "build.json").write_text(json.dumps(info))
+        log(json.dumps(info))
+    info = json.loads((ix / "build.json").read_text())
+    exact = np.load(d / "exact.npy")
+    ref = np.argsort(-exact, axis=1)[:, :10]
+    qz = np.load(d / "queries.npz")
+    qv, qo = qz["vectors"], qz["offsets"]
+    qs = [qv[qo[i]:qo[i + 1]] for i in range(len(qo) - 1)][:n_queries]
+    mem0 = _status()
+    index = PageIndex.open(ix, enc)
+    where = index.scope(None, pdf_pages_only=True)
+    print(f"## {n:,} pages through PageIndex.search_vectors: a real index folder (tokens turbo4 pooled by 3, "
+          f"32 centroids, first stage {json.dumps({k: index.config.first_stage[k] for k in ('m', 'quantization') if k in index.config.first_stage})})\n")
+    print(f"build: writes {info['write_s']:.0f} s ({n / info['write_s']:.0f} pages/s), optimize {info['optimize_s']:.0f} s "
+          f"({info['optimize_cpu_s']:.0f} CPU s), {info['disk_bytes'] / 1e9:.2f} GB = {info['disk_bytes'] / n / 1e3:.1f} KB/page "
+          f"on disk (load at the end {info['load_after']:.1f}); queries {len(qs)}, query encoding {meta['encode_ms']:.0f} ms "
+          f"apart\n\n{machine()}; load {os.getloadavg()[0]:.1f} before the searches\n")
+    print("| search | p50 ms | p90 ms | CPU ms p50 | recall@10 vs exact float32 |\n|---|---|---|---|---|")
+    saved = (first_stage.SCAN_CANDIDATES, first_stage.GRAPH_FANOUT)
+    for wide, c in plans:
+        if wide:  # the encodings' C pages -> c by centroids -> exact
+            first_stage.SCAN_CANDIDATES, first_stage.GRAPH_FANOUT = wide, 1
+            name = f"quantized scan of the encodings -> {wide} -> {c} by centroids -> exact"
+        else:  # the session-1 path: every page's centroids scanned
+            fs, index.config.first_stage = index.config.first_stage, {}
+            name = f"centroid scan of every page -> {c} -> exact"
+        run = lambda q: index.search_vectors([q], 10, where, candidates=c)[0]  # noqa: E731
+        run(qs[0])
+        ms, cpu, rec = [], [], []
+        for i, q in enumerate(qs):
+            t, t_cpu = time.perf_counter(), time.process_time()
+            hits = run(q)
+            ms.append((time.perf_counter() - t) * 1000)
+            cpu.append((time.process_time() - t_cpu) * 1000)
+            rec.append(len({uuid.UUID(h.id).int - 1 for h in hits} & set(ref[i].tolist())) / 10)
+        if not wide:
+            index.config.first_stage = fs
+        print(f"| {name} | {statistics.median(ms):.0f} | {np.percentile(ms, 90):.0f} | {statistics.median(cpu):.0f} | "
+              f"{np.mean(rec):.3f} |", flush=True)
+    first_stage.SCAN_CANDIDATES, first_stage.GRAPH_FANOUT = saved
+    mem = _status()
+    print(f"\nsearch process: +{(mem['RssAnon'] - mem0['RssAnon']) / 2**20:.0f} MB heap (model included), "
+          f"{_mapped(str(ix)) / 2**20:.0f} MB of index files resident; load {os.getloadavg()[0]:.1f}\n", flush=True)
+    index.close()
+    if not keep:
+        shutil.rmtree(ix, ignore_errors=True)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["make", "ideal", "graph"])
+    ap.add_argument("what", choices=["make", "grow", "ideal", "graph", "full"])
     ap.add_argument("--pages", type=int, default=100_000)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--queries", type=int, default=40)
@@ -236,15 +440,28 @@ def main() -> None:
     ap.add_argument("--m", type=int, default=16)
     ap.add_argument("--ef-construct", type=int, default=100)
     ap.add_argument("--hnsw-ef", default="800,1600,3200,6400")
+    ap.add_argument("--quantization", default="", help="graph: a quantized copy of the encodings "
+                    "(agree_core.index.engines.base.QUANTIZATIONS); with --m 0 a scan of it")
+    ap.add_argument("--oversampling", default="1,2,4", help="with --quantization")
+    ap.add_argument("--base-pages", type=int, default=100_000, help="grow: the pages `make` encoded")
+    ap.add_argument("--plans", default="3200:400,1600:400,0:400",
+                    help="full: C:c pairs (C encodings -> c by centroids -> exact; C 0: the centroid scan)")
     ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--fde-only", action="store_true",
+                    help="make: the encodings only (no exact / centroid scores: 1M pages)")
     a = ap.parse_args()
     cs, rs = [int(x) for x in a.candidates.split(",")], [int(x) for x in a.rescore.split(",")]
     if a.what == "make":
-        make(a.pages, a.workers, a.queries)
+        make(a.pages, a.workers, a.queries, a.fde_only)
     elif a.what == "ideal":
         ideal(a.pages, cs, rs)
+    elif a.what == "grow":
+        grow(a.pages, a.base_pages)
+    elif a.what == "full":
+        full(a.pages, a.workers, [tuple(int(x) for x in p.split(":")) for p in a.plans.split(",")], a.keep, a.queries)
     else:
-        graph(a.pages, a.m, a.ef_construct, [int(x) for x in a.hnsw_ef.split(",")], cs, rs, a.keep)
+        graph(a.pages, a.m, a.ef_construct, [int(x) for x in a.hnsw_ef.split(",")], cs, rs, a.keep,
+              a.quantization, [float(x) for x in a.oversampling.split(",")])
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """The MUVERA first stage of large searches (agree_core.index.first_stage): the encoding,
-both engines' dense HNSW vector, the search path above the page threshold, old indexes."""
+both engines' dense vector (a quantized scan; the HNSW graph of older indexes), the search
+path above the page threshold, old indexes."""
 
 import json
 import sys
@@ -74,7 +75,10 @@ def test_large_index_searches_through_the_encodings_and_finds_the_exact_top(
 
 def test_past_the_graphs_measured_range_searches_scan_the_centroids(tmp_path, sample_index, encoder,
                                                                    monkeypatch):
-    """Above FIRST_STAGE_MAX_PAGES the graph's recall fell (0.73 at 100k): the centroid scan."""
+    """An index built with the graph (session 6) keeps FIRST_STAGE_MAX_PAGES: above it the
+    graph's recall fell (0.82-0.90 at 100k) and the centroid scan is used; a scan of the
+    quantized encodings (the default) has no limit."""
+    from agree_core.index import first_stage
     from agree_core.index.schema import POOLED
 
     with PageIndex.open(copy_index(sample_index, tmp_path / "ix"), encoder) as index:
@@ -84,12 +88,56 @@ def test_past_the_graphs_measured_range_searches_scan_the_centroids(tmp_path, sa
         monkeypatch.setattr(index.engine, "search_batch",
                             lambda *a, **kw: calls.append(kw) or real(*a, **kw))
         monkeypatch.setattr(page_index_module, "FIRST_STAGE_MIN_PAGES", 0)
-        monkeypatch.setattr(page_index_module, "FIRST_STAGE_MAX_PAGES", n - 1)
+        monkeypatch.setattr(first_stage, "FIRST_STAGE_MAX_PAGES", n - 1)
+        index.search("solar panel output", k=2)
+        assert calls[-1]["prefetch"] == FDE and calls[-1]["oversampling"] == first_stage.OVERSAMPLING
+        assert calls[-1]["hnsw_ef"] is None  # no graph: a scan
+        scan = index.config.first_stage
+        index.config.first_stage = {k: v for k, v in scan.items() if k != "quantization"} | DEFAULT_GRAPH
         hits = index.search("solar panel output", k=2)
         assert calls[-1]["prefetch"] == POOLED and hits
-        monkeypatch.setattr(page_index_module, "FIRST_STAGE_MAX_PAGES", n)
+        monkeypatch.setattr(first_stage, "FIRST_STAGE_MAX_PAGES", n)
         index.search("solar panel output", k=2)
-        assert calls[-1]["prefetch"] == FDE
+        assert calls[-1]["prefetch"] == FDE and calls[-1]["hnsw_ef"] >= calls[-1]["candidates"]
+        assert calls[-1]["oversampling"] is None
+
+
+def test_both_engines_scan_a_quantized_dense_vector_and_rescore_it(tmp_path):
+    """The first stage's vector as both engines store it: no graph, a 1-bit copy. Edge builds
+    the copy when it optimizes (about 640 bytes a point of 5,120 dims, in its segment files); a scan
+    with oversampling returns scores of the stored vectors (rescored), as local mode (which
+    ignores quantization) does."""
+    from agree_core.index.engines.base import Point, VectorSpec
+    from agree_core.index.engines.edge import EdgeEngine
+    from agree_core.index.engines.server import ServerEngine, connect
+
+    rng = np.random.default_rng(5)
+    n, dim = 1_200, 5_120  # past Edge's indexing threshold (10 MB of float16), so it is optimized
+    x = rng.standard_normal((n, dim)).astype(np.float32)
+    from agree_core.index.first_stage import SCAN
+
+    spec = VectorSpec(FDE, dim, "float16", index=False, on_disk=True, multivector=False, m=0,
+                      quantization=SCAN["quantization"])
+    ids = [f"00000000-0000-0000-0000-{i + 1:012d}" for i in range(n)]
+    q = [x[i] + 0.3 * rng.standard_normal(dim).astype(np.float32) for i in (3, 500, 1_100)]
+    edge = EdgeEngine(tmp_path / "edge", [spec])
+    local = ServerEngine(connect(path=str(tmp_path / "local")), "c", [spec], local=True)
+    for engine in (edge, local):
+        for a in range(0, n, 300):
+            engine.upsert([Point(ids[i], {FDE: x[i]}, {}) for i in range(a, a + 300)])
+        engine.flush()
+        engine.optimize()
+        hits = engine.search_batch(q, 5, using=FDE, prefetch_queries=None, oversampling=4.0)
+        for h, i in zip(hits, (3, 500, 1_100)):
+            assert h[0].id == ids[i]
+            assert h[0].score == pytest.approx(float(x[i].astype(np.float16).astype(np.float32) @ q[(3, 500, 1_100).index(i)]),
+                                               rel=1e-3)
+        engine.close()
+    copies = sum(f.stat().st_size for f in (tmp_path / "edge").rglob("vector_storage-fde/quantized.data"))
+    assert n * dim // 8 <= copies < n * (dim // 8 + 64)  # 1 bit a dimension (and a norm or two)
+    with pytest.raises(ValueError, match="quantization must be one of"):
+        VectorSpec("tokens", 8, quantization="binary")
+
 
 def test_old_index_without_encodings_opens_and_gets_them_by_command(tmp_path, encoder, monkeypatch, capsys):
     from agree_core import cli
@@ -114,9 +162,13 @@ def test_old_index_without_encodings_opens_and_gets_them_by_command(tmp_path, en
     assert vec.shape == (muvera_of(index.config.dim, index.config.first_stage).size,)
 
 
-def test_server_collection_has_the_dense_hnsw_vector_and_searches_it(tmp_path, encoder, monkeypatch):
+def test_server_collection_has_the_quantized_encodings_and_scans_them(tmp_path, encoder, monkeypatch):
+    """A new index's ``fde`` vector on a server: no graph (m 0), a 1-bit copy in RAM, the
+    float16 encodings on disk; searches scan it with oversampling and rescoring."""
     if not OPENAPI.is_file():
         pytest.fail(f"Qdrant's OpenAPI schema is missing at {OPENAPI}")
+    from agree_core.index.first_stage import OVERSAMPLING, SCAN
+
     mock = MockQdrant(Schema())
     pdf = make_pdf(tmp_path / "a.pdf", ["solar panels on the roof", "parking for visitors"])
     monkeypatch.setattr(page_index_module, "FIRST_STAGE_MIN_PAGES", 0)
@@ -124,19 +176,55 @@ def test_server_collection_has_the_dense_hnsw_vector_and_searches_it(tmp_path, e
                         client_options={"transport": mock.transport(), "check_compatibility": False}) as index:
         assert index.add([pdf], progress=False).ok
         index.search_batch(["solar", "parking"], k=2)
+        assert {k: index.config.first_stage[k] for k in SCAN} == SCAN
     create = [b for m, t, b, _ in mock.requests if t == "/collections/{collection_name}" and b.get("vectors")][0]
     fde = create["vectors"][FDE]
     assert "multivector_config" not in fde or fde["multivector_config"] is None
-    assert fde["hnsw_config"]["m"] == DEFAULT_GRAPH["m"] and fde["size"] == muvera_of(384, index.config.first_stage).size
+    assert fde["hnsw_config"]["m"] == 0 and fde["size"] == muvera_of(384, index.config.first_stage).size
+    assert fde["quantization_config"] == {"turbo": {"always_ram": True, "bits": "bits1"}}
+    assert fde["on_disk"] is True
     assert create["vectors"]["tokens"]["hnsw_config"]["m"] == 0
     upserts = [p for m, t, b, _ in mock.requests if t.endswith("/points") and m == "PUT" for p in b["points"]]
     assert all(len(p["vector"][FDE]) == fde["size"] for p in upserts if p["vector"])
     queries = [b for m, t, b, _ in mock.requests if t.endswith("/points/query/batch")]
-    middle = queries[-1]["searches"][0]["prefetch"]  # the centroids rescore the graph's candidates
+    middle = queries[-1]["searches"][0]["prefetch"]  # the centroids rescore the scan's candidates
     assert middle["using"] == "pooled" and middle["params"]["exact"] is True
     prefetch = middle["prefetch"]
     assert prefetch["using"] == FDE and len(prefetch["query"]) == fde["size"]
-    assert prefetch["params"]["hnsw_ef"] >= prefetch["limit"] > middle["limit"]
+    assert prefetch["limit"] > middle["limit"] and "hnsw_ef" not in prefetch["params"]
+    assert prefetch["params"]["quantization"] == {"rescore": True, "oversampling": OVERSAMPLING}
+
+
+def test_an_index_built_with_the_graph_keeps_it_on_both_engines(tmp_path, encoder, monkeypatch):
+    """Session 6 indexes recorded m 32 and no quantization: they open with their graph (the
+    server's collection and the Edge shard's config) and are searched through it."""
+    from agree_core.index.engines.edge import EdgeEngine
+    from agree_core.index.schema import vector_specs
+
+    mock = MockQdrant(Schema())
+    graph = {"kind": "muvera", "k_sim": 4, "dim_proj": 16, "reps": 20, "seed": 0, "fused": True, **DEFAULT_GRAPH}
+    with PageIndex.open("qdrant://qdrant.example:6333/old", encoder, first_stage={**graph, "quantization": ""},
+                        client_options={"transport": mock.transport(), "check_compatibility": False}) as index:
+        pass
+    create = [b for m, t, b, _ in mock.requests if t == "/collections/{collection_name}" and b.get("vectors")][0]
+    assert create["vectors"][FDE]["hnsw_config"]["m"] == DEFAULT_GRAPH["m"]
+    assert not create["vectors"][FDE].get("quantization_config") and not create["vectors"][FDE]["on_disk"]
+    (spec,) = [s for s in vector_specs(384, "turbo4", True, graph) if s.name == FDE]
+    assert spec.index and spec.m == DEFAULT_GRAPH["m"] and not spec.quantization
+    pdf = make_pdf(tmp_path / "a.pdf", lorem_pages(3))
+    with PageIndex.open(tmp_path / "old", encoder) as index:
+        index.add([pdf], progress=False)
+    config = json.loads((tmp_path / "old" / "agree-index.json").read_text())
+    config["first_stage"] = graph  # as session 6 wrote it
+    (tmp_path / "old" / "agree-index.json").write_text(json.dumps(config))
+    monkeypatch.setattr(page_index_module, "FIRST_STAGE_MIN_PAGES", 0)
+    with PageIndex.open(tmp_path / "old", encoder) as index:
+        assert index.config.first_stage == graph and isinstance(index.engine, EdgeEngine)
+        calls = []
+        real = index.engine.search_batch
+        monkeypatch.setattr(index.engine, "search_batch", lambda *a, **kw: calls.append(kw) or real(*a, **kw))
+        assert index.search(marker(2), k=1)[0].page == 2
+    assert calls[-1]["prefetch"] == FDE and calls[-1]["hnsw_ef"] and calls[-1]["oversampling"] is None
 
 
 def test_fused_encodings_are_made_of_the_token_part():
@@ -157,16 +245,16 @@ def test_fused_encodings_are_made_of_the_token_part():
 def test_new_index_records_fused_and_the_graph_and_a_stale_one_is_encoded_again(
         tmp_path, sample_index, encoder, monkeypatch, capsys):
     from agree_core import cli
-    from agree_core.index.first_stage import DEFAULT_GRAPH, usable
+    from agree_core.index.first_stage import SCAN, usable
     from agree_core.index.schema import POOLED
 
     index_dir = copy_index(sample_index, tmp_path / "ix")
     with PageIndex.open(index_dir, encoder) as index:
         fs = index.config.first_stage
         assert fs["fused"] is (encoder.config["sentence_weight"] > 0) is True
-        assert {k: fs[k] for k in DEFAULT_GRAPH} == DEFAULT_GRAPH and usable(index.config)
+        assert {k: fs[k] for k in SCAN} == SCAN and usable(index.config)
     config = json.loads((index_dir / "agree-index.json").read_text())
-    for key in ("fused", *DEFAULT_GRAPH):  # as session 5 wrote it: fused coordinate hashed
+    for key in ("fused", *SCAN):  # as session 5 wrote it: fused coordinate hashed
         del config["first_stage"][key]
     (index_dir / "agree-index.json").write_text(json.dumps(config))
     monkeypatch.setattr(page_index_module, "FIRST_STAGE_MIN_PAGES", 1)
@@ -181,6 +269,7 @@ def test_new_index_records_fused_and_the_graph_and_a_stale_one_is_encoded_again(
     assert "first stage built for" in capsys.readouterr().out
     with PageIndex.open(index_dir, encoder) as index:
         assert usable(index.config) and index.config.first_stage["m"] == 16  # the graph it had
+        assert "quantization" not in index.config.first_stage
         exact = index.search_batch(["solar panel output", "parking"], k=3, candidates=0)
         fast = index.search_batch(["solar panel output", "parking"], k=3, candidates=index.engine.count())
     assert [[h.page_id for h in x] for x in fast] == [[h.page_id for h in x] for x in exact]

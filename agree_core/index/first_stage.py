@@ -1,5 +1,6 @@
 """The first stage of large searches: one dense vector per page (a MUVERA fixed-dimensional
-encoding) in the engine's HNSW graph, whose candidates exact MaxSim then rescores.
+encoding) that the engine scans in a binary-quantized copy (or, in indexes built before
+session 7, searches through an HNSW graph), whose candidates exact MaxSim then rescores.
 
 MUVERA (Dhulipala et al., 2024, "MUVERA: Multi-Vector Retrieval via Fixed Dimensional
 Encodings") turns a set of vectors into one vector whose dot product with a query's encoding
@@ -25,27 +26,36 @@ from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["FDE", "Muvera", "DEFAULT_MUVERA", "DEFAULT_GRAPH", "new_settings", "graph_of", "usable",
-           "FIRST_STAGE_MIN_PAGES", "FIRST_STAGE_MAX_PAGES", "DEFAULT_FDE_CANDIDATES",
-           "HNSW_EF", "HNSW_M", "HNSW_EF_CONSTRUCT", "FDE_DATATYPE"]
+__all__ = ["FDE", "Muvera", "DEFAULT_MUVERA", "DEFAULT_GRAPH", "SCAN", "new_settings", "graph_of",
+           "quantization_of", "max_pages", "usable", "FIRST_STAGE_MIN_PAGES", "FIRST_STAGE_MAX_PAGES",
+           "DEFAULT_FDE_CANDIDATES", "HNSW_EF", "HNSW_M", "HNSW_EF_CONSTRUCT", "FDE_DATATYPE", "OVERSAMPLING"]
 
 FDE = "fde"  # the named dense vector of the encodings
 DEFAULT_MUVERA = {"k_sim": 4, "dim_proj": 16, "reps": 20, "seed": 0}  # 5,120 dims (BENCHMARKS.md)
 FIRST_STAGE_MIN_PAGES = 2_000  # above this many points, searches start from the encodings (= exact up to it)
-# ... up to this many: at 100,000 synthetic pages the graph found 0.90 of the exact top 10 at
-# best (m 64; 0.82 with m 32, 0.78 with m 16), where the encodings themselves hold 0.965 at 3,200 candidates and
-# the centroid scan 0.985 (BENCHMARKS.md, session 6): larger indexes keep the slower centroid scan
+# ... up to this many through an HNSW graph: at 100,000 synthetic pages the graph found 0.90 of
+# the exact top 10 at best (m 64; 0.82 with m 32), where the encodings themselves hold 0.965 at
+# 3,200 candidates (BENCHMARKS.md, session 6): larger indexes with a graph keep the centroid scan.
+# Indexes that scan their quantized encodings (SCAN, the default since session 7) have no limit.
 FIRST_STAGE_MAX_PAGES = 20_000
 DEFAULT_FDE_CANDIDATES = 400  # pages exact MaxSim rescores (after the centroid stage)
 HNSW_EF = 1_000  # the graph's search breadth (at least the candidates asked for)
-HNSW_M, HNSW_EF_CONSTRUCT = 32, 100  # m 32: 0.817 against m 16's 0.778 at 100,000 pages (m 64:
-# 0.895 but 90-127 ms a graph search there, against 51-73)
+HNSW_M, HNSW_EF_CONSTRUCT = 32, 100  # indexes with a graph (session 6): m 32
 OLD_GRAPH = {"m": 16, "ef_construct": 100}  # what indexes that recorded no graph parameters have
 DEFAULT_GRAPH = {"m": HNSW_M, "ef_construct": HNSW_EF_CONSTRUCT}
-# the graph passes this many pages (or GRAPH_FANOUT times the exact stage's) to the centroid
-# stage: with an ideal graph, 1,600 -> 400 by centroids -> exact kept 0.993 of the exact top 10
-# at 8,192 pages (exact over 800 graph candidates, the session-5 default: 0.982)
+# the default first stage: no graph (m 0); every page's encoding scanned in its 1-bit TurboQuant
+# copy (640 bytes a page in RAM), OVERSAMPLING times the candidates kept by it and rescored by the
+# float16 encodings. At 100,000 pages: 0.935 of the float encodings' own top 3,200, recall@10
+# 0.960 after the centroid stage, 40 CPU ms; Qdrant's binary quantization kept 0.51 (0.923), int8
+# 1.00 (0.963) at 60 CPU ms and 8x the RAM (BENCHMARKS.md, session 7)
+SCAN = {"m": 0, "ef_construct": HNSW_EF_CONSTRUCT, "quantization": "turbo-1bit"}
+OVERSAMPLING = 2.0
+# the first stage passes this many pages (or GRAPH_FANOUT times the exact stage's) to the
+# centroid stage: with an ideal graph, 1,600 -> 400 by centroids -> exact kept 0.993 of the exact
+# top 10 at 8,192 pages, and 3,200 -> 400 0.963 at 100,000 (BENCHMARKS.md, session 6), where
+# 1,600 -> 400 kept 0.935: a scan passes SCAN_CANDIDATES (it costs no graph search to ask more)
 GRAPH_CANDIDATES = 1_600
+SCAN_CANDIDATES = 3_200
 GRAPH_FANOUT = 4
 FDE_DATATYPE = "float16"  # how the engine stores the encodings
 
@@ -187,15 +197,28 @@ def _is_fused(encoder_config: dict[str, Any]) -> bool:
 def new_settings(encoder_config: dict[str, Any]) -> dict[str, Any]:
     """The ``first_stage`` config of a new index (or of one given the first stage now): the
     encoding, whether the encoder's vectors are window-fused (:meth:`Muvera.token_part`), and
-    the graph's parameters, all recorded so that the index keeps them when defaults move."""
-    return {"kind": "muvera", **DEFAULT_MUVERA,
-            "fused": _is_fused(encoder_config), **DEFAULT_GRAPH}
+    how the encodings are searched (:data:`SCAN`: no graph, a quantized copy), all recorded so
+    that the index keeps them when defaults move."""
+    return {"kind": "muvera", **DEFAULT_MUVERA, "fused": _is_fused(encoder_config), **SCAN}
 
 
 def graph_of(first_stage: dict[str, Any]) -> dict[str, int]:
-    """The HNSW parameters of an index's ``fde`` graph: what its config recorded, else (an
-    index built before they were recorded) the ones it was built with, m 16 / ef_construct 100."""
+    """The HNSW parameters of an index's ``fde`` vector (``m`` 0: no graph, a scan): what its
+    config recorded, else (an index built before they were recorded) the ones it was built
+    with, m 16 / ef_construct 100."""
     return {k: int(first_stage.get(k, v)) for k, v in OLD_GRAPH.items()}
+
+
+def quantization_of(first_stage: dict[str, Any]) -> str:
+    """The quantized copy of the encodings the first stage reads ("" for none: indexes built
+    before session 7, searched through their graph)."""
+    return str(first_stage.get("quantization") or "")
+
+
+def max_pages(first_stage: dict[str, Any]) -> float:
+    """Points up to which searches go through the encodings: no limit for a scan of every
+    page; :data:`FIRST_STAGE_MAX_PAGES` through a graph (its recall falls past it)."""
+    return float("inf") if graph_of(first_stage)["m"] == 0 else FIRST_STAGE_MAX_PAGES
 
 
 def search(engine: Any, config: Any, queries: list[np.ndarray], k: int, where: Any,
@@ -203,19 +226,24 @@ def search(engine: Any, config: Any, queries: list[np.ndarray], k: int, where: A
            exclude: Sequence[str] = ()) -> list[list[Any]]:
     """Top ``k`` by exact MaxSim over the vector ``using`` of the ``candidates`` pages that
     come through the cascade, all in one engine query under the same filter: the
-    ``graph_candidates(candidates)`` pages whose encodings are nearest to each query's (the
-    HNSW graph over ``fde``), then, with ``rescore_with`` (the 32 stored centroids), the best
-    ``candidates`` of them by MaxSim over those vectors."""
-    muv = muvera_of(config.dim, config.first_stage)
+    ``graph_candidates(candidates)`` pages whose encodings are nearest to each query's (a
+    scan of the quantized encodings, :data:`OVERSAMPLING` times as many rescored by the
+    encodings; or the HNSW graph of older indexes), then, with ``rescore_with`` (the 32
+    stored centroids), the best ``candidates`` of them by MaxSim over those vectors."""
+    fs = config.first_stage
+    muv = muvera_of(config.dim, fs)
     c = max(candidates, k)
-    wide = graph_candidates(c) if rescore_with else c
+    graph = graph_of(fs)["m"] > 0
+    wide = graph_candidates(c, scan=not graph) if rescore_with else c
     return engine.search_batch(queries, k, using=using, where=where, prefetch=FDE,
                                candidates=wide, exclude=exclude,
                                prefetch_queries=[muv.encode_query(q) for q in queries],
-                               hnsw_ef=max(HNSW_EF, wide),
+                               hnsw_ef=max(HNSW_EF, wide) if graph else None,
+                               oversampling=OVERSAMPLING if quantization_of(fs) else None,
                                rescore=(rescore_with, c) if rescore_with else None)
 
 
-def graph_candidates(candidates: int) -> int:
-    """Pages the graph passes to the centroid stage when ``candidates`` reach exact MaxSim."""
-    return max(GRAPH_CANDIDATES, GRAPH_FANOUT * candidates)
+def graph_candidates(candidates: int, scan: bool = False) -> int:
+    """Pages the first stage passes to the centroid stage when ``candidates`` reach exact
+    MaxSim (``scan``: a scan of the quantized encodings, else a graph search)."""
+    return max(SCAN_CANDIDATES if scan else GRAPH_CANDIDATES, GRAPH_FANOUT * candidates)

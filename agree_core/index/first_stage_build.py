@@ -5,7 +5,7 @@ collections by scanning every pooled centroid, and so do indexes of a window-fus
 whose encodings were made before ``fused`` was recorded (:func:`first_stage.usable`). This adds the vector to the collection,
 encodes every point's stored vectors (no re-encoding of pages: the encodings are made from
 what the index stores), writes them in batches, records the settings in the index config
-and builds the HNSW graph. Interrupted, it is rerun from the start (points that have an
+and builds what they ask for (the quantized copy, or the HNSW graph of stale encodings). Interrupted, it is rerun from the start (points that have an
 encoding are simply written again); searches keep the old first stage until it finishes.
 """
 
@@ -35,6 +35,7 @@ def build_first_stage(index: Any, *, batch: int = 256, progress: bool = True) ->
         return 0
     settings = new_settings(index.config.encoder_config)
     if index.config.first_stage:  # stale encodings (usable() says why): new ones, the same graph
+        settings.pop("quantization", None)
         settings.update(graph_of(index.config.first_stage))
     muv = muvera_of(index.config.dim, settings)
     try:
@@ -44,18 +45,22 @@ def build_first_stage(index: Any, *, batch: int = 256, progress: bool = True) ->
             raise
     done = 0
     bar = tqdm(total=index.engine.count(), desc="first stage", unit="point", disable=not progress)
-    pending: dict[str, dict] = {}
-    for p in index.engine.scroll(payload=False, vectors=[TOKENS], batch=batch):
-        pending[p.id] = {FDE: muv.encode_document(p.vectors[TOKENS])}
-        if len(pending) == batch:
-            index.engine.update_vectors(pending)
-            done += len(pending)
-            bar.update(len(pending))
-            pending = {}
-    if pending:
-        index.engine.update_vectors(pending)
+    pending: list = []
+
+    def write() -> None:
+        nonlocal done
+        fdes = muv.encode_documents([p.vectors[TOKENS] for p in pending])  # (batch, size)
+        index.engine.update_vectors({p.id: {FDE: f} for p, f in zip(pending, fdes)})
         done += len(pending)
         bar.update(len(pending))
+        pending.clear()
+
+    for p in index.engine.scroll(payload=False, vectors=[TOKENS], batch=batch):
+        pending.append(p)
+        if len(pending) == batch:
+            write()
+    if pending:
+        write()
     bar.close()
     index.engine.flush()
     index.engine.optimize()

@@ -36,7 +36,7 @@ from agree_core.index import filters as F
 from agree_core.index.catalog import Catalog
 from agree_core.index.config import IndexConfig, IndexConfigError
 from agree_core.index import first_stage, ingest, sizes
-from agree_core.index.first_stage import DEFAULT_FDE_CANDIDATES, FIRST_STAGE_MAX_PAGES, FIRST_STAGE_MIN_PAGES
+from agree_core.index.first_stage import DEFAULT_FDE_CANDIDATES, FIRST_STAGE_MIN_PAGES
 from agree_core.index.ingest import AddReport  # noqa: F401 - a public name of this module
 from agree_core.index.schema import POOLED, SEARCH_EXCLUDE, TOKENS, candidates_for, expand_pooled, visible
 from agree_core.index.storage import Storage
@@ -262,11 +262,13 @@ class PageIndex:
                 :mod:`agree_core.index.filters` (AND, OR, NOT).
             candidates: pages kept by the first stage before exact MaxSim rescoring; default
                 exact search up to 2,000 pages, above it 400 through the encodings (800 through
-                the centroid scan). The first stage is, up to 20,000 pages, the pages' MUVERA
-                encodings in an HNSW graph (1,600 or 4x candidates) whose survivors the 32
-                stored centroids narrow to ``candidates``, all in one engine query
-                (:mod:`~agree_core.index.first_stage`); else (and on indexes built before it)
-                the scan of every pooled centroid (``agree first-stage`` adds the encodings).
+                the centroid scan). The first stage is a scan of the pages' binary-quantized
+                MUVERA encodings (1,600 or 4x candidates, oversampled and rescored by the
+                encodings) whose survivors the 32 stored centroids narrow to ``candidates``,
+                all in one engine query (:mod:`~agree_core.index.first_stage`); indexes built
+                with an HNSW graph of the encodings (session 5-6) use it up to 20,000 pages;
+                above that, and on indexes without encodings, the scan of every pooled
+                centroid (``agree first-stage`` adds the encodings).
         """
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
@@ -299,7 +301,8 @@ class PageIndex:
         usable = first_stage.usable(self.config)
         points = self.engine.count() if candidates != 0 and (candidates is None or usable) else 0
         pooled = POOLED if self.config.pooled_vectors > 0 else None
-        if usable and FIRST_STAGE_MIN_PAGES < points <= FIRST_STAGE_MAX_PAGES and candidates != 0:
+        if usable and FIRST_STAGE_MIN_PAGES < points <= first_stage.max_pages(self.config.first_stage) \
+                and candidates != 0:
             n = DEFAULT_FDE_CANDIDATES if candidates is None else candidates_for(points, candidates)
             return first_stage.search(self.engine, self.config, list(queries), k, where, n,
                                       using=TOKENS, rescore_with=pooled, exclude=SEARCH_EXCLUDE)

@@ -34,7 +34,7 @@ import torch
 from agree_core.encoders import PageEmbedding
 from agree_core.index import filters as F
 from agree_core.index.engines.base import Point, VectorSpec
-from agree_core.index.first_stage import FDE, FDE_DATATYPE, graph_of, muvera_of
+from agree_core.index.first_stage import FDE, FDE_DATATYPE, graph_of, muvera_of, quantization_of
 from agree_core.pooling import pool_tokens, pool_vectors
 
 __all__ = ["TOKENS", "POOLED", "IMAGE_DATA", "SEARCH_EXCLUDE", "KEYWORD_FIELDS", "INTEGER_FIELDS",
@@ -61,7 +61,7 @@ def expand_pooled(vectors: np.ndarray, payload: dict[str, Any]) -> np.ndarray:
 def vector_specs(dim: int, datatype: str, pooled: bool,
                  first_stage: dict[str, Any] | None = None) -> list[VectorSpec]:
     """``tokens``: rescoring only (no HNSW graph), on disk; ``pooled``: in RAM; with a
-    ``first_stage`` config, ``fde``: a page's MUVERA encoding, dense, in an HNSW graph."""
+    ``first_stage`` config, ``fde``: a page's MUVERA encoding, dense (:func:`fde_spec`)."""
     specs = [VectorSpec(TOKENS, dim, datatype, index=False, on_disk=True)]
     if pooled:
         specs.append(VectorSpec(POOLED, dim, datatype, index=False, on_disk=False))
@@ -71,9 +71,12 @@ def vector_specs(dim: int, datatype: str, pooled: bool,
 
 
 def fde_spec(dim: int, first_stage: dict[str, Any]) -> VectorSpec:
-    """The ``fde`` vector of an index whose config has ``first_stage`` settings."""
-    return VectorSpec(FDE, muvera_of(dim, first_stage).size, FDE_DATATYPE, index=True,
-                      on_disk=False, multivector=False, **graph_of(first_stage))
+    """The ``fde`` vector of an index whose config has ``first_stage`` settings: with a
+    quantized copy (in RAM, what a scan reads), the encodings themselves on disk (only the
+    oversampled candidates' are read); an HNSW graph when ``m`` > 0."""
+    graph, quantization = graph_of(first_stage), quantization_of(first_stage)
+    return VectorSpec(FDE, muvera_of(dim, first_stage).size, FDE_DATATYPE, index=graph["m"] > 0,
+                      on_disk=bool(quantization), multivector=False, quantization=quantization, **graph)
 
 
 def build_point(point_id: str, emb: PageEmbedding, *, pooled: int, text: str | None,

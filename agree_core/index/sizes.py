@@ -62,9 +62,13 @@ def index_sizes(index: "PageIndex") -> dict[str, Any]:
 
 
 def fde_bytes(config: Any) -> float:
-    """Bytes of one point's first-stage encoding (0 for an index without it)."""
-    from agree_core.index.first_stage import FDE_DATATYPE, muvera_of
+    """Bytes of one point's first-stage encoding, and of its quantized copy when the index
+    scans one (0 for an index without a first stage)."""
+    from agree_core.index.engines.base import QUANTIZATIONS
+    from agree_core.index.first_stage import FDE_DATATYPE, muvera_of, quantization_of
 
     if not config.first_stage:
         return 0.0
-    return muvera_of(config.dim, config.first_stage).size * VECTOR_DATATYPES[FDE_DATATYPE]
+    size = muvera_of(config.dim, config.first_stage).size
+    bits = QUANTIZATIONS.get(quantization_of(config.first_stage), 0)
+    return size * VECTOR_DATATYPES[FDE_DATATYPE] + size * bits / 8

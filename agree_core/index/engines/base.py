@@ -19,7 +19,13 @@ import numpy as np
 
 from agree_core.index.filters import Node
 
-__all__ = ["Engine", "Point", "Scored", "VectorSpec", "Capabilities", "Payload"]
+__all__ = ["Engine", "Point", "Scored", "VectorSpec", "Capabilities", "Payload", "QUANTIZATIONS"]
+
+# quantized copies of a dense vector that searches scan (with oversampling, then rescoring by
+# the stored vectors): Qdrant's binary quantization (1 or 2 bits a dimension; "-q4"/"-q8": the
+# query quantized to 4/8 bits instead, asymmetric), scalar int8, TurboQuant at 1 / 2 bits
+QUANTIZATIONS = {"binary": 1, "binary-q4": 1, "binary-q8": 1, "binary-2bit": 2, "int8": 8,
+                 "turbo-1bit": 1, "turbo-2bit": 2}  # name: bits a dimension
 
 Payload = dict[str, Any]
 
@@ -46,7 +52,9 @@ class VectorSpec:
     """A named vector of the collection: a MaxSim multivector, or with ``multivector=False``
     one dense vector per point (dot product). ``index``: build an HNSW graph of ``m`` edges
     per node and ``ef_construct`` (off for vectors that are only rescored or scanned);
-    ``on_disk``: keep the vectors on disk, not in RAM."""
+    ``on_disk``: keep the vectors on disk, not in RAM; ``quantization`` (one of
+    :data:`QUANTIZATIONS`, dense vectors only): also keep a quantized copy in RAM, which
+    searches read first (``oversampling`` in :meth:`Engine.search_batch`)."""
 
     name: str
     dim: int
@@ -56,6 +64,12 @@ class VectorSpec:
     multivector: bool = True
     m: int = 16
     ef_construct: int = 100
+    quantization: str = ""
+
+    def __post_init__(self) -> None:
+        if self.quantization and (self.multivector or self.quantization not in QUANTIZATIONS):
+            raise ValueError(f"quantization must be one of {', '.join(QUANTIZATIONS)} on a dense vector, "
+                             f"got {self.quantization!r} on {self.name!r}")
 
 
 @dataclass(frozen=True)
@@ -114,13 +128,16 @@ class Engine(ABC):
                      candidates: int = 0, exclude: Sequence[str] = (),
                      prefetch_queries: Sequence[np.ndarray] | None = None,
                      hnsw_ef: int | None = None,
-                     rescore: tuple[str, int] | None = None) -> list[list[Scored]]:
+                     rescore: tuple[str, int] | None = None,
+                     oversampling: float | None = None) -> list[list[Scored]]:
         """Top ``limit`` points by MaxSim of each query ``(n_q, dim)`` against vector
         ``using``, exact. With ``prefetch`` and ``candidates``, MaxSim over the vector
         ``prefetch`` first keeps ``candidates`` points and ``using`` rescores them. With
         ``prefetch_queries`` (one dense vector per query), that first stage is instead a
         nearest-neighbour search of the dense vector ``prefetch`` through its HNSW graph
-        (``hnsw_ef``: the graph's search breadth). With ``rescore = (name, n)`` a middle
+        (``hnsw_ef``: the graph's search breadth), or with no graph (``m=0``) a scan; over a
+        quantized vector, ``oversampling`` times as many points are kept by the quantized
+        copy and rescored by the stored vectors. With ``rescore = (name, n)`` a middle
         stage sits between the two: exact MaxSim of the query over the multivector ``name``
         keeps the best ``n`` of the candidates for ``using`` (one nested query in the
         engine)."""

@@ -42,8 +42,8 @@ class EdgeEngine(Engine):
         for v in vectors:
             if v.datatype not in datatypes:
                 raise ValueError(f"vector datatype must be one of {sorted(datatypes)}, got {v.datatype!r}")
-        self._datatypes = datatypes
-        config = qe.EdgeConfig(vectors={v.name: _params(v, datatypes) for v in vectors})
+        self._datatypes, self._path, self._specs = datatypes, path, list(vectors)
+        config = self._config()
         self.names = [v.name for v in vectors]
         if path.exists() and any(path.iterdir()):
             self._shard = qe.EdgeShard.load(str(path), config)
@@ -54,6 +54,11 @@ class EdgeEngine(Engine):
                 self.ensure_field_index(key, "keyword")
             for key in integer_fields:
                 self.ensure_field_index(key, "integer")
+
+    def _config(self) -> Any:
+        """The shard's config: every named vector's parameters (a loaded shard converges to
+        them through its optimizers)."""
+        return _qe().EdgeConfig(vectors={v.name: _params(v, self._datatypes) for v in self._specs})
 
     # -- writing ----------------------------------------------------------------------------
     def upsert(self, points: Sequence[Point]) -> None:
@@ -103,10 +108,16 @@ class EdgeEngine(Engine):
         self._shard.flush()
 
     def add_dense_vector(self, spec: VectorSpec) -> None:
+        """The operation takes no graph or quantization settings: the shard is reopened with
+        its config given (``spec`` included), so that its next :meth:`optimize` builds them."""
         qe = _qe()
         self._shard.update(qe.UpdateOperation.create_dense_vector(
             spec.name, spec.dim, qe.Distance.Dot, datatype=self._datatypes[spec.datatype]))
         self.names.append(spec.name)
+        self._specs.append(spec)
+        self._shard.flush()
+        self._shard.close()
+        self._shard = qe.EdgeShard.load(str(self._path), self._config())
 
     def update_vectors(self, vectors: dict[str, dict[str, np.ndarray]]) -> None:
         qe = _qe()
@@ -150,23 +161,25 @@ class EdgeEngine(Engine):
                      candidates: int = 0, exclude: Sequence[str] = (),
                      prefetch_queries: Sequence[np.ndarray] | None = None,
                      hnsw_ef: int | None = None,
-                     rescore: tuple[str, int] | None = None) -> list[list[Scored]]:
+                     rescore: tuple[str, int] | None = None,
+                     oversampling: float | None = None) -> list[list[Scored]]:
         qe = _qe()
         exact, flt, select = qe.SearchParams(exact=True), to_edge(where), _selector(True, exclude)
+        dense = qe.SearchParams(hnsw_ef=hnsw_ef, quantization=None if oversampling is None else
+                                qe.QuantizationSearchParams(rescore=True, oversampling=oversampling))
         out = []
         for i, q in enumerate(queries):
             q = np.ascontiguousarray(q, dtype=np.float32)  # (n_q, dim)
             first, params = q, exact
-            if prefetch_queries is not None:  # a dense vector through the HNSW graph
-                first, params = (np.ascontiguousarray(prefetch_queries[i], dtype=np.float32),
-                                 qe.SearchParams(hnsw_ef=hnsw_ef))
+            if prefetch_queries is not None:  # a dense vector: its HNSW graph or quantized scan
+                first, params = np.ascontiguousarray(prefetch_queries[i], dtype=np.float32), dense
             prefetches = ([qe.Prefetch(limit=max(candidates, limit), filter=flt, params=params,
                                        query=qe.Query.Nearest(first, using=prefetch))]
                           if prefetch and candidates else None)
             if prefetches and rescore:  # the candidates' middle stage, inside the same query
                 prefetches = [qe.Prefetch(limit=max(rescore[1], limit), filter=flt, params=exact,
                                           query=qe.Query.Nearest(q, using=rescore[0]), prefetches=prefetches)]
-            main = exact if hnsw_ef is None or prefetches else qe.SearchParams(hnsw_ef=hnsw_ef)
+            main = exact if (hnsw_ef is None and oversampling is None) or prefetches else dense
             request = qe.QueryRequest(limit=limit, query=qe.Query.Nearest(q, using=using),
                                       prefetches=prefetches, filter=flt, params=main,
                                       with_payload=select)
@@ -183,7 +196,24 @@ def _params(v: VectorSpec, datatypes: dict[str, Any]) -> Any:
         size=v.dim, distance=qe.Distance.Dot, datatype=datatypes[v.datatype],
         multivector_config=qe.MultiVectorConfig(qe.MultiVectorComparator.MaxSim) if v.multivector else None,
         hnsw_config=(qe.HnswIndexConfig(m=v.m, ef_construct=v.ef_construct, full_scan_threshold=1_000)
-                     if v.index else qe.HnswIndexConfig(m=0, ef_construct=100, full_scan_threshold=10_000)))
+                     if v.index else qe.HnswIndexConfig(m=0, ef_construct=100, full_scan_threshold=10_000)),
+        quantization_config=_quantization(v.quantization))
+
+
+def _quantization(name: str) -> Any:
+    """Edge's quantization config of a :data:`~.base.QUANTIZATIONS` name (None: none), kept in RAM."""
+    if not name:
+        return None
+    qe = _qe()
+    if name == "int8":
+        return qe.ScalarQuantizationConfig(qe.ScalarType.Int8, always_ram=True)
+    if name.startswith("turbo-"):
+        bits = {"turbo-1bit": qe.TurboQuantBitSize.Bits1, "turbo-2bit": qe.TurboQuantBitSize.Bits2}[name]
+        return qe.TurboQuantQuantizationConfig(always_ram=True, bits=bits)
+    encoding = qe.BinaryQuantizationEncoding.TwoBits if name == "binary-2bit" else qe.BinaryQuantizationEncoding.OneBit
+    query = {"binary-q4": qe.BinaryQuantizationQueryEncoding.Scalar4Bits,
+             "binary-q8": qe.BinaryQuantizationQueryEncoding.Scalar8Bits}.get(name)
+    return qe.BinaryQuantizationConfig(always_ram=True, encoding=encoding, query_encoding=query)
 
 
 def _selector(payload: bool | list[str], exclude: Sequence[str]) -> Any:

@@ -154,14 +154,19 @@ class ServerEngine(Engine):
         """Writes are acknowledged once applied (``wait=True``): nothing to flush."""
 
     def add_dense_vector(self, spec: VectorSpec) -> None:
-        """A new named vector on the collection (the server gives it the collection's HNSW
-        settings)."""
+        """A new named vector on the collection, then its graph and quantization settings
+        (creating a vector name takes none: the server would give it the collection's)."""
         m = _models()
         datatype = {"float32": m.VectorStorageDatatype.FLOAT32, "float16": m.VectorStorageDatatype.FLOAT16,
                     "turbo8": m.VectorStorageDatatype.TURBO8, "turbo4": m.VectorStorageDatatype.TURBO4}
         self.client.create_vector_name(self.collection, spec.name, vector_name_config=m.DenseVectorNameConfig(
             dense=m.DenseVectorConfig(size=spec.dim, distance=m.Distance.DOT,
                                       datatype=None if self.local else datatype[spec.datatype])))
+        if not self.local:
+            params = _params(spec)
+            self.client.update_collection(self.collection, vectors_config={spec.name: m.VectorParamsDiff(
+                hnsw_config=params.hnsw_config, quantization_config=params.quantization_config,
+                on_disk=spec.on_disk)})
 
     def update_vectors(self, vectors: dict[str, dict[str, np.ndarray]]) -> None:
         m = _models()
@@ -204,23 +209,27 @@ class ServerEngine(Engine):
                      candidates: int = 0, exclude: Sequence[str] = (),
                      prefetch_queries: Sequence[np.ndarray] | None = None,
                      hnsw_ef: int | None = None,
-                     rescore: tuple[str, int] | None = None) -> list[list[Scored]]:
+                     rescore: tuple[str, int] | None = None,
+                     oversampling: float | None = None) -> list[list[Scored]]:
         m = _models()
         # local mode always searches exactly (and warns about search params)
         flt, exact = to_models(where), None if self.local else m.SearchParams(exact=True)
+        dense = None if self.local else m.SearchParams(
+            hnsw_ef=hnsw_ef, quantization=None if oversampling is None else
+            m.QuantizationSearchParams(rescore=True, oversampling=oversampling))
         requests = []
         for i, q in enumerate(queries):
             q = np.asarray(q, dtype=np.float32).tolist()  # (n_q, dim)
             fq, params = q, exact
-            if prefetch_queries is not None:  # a dense vector through the HNSW graph
+            if prefetch_queries is not None:  # a dense vector: its HNSW graph or quantized scan
                 fq = np.asarray(prefetch_queries[i], dtype=np.float32).tolist()
-                params = None if self.local else m.SearchParams(hnsw_ef=hnsw_ef)
+                params = dense
             first = (m.Prefetch(query=fq, using=prefetch, limit=max(candidates, limit), filter=flt, params=params)
                      if prefetch and candidates else None)
             if first is not None and rescore:  # the candidates' middle stage, inside the same query
                 first = m.Prefetch(query=q, using=rescore[0], limit=max(rescore[1], limit), filter=flt,
                                    params=exact, prefetch=first)
-            main = exact if hnsw_ef is None or first is not None or self.local else m.SearchParams(hnsw_ef=hnsw_ef)
+            main = exact if (hnsw_ef is None and oversampling is None) or first is not None or self.local else dense
             requests.append(m.QueryRequest(query=q, using=using, prefetch=first, filter=flt, limit=limit,
                                            params=main, with_payload=_selector(True, exclude)))
         if not requests:
@@ -238,8 +247,27 @@ def _params(v: VectorSpec) -> Any:
     return m.VectorParams(
         size=v.dim, distance=m.Distance.DOT, datatype=datatypes[v.datatype], on_disk=v.on_disk,
         hnsw_config=m.HnswConfigDiff(m=v.m, ef_construct=v.ef_construct) if v.index else m.HnswConfigDiff(m=0),
+        quantization_config=_quantization(v.quantization),
         multivector_config=(m.MultiVectorConfig(comparator=m.MultiVectorComparator.MAX_SIM)
                             if v.multivector else None))
+
+
+def _quantization(name: str) -> Any:
+    """The collection's quantization config of a :data:`~.base.QUANTIZATIONS` name (None:
+    none), kept in RAM (the engine's, :func:`.edge._quantization`, in the server's model)."""
+    if not name:
+        return None
+    m = _models()
+    if name == "int8":
+        return m.ScalarQuantization(scalar=m.ScalarQuantizationConfig(type=m.ScalarType.INT8, always_ram=True))
+    if name.startswith("turbo-"):
+        bits = {"turbo-1bit": m.TurboQuantBitSize.BITS1, "turbo-2bit": m.TurboQuantBitSize.BITS2}[name]
+        return m.TurboQuantization(turbo=m.TurboQuantQuantizationConfig(always_ram=True, bits=bits))
+    encoding = m.BinaryQuantizationEncoding.TWO_BITS if name == "binary-2bit" else m.BinaryQuantizationEncoding.ONE_BIT
+    query = {"binary-q4": m.BinaryQuantizationQueryEncoding.SCALAR4BITS,
+             "binary-q8": m.BinaryQuantizationQueryEncoding.SCALAR8BITS}.get(name)
+    return m.BinaryQuantization(binary=m.BinaryQuantizationConfig(always_ram=True, encoding=encoding,
+                                                                  query_encoding=query))
 
 
 def _selector(payload: bool | list[str], exclude: Sequence[str]) -> Any:
