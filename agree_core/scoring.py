@@ -17,7 +17,8 @@ from typing import Sequence, Union
 
 import torch
 
-from agree_core.cpu import cpu_has_native_bf16, run_in_workers, single_threaded_ops
+from agree_core import cpu
+from agree_core.cpu import run_in_workers, single_threaded_ops
 from agree_core.maxsim_int8 import Int8Documents, maxsim_int8, quantize_documents
 
 TensorOrList = Union[torch.Tensor, Sequence[torch.Tensor]]
@@ -34,7 +35,7 @@ def default_compute_dtype(device: torch.device | str = "cpu") -> torch.dtype:
     device = torch.device(device)
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if device.type == "cpu" and cpu_has_native_bf16():
+    if device.type == "cpu" and cpu.cpu_has_native_bf16():  # looked up on the module: one answer (and one patch) for all
         return torch.bfloat16
     return torch.float32
 
