@@ -22,7 +22,7 @@ from typing import Callable, Iterator, Sequence
 
 import torch
 
-__all__ = ["cpu_kind", "cpu_has_amx_int8", "cpu_has_native_bf16", "cpu_packs_bf16", "run_in_workers", "single_threaded_ops", "torch_threads"]
+__all__ = ["cpu_kind", "cpu_has_native_bf16", "cpu_packs_bf16", "run_in_workers", "single_threaded_ops", "torch_threads"]
 
 
 def _cpu_flags() -> set[str]:
@@ -40,12 +40,6 @@ def cpu_has_native_bf16() -> bool:
     """True on CPUs that multiply bf16 natively (AVX512-BF16 or AMX-BF16)."""
     flags = _cpu_flags()
     return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def cpu_has_amx_int8() -> bool:
-    """True on CPUs with AMX int8 tiles (Sapphire Rapids and later): ONNX Runtime's int8
-    products run on them, and there its int8 encoder beat torch's bf16 one (BENCHMARKS.md)."""
-    return "amx_int8" in _cpu_flags()
 
 
 def cpu_packs_bf16() -> bool:

@@ -89,16 +89,16 @@ def test_cached_graph_is_reused_and_a_changed_checkpoint_is_exported_again(tiny_
 def test_choice_per_cpu_and_override(monkeypatch):
     cpu = torch.device("cpu")
     monkeypatch.delenv("AGREE_TEXT_BACKEND", raising=False)
-    monkeypatch.setattr("agree_core.cpu.cpu_has_amx_int8", lambda: False)
+    for native_bf16 in (True, False):  # AVX-512 bf16 / AMX, and AVX2: the int8 graph on every CPU
+        monkeypatch.setattr("agree_core.cpu.cpu_has_native_bf16", lambda: native_bf16)
+        assert choose_backend(cpu, torch.float32) == "onnx-int8"
+        assert choose_backend(cpu, torch.bfloat16) == "torch"  # the caller asked for bf16 weights
+    monkeypatch.setattr(text_backend, "_versions", lambda int8: None)  # onnxruntime not installed
+    assert choose_backend(cpu, torch.float32) == "onnx-int8"  # AVX2: fast_forward says how to install it
     monkeypatch.setattr("agree_core.cpu.cpu_has_native_bf16", lambda: True)
-    assert choose_backend(cpu, torch.float32) == "torch"  # native bf16 without AMX: torch's bf16 path
-    monkeypatch.setattr("agree_core.cpu.cpu_has_amx_int8", lambda: True)
-    assert choose_backend(cpu, torch.float32) == "onnx-int8"  # AMX int8: ONNX Runtime's int8 graph
-    assert choose_backend(cpu, torch.bfloat16) == "torch"  # the caller asked for bf16 weights
-    monkeypatch.setattr("agree_core.cpu.cpu_has_amx_int8", lambda: False)
-    monkeypatch.setattr("agree_core.cpu.cpu_has_native_bf16", lambda: False)
-    assert choose_backend(cpu, torch.float32) == "onnx-int8"  # AVX2
-    assert choose_backend(cpu, torch.bfloat16) == "torch"  # the caller asked for bf16 weights
+    assert choose_backend(cpu, torch.float32) == "torch"  # native bf16: torch's bf16 weights, quietly
+    monkeypatch.undo()
+    monkeypatch.delenv("AGREE_TEXT_BACKEND", raising=False)
     assert choose_backend(torch.device("cuda"), torch.float32) == "torch"
     monkeypatch.setenv("AGREE_TEXT_BACKEND", "onnx")
     assert choose_backend(cpu, torch.float32) == "onnx"
@@ -109,14 +109,13 @@ def test_choice_per_cpu_and_override(monkeypatch):
         choose_backend(cpu, torch.float32)
 
 
-def test_an_amx_cpu_encodes_on_the_int8_graph_and_keeps_bf16_when_it_cannot(tiny_bert_dir, cache, monkeypatch):
-    """auto on a native-bf16 CPU with AMX int8: the int8 graph, exported from float32 weights;
+def test_a_native_bf16_cpu_encodes_on_the_int8_graph_and_keeps_bf16_when_it_cannot(tiny_bert_dir, cache, monkeypatch):
+    """auto on a native-bf16 CPU (AVX-512 bf16, AMX): the int8 graph, exported from float32 weights;
     when the graph cannot be made, torch with the bf16 weights such a CPU multiplies natively."""
     from agree_core.encoders.text_layer import TextLayerEncoder
 
     monkeypatch.setenv("AGREE_TEXT_BACKEND", "auto")
     monkeypatch.setattr("agree_core.cpu.cpu_has_native_bf16", lambda: True)
-    monkeypatch.setattr("agree_core.cpu.cpu_has_amx_int8", lambda: True)
     enc = TextLayerEncoder(str(tiny_bert_dir), device="cpu", window=32)
     enc.encode_queries(["model vectors"])
     assert enc._fast.backend == "model-int8.onnx" and enc._compute_dtype() == torch.float32

@@ -2,17 +2,17 @@
 
 Chosen per CPU at run time by :func:`fast_forward`:
 
-- GPUs, and CPUs with native bf16 but no AMX int8 tiles (AVX512-BF16): torch (the encoder
-  runs bf16 weights there, measured 4.6x fp32), so this returns None.
-- CPUs with AMX int8 (Sapphire Rapids and later): the int8 graph below, whose products
-  ONNX Runtime runs on the tiles; measured there against torch's bf16 weights in one run, it
-  encoded faster and, needing neither transformers nor the torch model, started 3 CPU s sooner
-  (BENCHMARKS.md, "Indexing speed", session 6).
-- other CPUs (AVX2, AVX-512 without bf16): ONNX Runtime on a fused BERT graph (attention,
-  skip-layer-norm and bias-GELU fused by onnxruntime's transformer optimizer) with the
-  matrix multiplies dynamically quantized to int8 per output channel. Measured on an AVX2
-  EPYC: 2.0x the torch fp32 forward at token cosine 0.987 (mean) to fp32; the fused fp32 graph
-  alone gives 1.5x at cosine 1.0000 (``AGREE_TEXT_BACKEND=onnx``).
+- GPUs: torch (its own bf16 / fp16 kernels), so this returns None.
+- every CPU, when onnxruntime and onnx are installed (the ``fast`` extra): ONNX Runtime on a
+  fused BERT graph (attention, skip-layer-norm and bias-GELU fused by onnxruntime's
+  transformer optimizer) with the matrix multiplies dynamically quantized to int8 per output
+  channel. Measured against torch in one run on each CPU kind (BENCHMARKS.md, "Indexing
+  speed"): on an AVX2 EPYC 2.0x the torch fp32 forward at token cosine 0.987 (mean) to fp32;
+  on AMX Xeons and on an AVX-512 bf16 EPYC (no AMX) it beat torch's bf16 weights end to end
+  (it needs neither transformers nor the torch model: seconds sooner at start-up) and a
+  one-query encode took a third of torch bf16's CPU. The fused fp32 graph alone gives 1.5x
+  over torch fp32 at cosine 1.0000 (``AGREE_TEXT_BACKEND=onnx``).
+- CPUs without them: torch, with bf16 weights on CPUs that multiply bf16 natively.
 
 The graph is exported locally from the weights in memory (never downloaded) the first time a
 model is used and cached under ``$AGREE_CACHE_DIR/onnx`` (default ``~/.cache/agree/onnx``),
@@ -76,13 +76,12 @@ def choose_backend(device: torch.device, dtype: torch.dtype, requested: str | No
 
 
 def auto_cpu_backend() -> str:
-    """The CPU's own choice: ``"onnx-int8"`` on CPUs without native bf16 (AVX2: 2x torch fp32)
-    and on CPUs with AMX int8 tiles (there it beat torch's bf16 weights end to end), when
-    onnxruntime and onnx are installed; else ``"torch"`` (bf16 weights on native-bf16 CPUs)."""
-    from agree_core.cpu import cpu_has_amx_int8, cpu_has_native_bf16
+    """The CPU's own choice: ``"onnx-int8"`` on every CPU when onnxruntime and onnx are
+    installed (AVX2, AVX-512, AVX-512 bf16 and AMX: measured faster than torch on each), else
+    ``"torch"`` with bf16 weights on native-bf16 CPUs; CPUs without native bf16 ask for the
+    int8 graph anyway, so that :func:`fast_forward` says how to install it and runs torch fp32."""
+    from agree_core.cpu import cpu_has_native_bf16
 
-    if cpu_has_native_bf16() and not cpu_has_amx_int8():
-        return "torch"
     return "onnx-int8" if _versions(True) is not None or not cpu_has_native_bf16() else "torch"
 
 
