@@ -47,8 +47,8 @@ class TextLayerConfig:
     layout: str | None = None  # how a page's tokens are cut into windows: "overlap", full windows
     # every `stride` tokens; "even", the fewest windows that hold them, of equal length, without
     # overlap (0.77x the tokens through the model on real pages, same nDCG@5: BENCHMARKS.md,
-    # "Indexing speed", session 7). None: "even" on CPUs without native bf16 (AVX2), where the
-    # forward is most of indexing, else "overlap". Indexes recorded without it: "overlap"
+    # "Indexing speed", session 7). None: "even" on CPUs, where the forward is most of
+    # indexing, "overlap" on GPUs. Indexes recorded without it: "overlap"
     grid_cells: int = 1024  # about this many cells per page grid
     skip_stopwords: bool = True  # drop stopword and punctuation tokens (pages and queries)
     sentence_weight: float = 0.4  # > 0: fuse MaxSim with the query's sentence similarity to the page's
@@ -517,12 +517,10 @@ def _windows(n: int, span: int, stride: int) -> list[tuple[int, int, int]]:
 
 
 def _default_layout(device: torch.device) -> str:
-    """The window layout of a new index (``TextLayerConfig.layout``): ``"even"`` on CPUs without
-    native bf16, where the encoder's forward is most of `agree index`; ``"overlap"`` on GPUs and
-    native-bf16 CPUs, whose indexing speed and quality were measured with it."""
-    from agree_core.cpu import cpu_has_native_bf16
-
-    return "even" if device.type == "cpu" and not cpu_has_native_bf16() else "overlap"
+    """The window layout of a new index (``TextLayerConfig.layout``): ``"even"`` on CPUs, where
+    the encoder's forward (ONNX Runtime's int8 graph, measured with both layouts at the same
+    nDCG@5) is most of `agree index`; ``"overlap"`` on GPUs, whose figures were measured with it."""
+    return "even" if device.type == "cpu" else "overlap"
 
 
 def _even_windows(n: int, span: int) -> list[tuple[int, int, int]]:
