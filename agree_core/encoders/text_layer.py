@@ -44,11 +44,11 @@ class TextLayerConfig:
     window: int = 256  # tokens per forward window, [CLS] and [SEP] included
     stride: int | None = None  # window step (default 3/4 of the window); each token takes its
     # vector from the window it is most central in
-    layout: str | None = None  # how a page's tokens are cut into windows: "overlap", full windows
+    layout: str = "overlap"  # how a page's tokens are cut into windows: "overlap", full windows
     # every `stride` tokens; "even", the fewest windows that hold them, of equal length, without
-    # overlap (0.77x the tokens through the model on real pages, same nDCG@5: BENCHMARKS.md,
-    # "Indexing speed", session 7). None: "even" on CPUs, where the forward is most of
-    # indexing, "overlap" on GPUs. Indexes recorded without it: "overlap"
+    # overlap: 0.72x the tokens through the model on real pages, 12-21% less CPU to index, at
+    # -0.007 nDCG@5 on average and lower on paraphrases in four dev-set runs on two CPU kinds
+    # (BENCHMARKS.md, "Indexing speed", sessions 7 and 9). Indexes recorded without it: "overlap"
     grid_cells: int = 1024  # about this many cells per page grid
     skip_stopwords: bool = True  # drop stopword and punctuation tokens (pages and queries)
     sentence_weight: float = 0.4  # > 0: fuse MaxSim with the query's sentence similarity to the page's
@@ -92,7 +92,7 @@ class TextLayerEncoder:
             self.cfg.stride = self.cfg.window * 3 // 4
         if not 0 < self.cfg.stride <= self.cfg.window - 2:
             raise ValueError(f"stride must be in 1..window-2, got {self.cfg.stride}")
-        if self.cfg.layout not in (None, "overlap", "even"):
+        if self.cfg.layout not in ("overlap", "even"):
             raise ValueError(f"layout must be 'overlap' or 'even', got {self.cfg.layout!r}")
         if self.cfg.ocr not in ("auto", "on", "off"):
             raise ValueError(f"ocr must be 'auto', 'on' or 'off', got {self.cfg.ocr!r}")
@@ -104,8 +104,6 @@ class TextLayerEncoder:
             self.cfg.model = str(Path(model_path).absolute()) if Path(model_path).exists() else model_path
             self.name = f"text-layer:{self.cfg.model}"
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        if self.cfg.layout is None:
-            self.cfg.layout = _default_layout(self.device)
         self.dtype_name = dtype
         self.max_batch_tokens = max_batch_tokens
         self._model = None
@@ -514,13 +512,6 @@ def _windows(n: int, span: int, stride: int) -> list[tuple[int, int, int]]:
     for k, s in enumerate(starts):
         out.append((s, bounds[k] - s, bounds[k + 1] - s))
     return out
-
-
-def _default_layout(device: torch.device) -> str:
-    """The window layout of a new index (``TextLayerConfig.layout``): ``"even"`` on CPUs, where
-    the encoder's forward (ONNX Runtime's int8 graph, measured with both layouts at the same
-    nDCG@5) is most of `agree index`; ``"overlap"`` on GPUs, whose figures were measured with it."""
-    return "even" if device.type == "cpu" else "overlap"
 
 
 def _even_windows(n: int, span: int) -> list[tuple[int, int, int]]:

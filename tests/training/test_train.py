@@ -210,7 +210,7 @@ def test_a_run_loads_with_the_window_fusion_it_was_trained_with(dataset, tmp_pat
     out = tmp_path / "run"
     train_py.train(config(train_py, data, maps, out, max_steps=1))
     record = yaml.safe_load((out / "train_config.yaml").read_text())
-    # the defaults it was trained with, recorded (the window layout is chosen per CPU kind)
+    # the defaults it was trained with, recorded (window fusion and window layout)
     assert set(record["encoder_options"]) == {"sentence_weight", "layout"}
     assert record["encoder_options"]["sentence_weight"] == 0.4
     assert load_encoder(f"text-layer:{out}").config["sentence_weight"] == 0.4
