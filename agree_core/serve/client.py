@@ -16,6 +16,8 @@ from typing import Any, Callable, Sequence
 
 import httpx
 
+from agree_core.serve.tokens import signed_path
+
 __all__ = ["RemoteIndex", "RemoteHit", "RemoteAddReport", "RemoteIndexError", "open_remote"]
 
 TOKEN_ENV = "AGREE_TOKEN"
@@ -44,7 +46,7 @@ class RemoteHit:
     page: int
     score: float
     image: str
-    image_url: str  # absolute URL of the page image on the server
+    image_url: str  # absolute URL of the page image on the server (signed: RemoteIndex.image_url)
     page_id: str
     _index: "RemoteIndex | None" = field(default=None, repr=False, compare=False)
     _record: dict[str, Any] | None = field(default=None, repr=False, compare=False)
@@ -133,6 +135,7 @@ class RemoteIndex:
             raise ValueError(f"a remote index is an http:// or https:// URL, got {url!r}")
         self.url = url.rstrip("/")
         token = token if token is not None else os.environ.get(TOKEN_ENV) or None
+        self._token = token
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout,
                                   transport=transport)
@@ -326,6 +329,13 @@ class RemoteIndex:
                                [e for e in problems if e.page is None], int(state["pages_done"]),
                                [e for e in problems if e.page is not None])
 
+    def image_url(self, path: str) -> str:
+        """The absolute URL of a page image the server names by ``path`` (``/pages/ID/image``),
+        signed with the token when there is one, so that a plain GET (LlamaIndex's
+        ``resolve_image``, a browser) opens it without the token (:mod:`agree_core.serve.tokens`)."""
+        # joined as text (httpx's URL join costs 0.7 ms a hit)
+        return self.url + signed_path(self._token, path) if path.startswith("/") else str(self._http.base_url.join(path))
+
     def page_image(self, page_id: str) -> bytes:
         """The stored image of a page (PNG or JPEG bytes)."""
         return self._request("GET", f"/pages/{page_id}/image").content
@@ -355,10 +365,8 @@ class RemoteIndex:
     def _hit(self, h: dict[str, Any]) -> RemoteHit:
         url = h["image_url"]
         page_id = url.rstrip("/").split("/")[-2]  # /pages/PAGE_ID/image
-        # the server sends a path: joined as text (httpx's URL join costs 0.7 ms a hit)
-        absolute = self.url + url if url.startswith("/") else str(self._http.base_url.join(url))
         return RemoteHit(h["source"], int(h["page"]), float(h["score"]), h["image"],
-                         absolute, page_id, self, evidence=h.get("evidence", []))
+                         self.image_url(url), page_id, self, evidence=h.get("evidence", []))
 
     def _json(self, method: str, path: str, **kwargs: Any) -> Any:
         return self._request(method, path, **kwargs).json()

@@ -29,14 +29,15 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.responses import JSONResponse
 
 from agree_core.index.filters import RECORD_KIND, FilterError
-from agree_core.index.records import DuplicateRecordError, record_point_id
+from agree_core.index.images import is_image_name
+from agree_core.index.records import DuplicateRecordError, Record, record_point_id
 from agree_core.serve.host import Conflict, IndexHost
 from agree_core.serve.schemas import (IdsBody, QueryVectorsBody, RecordsCountBody, RecordsDeleteBody,
                                       RecordsFindBody, RecordsGetBody, RecordsSearchBody, RecordsUpdateBody,
@@ -78,12 +79,12 @@ def add_record_routes(api: APIRouter, app: FastAPI, host: IndexHost) -> None:
         found = await read(lambda view: view.records.search(query, body.k, body.filters,
                                                             candidates=body.candidates,
                                                             with_blobs=body.with_blobs))
-        return {"records": [record_to_json(r) for r in found]}
+        return {"records": [_record_json(r) for r in found]}
 
     @api.post("/records/find")
     async def find(body: RecordsFindBody) -> dict[str, Any]:
         found = await read(lambda view: view.records.find(body.filters, with_blobs=body.with_blobs))
-        return {"records": [record_to_json(r) for r in found]}
+        return {"records": [_record_json(r) for r in found]}
 
     @api.post("/records/metas")
     async def metas(body: RecordsCountBody) -> dict[str, Any]:
@@ -92,7 +93,7 @@ def add_record_routes(api: APIRouter, app: FastAPI, host: IndexHost) -> None:
     @api.post("/records/get")
     async def get(body: RecordsGetBody) -> dict[str, Any]:
         found = await read(lambda view: view.records.get(body.ids, with_blobs=body.with_blobs))
-        return {"records": [record_to_json(r) for r in found]}
+        return {"records": [_record_json(r) for r in found]}
 
     @api.post("/records/count")
     async def count(body: RecordsCountBody) -> dict[str, int]:
@@ -144,6 +145,17 @@ def add_record_routes(api: APIRouter, app: FastAPI, host: IndexHost) -> None:
     @app.exception_handler(FilterError)
     async def bad_filter(request: Request, exc: FilterError) -> JSONResponse:
         return JSONResponse({"error": str(exc), "code": "filter"}, status_code=400)
+
+
+def _record_json(r: Record) -> dict[str, Any]:
+    """A record as the routes send it: with ``image_url``, the path of its image here (``GET
+    /pages/ID/image``: a page by its id, a record's image by its point id)."""
+    url = None
+    if r.kind != RECORD_KIND:
+        url = f"/pages/{r.id}/image"
+    elif r.image_path and is_image_name(r.image_path):
+        url = f"/pages/{record_point_id(r.id)}/image"
+    return record_to_json(replace(r, image_url=url))
 
 
 class RecordNotFound(LookupError):

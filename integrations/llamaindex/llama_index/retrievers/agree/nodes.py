@@ -33,15 +33,20 @@ def search_nodes(index: PageIndex, query: str | torch.Tensor, top_k: int, filter
 
 
 def page_node(source: str, page: int, text: str, image: str | None, node_id: str, doc_id: str,
-              index_dir: Path | None, meta: dict[str, Any] | None = None) -> TextNode:
+              index_dir: Path | str | None, meta: dict[str, Any] | None = None, *,
+              image_url: str | None = None, mime_type: str | None = None) -> TextNode:
     """One page as a node: an ``ImageNode`` when it has an image (see
-    :class:`AgreeVisualRetriever` for what it carries)."""
+    :class:`AgreeVisualRetriever` for what it carries): ``image_url`` for a page that
+    ``agree serve`` holds (signed, so that ``resolve_image`` needs no token), else the
+    ``image`` file when it exists here."""
     metadata = {**(meta or {}), **page_metadata(source, page, doc_id)}
     if index_dir is not None:
         metadata["index_dir"] = str(index_dir)
     kwargs = dict(id_=node_id, text=text, metadata=metadata,
                   excluded_llm_metadata_keys=list(_HIDDEN_KEYS), excluded_embed_metadata_keys=list(_HIDDEN_KEYS),
                   relationships={NodeRelationship.SOURCE: RelatedNodeInfo(node_id=doc_id)})
+    if image_url:
+        return ImageNode(image_url=image_url, image_mimetype=mime_type, **kwargs)
     if image and Path(image).is_file():
         return ImageNode(image_path=image, **kwargs)
     return TextNode(**kwargs)
@@ -68,4 +73,5 @@ def _node(r: Any, doc_ids: dict[str, str], index_dir: Path, evidence: list | Non
         meta["evidence"] = evidence
     source, page = meta.pop("source", ""), meta.pop("page", 0)
     doc_id = doc_ids.get(source, r.id) if r.kind == "page" else r.id
-    return page_node(source, page, r.text or "", r.image_path, r.id, doc_id, index_dir, meta)
+    return page_node(source, page, r.text or "", r.image_path, r.id, doc_id, index_dir, meta,
+                     image_url=r.image_url, mime_type=r.mime_type)
