@@ -94,3 +94,42 @@ def test_a_records_image_is_served_by_its_url_and_a_non_image_file_is_not(tmp_pa
 
         path = f"/pages/{record_point_id('notes')}/image"
         assert httpx.get(f"{url}{path}?sig={sign_path(TOKEN, path)}").status_code == 404
+
+
+def test_served_haystack_documents_carry_the_image_bytes_and_its_url(sample_index, index_copy, monkeypatch):
+    from haystack import Document
+    from haystack.dataclasses import ByteStream
+
+    from haystack_integrations.components.converters.agree import AgreeDocumentToImageContent
+    from haystack_integrations.components.retrievers.agree import AgreeRetriever
+    from haystack_integrations.document_stores.agree import AgreeDocumentStore
+
+    local_store = AgreeDocumentStore(index_dir=str(sample_index))
+    expected = AgreeRetriever(document_store=local_store, top_k=3).run(query=QUESTION)["documents"]
+    local_store.close()
+    for d in expected:  # what the local path carries: the bytes, and the file they came from
+        assert d.blob.meta == {"file_path": d.blob.meta["file_path"]}
+        assert Path(d.blob.meta["file_path"]).read_bytes() == d.blob.data
+    monkeypatch.setenv("AGREE_TOKEN", TOKEN)
+    with serve_in_thread(index_copy, token=TOKEN) as url:
+        store = AgreeDocumentStore(index_dir=url)
+        got = AgreeRetriever(document_store=store, top_k=3).run(query=QUESTION)["documents"]
+        assert [(d.id, d.blob.data, d.blob.mime_type) for d in got] == [
+            (d.id, d.blob.data, d.blob.mime_type) for d in expected]
+        for d in got:
+            path = f"/pages/{d.id}/image"
+            assert d.blob.meta == {"url": f"{url}{path}?sig={sign_path(TOKEN, path)}"}
+            assert httpx.get(d.blob.meta["url"]).content == d.blob.data  # no token header
+        images = AgreeDocumentToImageContent().run(documents=got)["image_contents"]
+        assert len(images) == 3
+        # a Document written with its own blob keeps the blob's own meta
+        chart = BytesIO()
+        Image.new("RGB", (20, 20), "red").save(chart, format="PNG")
+        store.write_documents([Document(id="chart", content="a red chart", blob=ByteStream(
+            chart.getvalue(), mime_type="image/png", meta={"file_path": "/on/the/writer/chart.png"}))])
+        (back,) = store.filter_documents({"field": "id", "operator": "==", "value": "chart"})
+        assert back.blob.data == chart.getvalue() and back.blob.meta == {"file_path": "/on/the/writer/chart.png"}
+        no_images = AgreeDocumentStore(index_dir=url, include_images=False)
+        assert all(d.blob is None for d in AgreeRetriever(document_store=no_images, top_k=2).run(query=QUESTION)["documents"])
+        no_images.close()
+        store.close()
