@@ -253,6 +253,11 @@ class RemoteIndex:
             self._encoder = shared_encoder(self.config.encoder, **self.config.encoder_config)
         return self._encoder
 
+    def warm_up(self) -> None:
+        """:meth:`PageIndex.warm_up`: check that the server answers and read its config;
+        no model is loaded here (the server encodes queries)."""
+        self.config  # noqa: B018 - one request, kept
+
     def encode_queries(self, queries: Sequence[str]) -> list[Any]:
         """Query vectors ``(n_tokens, dim)`` as the server's search weights them."""
         from agree_core.serve.wire import vectors_from_json
@@ -269,6 +274,26 @@ class RemoteIndex:
             if 1 <= page <= doc.pages:
                 return page_id(src, doc.sha256, page)
         return None
+
+    def node_filters(self, filters: dict[str, Any] | None, location: str | None = None
+                     ) -> dict[str, Any] | None:
+        """:meth:`PageIndex.node_filters`, decided by the server (its catalog and its PDFs;
+        ``index_dir`` compared with ``location``, default this URL): one request, and none
+        when ``filters`` name no such key."""
+        from agree_core.index.node_fields import names_derived_fields
+
+        if not names_derived_fields(filters):
+            return filters
+        body = {"filters": filters, "index_dir": str(location) if location is not None else self.url}
+        return self._json("POST", "/filters/resolve", json=body)["filters"]
+
+    def page_labels(self, pages: Sequence[tuple[str, int]]) -> list[str]:
+        """:meth:`PageIndex.page_labels` of indexed PDFs, read by the server from its disk
+        (``str(page)`` for a file it does not index)."""
+        pages = [(str(source), int(page)) for source, page in pages]
+        if not pages:
+            return []
+        return list(self._json("POST", "/pages/labels", json={"pages": pages})["labels"])
 
     def page_vectors(self, page_ids: Sequence[str]) -> dict[str, Any]:
         """Stored vectors ``(n, dim)`` of the pages found, by page id."""

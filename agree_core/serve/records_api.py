@@ -18,6 +18,9 @@ Routes (bodies in :mod:`agree_core.serve.schemas`, vectors and records as
     POST   /records/delete              {"ids"} | {"filters"} -> {"deleted"}
     POST   /records/delete_all          -> {"deleted"} (every record and every PDF)
     POST   /records/update_meta         {"filters", "meta"} -> {"updated"}
+    POST   /filters/resolve             {"filters", "index_dir"} -> {"filters"}: keys nodes carry
+                                        (file_name, page_label, index_dir...) as stored ones
+    POST   /pages/labels                {"pages": [[source, page]]} -> {"labels"} (indexed PDFs)
 
 Reads run in the host's reader thread (they never wait for a job), writes in its writer
 thread between two batches of a running job. A duplicate id with ``on_conflict="error"`` is
@@ -39,9 +42,9 @@ from agree_core.index.filters import RECORD_KIND, FilterError
 from agree_core.index.images import is_image_name
 from agree_core.index.records import DuplicateRecordError, Record, record_point_id
 from agree_core.serve.host import Conflict, IndexHost
-from agree_core.serve.schemas import (IdsBody, QueryVectorsBody, RecordsCountBody, RecordsDeleteBody,
-                                      RecordsFindBody, RecordsGetBody, RecordsSearchBody, RecordsUpdateBody,
-                                      RecordsWriteBody)
+from agree_core.serve.schemas import (IdsBody, PageLabelsBody, QueryVectorsBody, RecordsCountBody,
+                                      RecordsDeleteBody, RecordsFindBody, RecordsGetBody, RecordsSearchBody,
+                                      RecordsUpdateBody, RecordsWriteBody, ResolveFiltersBody)
 from agree_core.serve.wire import document_to_json, record_from_json, record_to_json, vectors_from_json, vectors_to_json
 
 __all__ = ["add_record_routes", "WRITE_PATHS"]
@@ -112,6 +115,14 @@ def add_record_routes(api: APIRouter, app: FastAPI, host: IndexHost) -> None:
                 "payload": {k: payload.get(k) for k in ("source", "page", "sha256", "doc_id", "kind", "words",
                                                         "pool_of")}}
 
+    @api.post("/filters/resolve")
+    async def resolve_filters(body: ResolveFiltersBody) -> dict[str, Any]:
+        return {"filters": await read(lambda view: view.node_filters(body.filters, body.index_dir))}
+
+    @api.post("/pages/labels")
+    async def page_labels(body: PageLabelsBody) -> dict[str, Any]:
+        return {"labels": await read(_labels, body.pages)}
+
     @api.post("/records/write")
     async def write_records(body: RecordsWriteBody) -> dict[str, int]:
         records = [record_from_json(r) for r in body.records]
@@ -180,6 +191,16 @@ def _embedding(view: Any, record_id: str) -> Any:
         if payload.get("kind") != RECORD_KIND and payload.get("doc_id") not in unfinished and pid == record_id:
             return emb, payload
     raise RecordNotFound(f"no page or record {record_id!r} in the index")
+
+
+def _labels(view: Any, pages: list[tuple[str, int]]) -> list[str]:
+    """Printed page labels, read from the PDFs this index holds and no other file."""
+    indexed = {d.source for d in view.catalog.documents(state="ready")}
+    wanted = [(i, p) for i, p in enumerate(pages) if p[0] in indexed]
+    labels = [str(page) for _, page in pages]
+    for (i, _), label in zip(wanted, view.page_labels([p for _, p in wanted])):
+        labels[i] = label
+    return labels
 
 
 def _delete_all(index: Any, host: IndexHost) -> int:
