@@ -16,11 +16,10 @@ from typing import Any, Callable, Sequence
 
 import httpx
 
-from agree_core.serve.tokens import signed_path
+from agree_core.serve.tokens import TOKEN_ENV, signed_path
 
-__all__ = ["RemoteIndex", "RemoteHit", "RemoteAddReport", "RemoteIndexError", "open_remote"]
+__all__ = ["RemoteIndex", "RemoteHit", "RemoteAddReport", "RemoteIndexError", "open_remote", "TOKEN_ENV"]
 
-TOKEN_ENV = "AGREE_TOKEN"
 SEARCH_CHUNK = 256  # queries per request of a long search_batch
 _POLL = 0.25  # seconds between job polls
 

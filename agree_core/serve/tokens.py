@@ -1,4 +1,7 @@
-"""Signed page-image URLs: a GET that needs no ``Authorization`` header.
+"""The token's names, and signed page-image URLs: a GET that needs no ``Authorization`` header.
+
+:data:`TOKEN_ENV` names the environment variable that holds the bearer token, for the client,
+``agree serve`` and the ``agree`` command's help alike.
 
 A server started with a token answers only requests that carry it. A page image, though, is
 often fetched by code that knows only a URL: LlamaIndex's ``ImageNode.resolve_image`` calls
@@ -8,7 +11,8 @@ as the image). So the client signs each image path it hands out with the token i
 image and nothing else, and does not reveal the token; the server checks it in constant time
 (:func:`agree_core.serve.safety.bearer_guard`).
 
-Standard library only: the client, the server and the CLI import it at no cost.
+Standard library only: the client, the server and the CLI import it at no cost (the CLI
+builds its parser, ``agree serve``'s included, without importing httpx or the server stack).
 """
 
 from __future__ import annotations
@@ -17,8 +21,9 @@ import hashlib
 import hmac
 import re
 
-__all__ = ["SIGNATURE_PARAM", "sign_path", "signable", "signed_path"]
+__all__ = ["TOKEN_ENV", "SIGNATURE_PARAM", "sign_path", "signable", "signed_path"]
 
+TOKEN_ENV = "AGREE_TOKEN"
 SIGNATURE_PARAM = "sig"
 _SIGNABLE = re.compile(r"^/pages/[0-9a-fA-F-]{36}/image$")  # page images only
 
