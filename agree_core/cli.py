@@ -335,18 +335,18 @@ def cmd_show(args: argparse.Namespace) -> int:
     from agree_core.evidence import evidence_by_id
     from agree_core.heatmaps import contact_sheet, draw_evidence, overlay_heatmap
     from agree_core.index import PageIndex
+    from agree_core.index.storage import is_served
 
-    from agree_core.serve.client import RemoteIndex
-
+    remote = is_served(args.index)  # a RemoteIndex (httpx is imported for it only)
     with PageIndex.open(args.index, create=False, wait=args.wait) as index:
         hits = index.search(args.query, args.k)
         if not hits:
             log.error("the index holds no pages")
             return EXIT_ERROR
-        if isinstance(index, RemoteIndex) and args.mode == "maxsim":  # the server found the evidence
+        if remote and args.mode == "maxsim":  # the server found the evidence
             images = [draw_evidence(Image.open(io.BytesIO(index.page_image(h.page_id))), h.evidence)
                       for h in hits]
-        elif isinstance(index, RemoteIndex):  # the server draws them: its disk has the images
+        elif remote:  # the server draws them: its disk has the images
             images = [Image.open(io.BytesIO(index.heatmap(h.page_id, args.query, args.mode)))
                       for h in hits]
         elif args.mode == "maxsim":  # the evidence boxes, as agree search --json gives them

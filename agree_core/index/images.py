@@ -36,6 +36,12 @@ _EXT = {"jpeg": "jpg", "webp": "webp", "png": "png"}
 _BLOB_EXT = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "TIFF": "tif", "BMP": "bmp"}
 
 
+def is_image_name(name: str) -> bool:
+    """Whether a stored file (its payload ``image`` name) holds an image: PDF pages always,
+    a record's blob when PIL could read it (:func:`blob_name`)."""
+    return bool(name) and not name.endswith(".bin")
+
+
 def _encode(image: Image.Image, fmt: str, quality: int) -> bytes:
     buf = io.BytesIO()
     options = {"quality": quality} if fmt in ("jpeg", "webp") else {"optimize": False}

@@ -10,7 +10,12 @@ rewritten, on the engine-neutral filter tree (:mod:`agree_core.index.filters`):
 - ``file_path`` is ``source``, ``page_number`` is ``page``;
 - ``file_name`` and ``doc_id`` become ``source in [the indexed files with that name / id]``;
 - ``page_label`` becomes, per indexed file, ``source == F and page in [pages with that label]``;
-- ``index_dir`` matches every page of this index, or none.
+- ``index_dir`` matches every page of this index, or none (locations compared as
+  :func:`~agree_core.index.storage.location_key` names them: a folder, or a URL).
+
+Resolving reads the catalog and, for ``page_label``, the indexed PDFs: it runs where the
+index is (:meth:`PageIndex.node_filters`); a client of ``agree serve`` asks the server
+(``POST /filters/resolve``), never reading the server's paths on its own disk.
 
 Records written by a framework keep their own metadata: a record that has the key itself is
 matched on it as well (``OR`` for ``== in > ...``, ``AND`` for ``!= not in``).
@@ -22,9 +27,10 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from agree_core.index.filters import FilterError
+from agree_core.index.storage import location_key
 from agree_core.page_identity import page_labels
 
-__all__ = ["resolve_node_fields", "DERIVED_FIELDS"]
+__all__ = ["resolve_node_fields", "names_derived_fields", "DERIVED_FIELDS"]
 
 DERIVED_FIELDS = ("file_path", "page_number", "file_name", "doc_id", "page_label", "index_dir")
 _ALIASES = {"file_path": "source", "page_number": "page"}
@@ -69,12 +75,30 @@ def resolve_node_fields(filters: dict[str, Any] | None, documents: Sequence[Any]
     return _combine(op, raw, derived)
 
 
+def names_derived_fields(filters: Any) -> bool:
+    """Whether ``filters`` has a condition on one of :data:`DERIVED_FIELDS` (work for
+    :func:`resolve_node_fields`).
+
+    >>> names_derived_fields({"operator": "AND", "conditions": [{"field": "meta.page_label", "operator": "==", "value": "iv"}]})
+    True
+    >>> names_derived_fields({"field": "meta.page", "operator": "==", "value": 3}), names_derived_fields(None)
+    (False, False)
+    """
+    if not isinstance(filters, dict):
+        return False
+    if "field" in filters:
+        field = filters.get("field")
+        return isinstance(field, str) and field.removeprefix("meta.") in DERIVED_FIELDS
+    conditions = filters.get("conditions")
+    return isinstance(conditions, list) and any(names_derived_fields(c) for c in conditions)
+
+
 def _matching(key: str, values: list, documents: Sequence[Any], index_dir: str | Path,
               labels_of: Callable[[str], list[str]]) -> dict[str, Any]:
     """The condition matching the indexed pages whose ``key`` is one of ``values``."""
     if key == "index_dir":
-        here = str(Path(index_dir).absolute())
-        return _ALWAYS if any(isinstance(v, str) and str(Path(v).absolute()) == here for v in values) else _NEVER
+        here = location_key(index_dir)
+        return _ALWAYS if any(isinstance(v, str) and v and location_key(v) == here for v in values) else _NEVER
     if key in ("file_name", "doc_id"):
         wanted = {str(v) for v in values if v is not None}
         sources = sorted({d.source for d in documents

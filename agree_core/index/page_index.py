@@ -171,6 +171,11 @@ class PageIndex:
                                          **self._encoder_options)
         return self._encoder
 
+    def warm_up(self) -> None:
+        """Load the encoder's weights now rather than at the first query (Haystack's
+        ``warm_up``; a served index's client has nothing to load)."""
+        self.encoder.dim  # noqa: B018 - dim loads the weights
+
     @property
     def records(self) -> "RecordStore":
         """Pages written by callers (a framework's documents), next to the PDF pages: see
@@ -378,6 +383,26 @@ class PageIndex:
             if 1 <= page <= doc.pages:
                 return make_page_id(src, doc.sha256, page)
         return None
+
+    def node_filters(self, filters: dict[str, Any] | None, location: str | Path | None = None
+                     ) -> dict[str, Any] | None:
+        """``filters`` with conditions on the keys framework nodes and Documents carry but the
+        index does not store (``file_name``, ``doc_id``, ``page_label``, ``index_dir``...)
+        rewritten into stored ones (:mod:`agree_core.index.node_fields`); ``location``: the
+        name the caller knows this index by (default: the one it was opened by)."""
+        from agree_core.index.node_fields import names_derived_fields, resolve_node_fields
+
+        if not names_derived_fields(filters):
+            return filters
+        return resolve_node_fields(filters, self.catalog.documents(state="ready"),
+                                   self.location if location is None else location)
+
+    def page_labels(self, pages: Sequence[tuple[str, int]]) -> list[str]:
+        """The printed label of each ``(source, page)``, from the PDF's ``/PageLabels`` (what
+        LlamaIndex's PDFReader calls ``page_label``); ``str(page)`` when it cannot be read."""
+        from agree_core.page_identity import page_label
+
+        return [page_label(source, page) for source, page in pages]
 
     def page_vectors(self, page_ids: Sequence[str]) -> dict[str, torch.Tensor]:
         """Stored vectors ``(n, dim)`` of the pages found, by page id: one per vector the

@@ -82,7 +82,8 @@ class Record:
     extra: dict[str, Any] = field(default_factory=dict)
     kind: str = RECORD_KIND  # read back: "record", or "page" for a page of an indexed PDF
     score: float | None = None  # read back from a search
-    image_path: str | None = None  # read back: the stored file
+    image_path: str | None = None  # read back: the stored file, on this machine
+    image_url: str | None = None  # read back from ``agree serve``: where it serves the file (no image_path)
 
 
 def record_point_id(record_id: str) -> str:

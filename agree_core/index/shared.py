@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 __all__ = ["SharedIndex", "shared_encoder", "require_index", "open_indexes"]
 
 T = TypeVar("T")
-_OPEN: dict[Path | str, Any] = {}  # SharedIndex, or RemoteShared for a URL
+_OPEN: dict[Path | str, "_Shared"] = {}  # SharedIndex, or RemoteShared for a served URL
 _ENCODERS: dict[tuple, MultiVectorEncoder] = {}
 _GUARD = threading.RLock()
 
@@ -83,8 +83,60 @@ def open_indexes() -> dict[str, int]:
         return {str(path): shared.users for path, shared in _OPEN.items()}
 
 
-class SharedIndex:
+class _Shared:
+    """One open index of this process and how many hold it: the one rule by which a folder's
+    :class:`SharedIndex` and a served index's :class:`RemoteShared` are acquired and
+    released. The first :meth:`acquire` of a location opens it; a later one checks the
+    encoder against the open index's; the last :meth:`release` closes it. A release past
+    the last (a handle given back twice) changes nothing, and never closes a newer handle
+    that opened the same location since."""
+
+    directory: Path | str
+    index: Any
+    users: int = 0
+    _OPEN_CHECKS_ENCODER = False  # whether opening checks the encoder itself
+
+    @classmethod
+    def _acquire(cls, key: Path | str, opened: Callable[[], "_Shared"],
+                 encoder: str | MultiVectorEncoder | None) -> Any:
+        """The handle of ``key``, opened by ``opened()`` unless open already (a failed open
+        leaves nothing open); one more user."""
+        with _GUARD:
+            shared = _OPEN.get(key)
+            fresh = shared is None
+            if shared is None:
+                shared = opened()
+            try:
+                if encoder is not None and not (fresh and cls._OPEN_CHECKS_ENCODER):
+                    _check_encoder(shared.index.config, encoder)
+            except BaseException:
+                if fresh:
+                    shared._close()
+                raise
+            _OPEN[key] = shared
+            shared.users += 1
+            return shared
+
+    def release(self) -> None:
+        """Give back one :meth:`acquire`; the last one closes the index."""
+        with _GUARD:
+            if self.users <= 0:
+                return  # closed already
+            self.users -= 1
+            if self.users > 0:
+                return
+            if _OPEN.get(self.directory) is self:
+                del _OPEN[self.directory]
+        self._close()
+
+    def _close(self) -> None:
+        raise NotImplementedError
+
+
+class SharedIndex(_Shared):
     """An open index and the thread that owns it. Use :meth:`acquire` and :meth:`release`."""
+
+    _OPEN_CHECKS_ENCODER = True  # PageIndex.open refuses another encoder, with its own message
 
     def __init__(self, directory: Path | str):
         self.directory = directory
@@ -110,24 +162,21 @@ class SharedIndex:
         if is_served(directory):
             return RemoteShared.acquire(str(directory), encoder, wait=wait)  # type: ignore[return-value]
         path = location_key(directory) if is_url(directory) else Path(directory).expanduser().absolute()
-        with _GUARD:
-            shared = _OPEN.get(path)
-            if shared is None:
-                if not create:
-                    require_index(path)
-                shared = cls(path)
-                try:
-                    shared._index = shared._call(PageIndex.open, path,
-                                                 _encoder_for(path, encoder, encoder_options or {}),
-                                                 create=create, wait=wait)
-                except BaseException:
-                    shared._stop()
-                    raise
-                _OPEN[path] = shared
-            elif encoder is not None:
-                _check_encoder(shared.index.config, encoder)
-            shared.users += 1
+
+        def opened() -> SharedIndex:
+            if not create:
+                require_index(path)
+            shared = cls(path)
+            try:
+                shared._index = shared._call(PageIndex.open, path,
+                                             _encoder_for(path, encoder, encoder_options or {}),
+                                             create=create, wait=wait)
+            except BaseException:
+                shared._stop()
+                raise
             return shared
+
+        return cls._acquire(path, opened, encoder)
 
     @property
     def index(self) -> PageIndex:
@@ -146,13 +195,7 @@ class SharedIndex:
             return fn(self.index, *args, **kwargs)
         return await asyncio.wrap_future(self._submit(fn, self.index, *args, **kwargs))
 
-    def release(self) -> None:
-        """Give back one :meth:`acquire`; the last one closes the index."""
-        with _GUARD:
-            self.users -= 1
-            if self.users > 0:
-                return
-            _OPEN.pop(self.directory, None)
+    def _close(self) -> None:
         try:
             if self._index is not None:
                 self._call(PageIndex.close, self._index)
@@ -192,7 +235,7 @@ class SharedIndex:
             self._thread.join()
 
 
-class RemoteShared:
+class RemoteShared(_Shared):
     """What :meth:`SharedIndex.acquire` returns for ``http://HOST:PORT`` (an index that
     ``agree serve`` holds): the same ``index`` / ``run`` / ``arun`` / ``release`` over a
     :class:`~agree_core.serve.client.RemoteIndex` (token: ``AGREE_TOKEN``). Calls run in the
@@ -210,21 +253,7 @@ class RemoteShared:
         from agree_core.serve.client import open_remote
 
         key = location_key(url)
-        with _GUARD:
-            shared = _OPEN.get(key)
-            if shared is None:
-                shared = cls(key, open_remote(key, wait=wait))
-                _OPEN[key] = shared
-            try:
-                if encoder is not None:
-                    _check_encoder(shared.index.config, encoder)
-            except BaseException:
-                if shared.users == 0:
-                    _OPEN.pop(key, None)
-                    shared.index.close()
-                raise
-            shared.users += 1
-            return shared
+        return cls._acquire(key, lambda: cls(key, open_remote(key, wait=wait)), encoder)
 
     def run(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         return _remote_call(fn, self.index)(*args, **kwargs)
@@ -232,12 +261,7 @@ class RemoteShared:
     async def arun(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         return await asyncio.to_thread(_remote_call(fn, self.index), *args, **kwargs)
 
-    def release(self) -> None:
-        with _GUARD:
-            self.users -= 1
-            if self.users > 0:
-                return
-            _OPEN.pop(self.directory, None)
+    def _close(self) -> None:
         self.index.close()
 
 

@@ -12,7 +12,8 @@ Routes (a contract: clients and checks rely on them)::
                                         across restarts: agree_core.serve.jobs)
     DELETE /documents                   {"source": PATH} -> {"source", "pages"}
     GET    /pages/PAGE_ID               its document id, source, page, metadata and text
-    GET    /pages/PAGE_ID/image         the stored page image
+    GET    /pages/PAGE_ID/image         the stored page image (or a record's, by its point id);
+                                        with a token, ?sig= (agree_core.serve.tokens) opens it too
     GET    /pages/PAGE_ID/heatmap       ?query=...[&mode=maxsim|mean][&width=N] -> PNG: maxsim
                                         draws the hit's evidence boxes (as agree show), mean
                                         the mean similarity of each cell
@@ -147,7 +148,7 @@ def create_app(host: IndexHost, *, token: str | None = None, allow_dirs: list[Pa
 
     @api.get("/pages/{page_id}/image")
     async def page_image(page_id: str) -> FileResponse:
-        path, _ = await _read(host, _page_file, _page_uuid(page_id))
+        path, _ = await _read(host, _page_file, _page_uuid(page_id), True)
         return FileResponse(path)
 
     @api.get("/pages/{page_id}/heatmap", responses={200: {"content": {"image/png": {}}}})
@@ -198,14 +199,22 @@ def _delete(index: Any, source: str, job_running: bool) -> int:
     return index.delete(src)
 
 
-def _page_file(view: Any, page_id: str) -> tuple[Path, dict[str, Any]]:
-    """The image file of a page of a finished document, and its payload: never a file
-    outside the index's images."""
+def _page_file(view: Any, page_id: str, records: bool = False) -> tuple[Path, dict[str, Any]]:
+    """The image file of a page of a finished document (with ``records``, or of a record
+    whose file is an image, by its point id), and its payload: never a file outside the
+    index's images."""
+    from agree_core.index.filters import RECORD_KIND
+    from agree_core.index.images import is_image_name
+
     got = view.engine.retrieve([page_id], exclude=["image_data"])
     payload = got[page_id].payload if page_id in got else None
-    doc = view.catalog.get(payload["doc_id"]) if payload and payload.get("doc_id") else None
-    if payload is None or doc is None or doc.state != "ready" or not payload.get("image"):
-        raise _NotFound(f"no page {page_id} in the index")
+    if records and payload is not None and payload.get("kind") == RECORD_KIND:
+        if not is_image_name(str(payload.get("image") or "")):
+            raise _NotFound(f"no page {page_id} in the index")
+    else:
+        doc = view.catalog.get(payload["doc_id"]) if payload and payload.get("doc_id") else None
+        if payload is None or doc is None or doc.state != "ready" or not payload.get("image"):
+            raise _NotFound(f"no page {page_id} in the index")
     images = view.images.root.resolve()  # the index's images (a server index: its local cache)
     path = Path(view.images.local_paths({page_id: payload})[page_id]).resolve()
     if images not in path.parents or not path.is_file():

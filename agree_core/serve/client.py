@@ -16,9 +16,10 @@ from typing import Any, Callable, Sequence
 
 import httpx
 
-__all__ = ["RemoteIndex", "RemoteHit", "RemoteAddReport", "RemoteIndexError", "open_remote"]
+from agree_core.serve.tokens import TOKEN_ENV, signed_path
 
-TOKEN_ENV = "AGREE_TOKEN"
+__all__ = ["RemoteIndex", "RemoteHit", "RemoteAddReport", "RemoteIndexError", "open_remote", "TOKEN_ENV"]
+
 SEARCH_CHUNK = 256  # queries per request of a long search_batch
 _POLL = 0.25  # seconds between job polls
 
@@ -44,7 +45,7 @@ class RemoteHit:
     page: int
     score: float
     image: str
-    image_url: str  # absolute URL of the page image on the server
+    image_url: str  # absolute URL of the page image on the server (signed: RemoteIndex.image_url)
     page_id: str
     _index: "RemoteIndex | None" = field(default=None, repr=False, compare=False)
     _record: dict[str, Any] | None = field(default=None, repr=False, compare=False)
@@ -133,6 +134,7 @@ class RemoteIndex:
             raise ValueError(f"a remote index is an http:// or https:// URL, got {url!r}")
         self.url = url.rstrip("/")
         token = token if token is not None else os.environ.get(TOKEN_ENV) or None
+        self._token = token
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout,
                                   transport=transport)
@@ -250,6 +252,11 @@ class RemoteIndex:
             self._encoder = shared_encoder(self.config.encoder, **self.config.encoder_config)
         return self._encoder
 
+    def warm_up(self) -> None:
+        """:meth:`PageIndex.warm_up`: check that the server answers and read its config;
+        no model is loaded here (the server encodes queries)."""
+        self.config  # noqa: B018 - one request, kept
+
     def encode_queries(self, queries: Sequence[str]) -> list[Any]:
         """Query vectors ``(n_tokens, dim)`` as the server's search weights them."""
         from agree_core.serve.wire import vectors_from_json
@@ -266,6 +273,26 @@ class RemoteIndex:
             if 1 <= page <= doc.pages:
                 return page_id(src, doc.sha256, page)
         return None
+
+    def node_filters(self, filters: dict[str, Any] | None, location: str | None = None
+                     ) -> dict[str, Any] | None:
+        """:meth:`PageIndex.node_filters`, decided by the server (its catalog and its PDFs;
+        ``index_dir`` compared with ``location``, default this URL): one request, and none
+        when ``filters`` name no such key."""
+        from agree_core.index.node_fields import names_derived_fields
+
+        if not names_derived_fields(filters):
+            return filters
+        body = {"filters": filters, "index_dir": str(location) if location is not None else self.url}
+        return self._json("POST", "/filters/resolve", json=body)["filters"]
+
+    def page_labels(self, pages: Sequence[tuple[str, int]]) -> list[str]:
+        """:meth:`PageIndex.page_labels` of indexed PDFs, read by the server from its disk
+        (``str(page)`` for a file it does not index)."""
+        pages = [(str(source), int(page)) for source, page in pages]
+        if not pages:
+            return []
+        return list(self._json("POST", "/pages/labels", json={"pages": pages})["labels"])
 
     def page_vectors(self, page_ids: Sequence[str]) -> dict[str, Any]:
         """Stored vectors ``(n, dim)`` of the pages found, by page id."""
@@ -326,6 +353,13 @@ class RemoteIndex:
                                [e for e in problems if e.page is None], int(state["pages_done"]),
                                [e for e in problems if e.page is not None])
 
+    def image_url(self, path: str) -> str:
+        """The absolute URL of a page image the server names by ``path`` (``/pages/ID/image``),
+        signed with the token when there is one, so that a plain GET (LlamaIndex's
+        ``resolve_image``, a browser) opens it without the token (:mod:`agree_core.serve.tokens`)."""
+        # joined as text (httpx's URL join costs 0.7 ms a hit)
+        return self.url + signed_path(self._token, path) if path.startswith("/") else str(self._http.base_url.join(path))
+
     def page_image(self, page_id: str) -> bytes:
         """The stored image of a page (PNG or JPEG bytes)."""
         return self._request("GET", f"/pages/{page_id}/image").content
@@ -355,10 +389,8 @@ class RemoteIndex:
     def _hit(self, h: dict[str, Any]) -> RemoteHit:
         url = h["image_url"]
         page_id = url.rstrip("/").split("/")[-2]  # /pages/PAGE_ID/image
-        # the server sends a path: joined as text (httpx's URL join costs 0.7 ms a hit)
-        absolute = self.url + url if url.startswith("/") else str(self._http.base_url.join(url))
         return RemoteHit(h["source"], int(h["page"]), float(h["score"]), h["image"],
-                         absolute, page_id, self, evidence=h.get("evidence", []))
+                         self.image_url(url), page_id, self, evidence=h.get("evidence", []))
 
     def _json(self, method: str, path: str, **kwargs: Any) -> Any:
         return self._request(method, path, **kwargs).json()

@@ -10,7 +10,7 @@ import signal
 from pathlib import Path
 from typing import Any
 
-from agree_core.serve.client import TOKEN_ENV
+from agree_core.serve.tokens import TOKEN_ENV  # not the client: building the CLI's parser loads no httpx
 
 log = logging.getLogger("agree")
 

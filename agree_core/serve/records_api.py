@@ -18,6 +18,9 @@ Routes (bodies in :mod:`agree_core.serve.schemas`, vectors and records as
     POST   /records/delete              {"ids"} | {"filters"} -> {"deleted"}
     POST   /records/delete_all          -> {"deleted"} (every record and every PDF)
     POST   /records/update_meta         {"filters", "meta"} -> {"updated"}
+    POST   /filters/resolve             {"filters", "index_dir"} -> {"filters"}: keys nodes carry
+                                        (file_name, page_label, index_dir...) as stored ones
+    POST   /pages/labels                {"pages": [[source, page]]} -> {"labels"} (indexed PDFs)
 
 Reads run in the host's reader thread (they never wait for a job), writes in its writer
 thread between two batches of a running job. A duplicate id with ``on_conflict="error"`` is
@@ -29,18 +32,19 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.responses import JSONResponse
 
 from agree_core.index.filters import RECORD_KIND, FilterError
-from agree_core.index.records import DuplicateRecordError, record_point_id
+from agree_core.index.images import is_image_name
+from agree_core.index.records import DuplicateRecordError, Record, record_point_id
 from agree_core.serve.host import Conflict, IndexHost
-from agree_core.serve.schemas import (IdsBody, QueryVectorsBody, RecordsCountBody, RecordsDeleteBody,
-                                      RecordsFindBody, RecordsGetBody, RecordsSearchBody, RecordsUpdateBody,
-                                      RecordsWriteBody)
+from agree_core.serve.schemas import (IdsBody, PageLabelsBody, QueryVectorsBody, RecordsCountBody,
+                                      RecordsDeleteBody, RecordsFindBody, RecordsGetBody, RecordsSearchBody,
+                                      RecordsUpdateBody, RecordsWriteBody, ResolveFiltersBody)
 from agree_core.serve.wire import document_to_json, record_from_json, record_to_json, vectors_from_json, vectors_to_json
 
 __all__ = ["add_record_routes", "WRITE_PATHS"]
@@ -78,12 +82,12 @@ def add_record_routes(api: APIRouter, app: FastAPI, host: IndexHost) -> None:
         found = await read(lambda view: view.records.search(query, body.k, body.filters,
                                                             candidates=body.candidates,
                                                             with_blobs=body.with_blobs))
-        return {"records": [record_to_json(r) for r in found]}
+        return {"records": [_record_json(r) for r in found]}
 
     @api.post("/records/find")
     async def find(body: RecordsFindBody) -> dict[str, Any]:
         found = await read(lambda view: view.records.find(body.filters, with_blobs=body.with_blobs))
-        return {"records": [record_to_json(r) for r in found]}
+        return {"records": [_record_json(r) for r in found]}
 
     @api.post("/records/metas")
     async def metas(body: RecordsCountBody) -> dict[str, Any]:
@@ -92,7 +96,7 @@ def add_record_routes(api: APIRouter, app: FastAPI, host: IndexHost) -> None:
     @api.post("/records/get")
     async def get(body: RecordsGetBody) -> dict[str, Any]:
         found = await read(lambda view: view.records.get(body.ids, with_blobs=body.with_blobs))
-        return {"records": [record_to_json(r) for r in found]}
+        return {"records": [_record_json(r) for r in found]}
 
     @api.post("/records/count")
     async def count(body: RecordsCountBody) -> dict[str, int]:
@@ -110,6 +114,14 @@ def add_record_routes(api: APIRouter, app: FastAPI, host: IndexHost) -> None:
                 "cells": [int(c) for c in emb.cells.tolist()], "text": emb.text,
                 "payload": {k: payload.get(k) for k in ("source", "page", "sha256", "doc_id", "kind", "words",
                                                         "pool_of")}}
+
+    @api.post("/filters/resolve")
+    async def resolve_filters(body: ResolveFiltersBody) -> dict[str, Any]:
+        return {"filters": await read(lambda view: view.node_filters(body.filters, body.index_dir))}
+
+    @api.post("/pages/labels")
+    async def page_labels(body: PageLabelsBody) -> dict[str, Any]:
+        return {"labels": await read(_labels, body.pages)}
 
     @api.post("/records/write")
     async def write_records(body: RecordsWriteBody) -> dict[str, int]:
@@ -146,6 +158,17 @@ def add_record_routes(api: APIRouter, app: FastAPI, host: IndexHost) -> None:
         return JSONResponse({"error": str(exc), "code": "filter"}, status_code=400)
 
 
+def _record_json(r: Record) -> dict[str, Any]:
+    """A record as the routes send it: with ``image_url``, the path of its image here (``GET
+    /pages/ID/image``: a page by its id, a record's image by its point id)."""
+    url = None
+    if r.kind != RECORD_KIND:
+        url = f"/pages/{r.id}/image"
+    elif r.image_path and is_image_name(r.image_path):
+        url = f"/pages/{record_point_id(r.id)}/image"
+    return record_to_json(replace(r, image_url=url))
+
+
 class RecordNotFound(LookupError):
     """No visible page or record with that id."""
 
@@ -168,6 +191,16 @@ def _embedding(view: Any, record_id: str) -> Any:
         if payload.get("kind") != RECORD_KIND and payload.get("doc_id") not in unfinished and pid == record_id:
             return emb, payload
     raise RecordNotFound(f"no page or record {record_id!r} in the index")
+
+
+def _labels(view: Any, pages: list[tuple[str, int]]) -> list[str]:
+    """Printed page labels, read from the PDFs this index holds and no other file."""
+    indexed = {d.source for d in view.catalog.documents(state="ready")}
+    wanted = [(i, p) for i, p in enumerate(pages) if p[0] in indexed]
+    labels = [str(page) for _, page in pages]
+    for (i, _), label in zip(wanted, view.page_labels([p for _, p in wanted])):
+        labels[i] = label
+    return labels
 
 
 def _delete_all(index: Any, host: IndexHost) -> int:

@@ -6,11 +6,13 @@ With them the framework components (LlamaIndex's retriever and reranker, Haystac
 store, retriever and ranker) run their own code unchanged on an ``http://`` index: what ran
 on an open :class:`~agree_core.index.PageIndex` runs on the client, each index call one HTTP
 request. Records come back as :class:`~agree_core.index.records.Record`, vectors as float32
-tensors bit for bit as stored.
+tensors bit for bit as stored, and the stored image as ``image_url`` (never a path: the
+file is on the server's disk).
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from agree_core.index.filters import compile_filter
@@ -92,7 +94,14 @@ class RemoteRecords:
 
     # -- HTTP ------------------------------------------------------------------------------
     def _records(self, path: str, body: dict[str, Any]) -> list[Any]:
-        return [record_from_json(r) for r in self._post(path, body)["records"]]
+        """Records as this machine sees them: no ``image_path`` (the server's disk), the
+        absolute ``image_url`` of the image instead (signed: :meth:`RemoteIndex.image_url`)."""
+        out = []
+        for data in self._post(path, body)["records"]:
+            r = record_from_json(data)
+            out.append(replace(r, image_path=None,
+                               image_url=self.index.image_url(r.image_url) if r.image_url else None))
+        return out
 
     def _post(self, path: str, body: dict[str, Any]) -> Any:
         if body.get("filters") is not None:

@@ -1,7 +1,8 @@
 """What keeps ``agree serve`` from serving more than its index: tokens, body sizes, paths.
 
 - :func:`bearer_guard`: with a token, every API request must carry
-  ``Authorization: Bearer TOKEN`` (compared in constant time), else 401.
+  ``Authorization: Bearer TOKEN`` (compared in constant time), else 401; a page image also
+  opens with its signature (:mod:`agree_core.serve.tokens`).
 - :class:`BodyLimit`: request bodies are counted as they arrive; past the limit the request
   ends with 413, whatever Content-Length claimed (or did not).
 - :func:`resolve_server_path`: a path sent by a client names a file or folder under one of
@@ -19,6 +20,8 @@ from typing import Any, Awaitable, Callable
 from fastapi import Request
 from fastapi.responses import JSONResponse
 
+from agree_core.serve.tokens import SIGNATURE_PARAM, sign_path, signable
+
 JSON_LIMIT = 4 << 20  # bytes of a JSON body (1,000 queries of 2,000 characters fit)
 
 
@@ -35,15 +38,23 @@ class Unauthorized(PermissionError):
 
 
 def bearer_guard(token: str | None) -> Callable[[Request], Awaitable[None]]:
-    """A FastAPI dependency: without ``token`` it lets everything through."""
+    """A FastAPI dependency: without ``token`` it lets everything through. With it, a request
+    carries ``Authorization: Bearer TOKEN``, or is a GET of a page image with the path's
+    signature (``?sig=``, :func:`~agree_core.serve.tokens.sign_path`)."""
     expected = token.encode() if token else None
 
     async def guard(request: Request) -> None:
         if expected is None:
             return
         scheme, _, given = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected):
-            raise Unauthorized("this server needs a token: send Authorization: Bearer TOKEN")
+        if scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), expected):
+            return
+        signature = request.query_params.get(SIGNATURE_PARAM)
+        path = request.scope.get("path", "")
+        if (signature and request.method in ("GET", "HEAD") and signable(path)
+                and hmac.compare_digest(signature.encode(), sign_path(token, path).encode())):
+            return
+        raise Unauthorized("this server needs a token: send Authorization: Bearer TOKEN")
 
     return guard
 

@@ -131,6 +131,22 @@ class RecordsCountBody(BaseModel):
     filters: dict[str, Any] | None = None
 
 
+class ResolveFiltersBody(BaseModel):
+    """Filters on keys framework nodes carry (``file_name``, ``page_label``, ``index_dir``...)
+    to rewrite into stored ones; ``index_dir``: the name the client knows this index by."""
+
+    model_config = ConfigDict(extra="forbid")
+    filters: dict[str, Any] | None = None
+    index_dir: StrictStr = Field(min_length=1, max_length=4096)
+
+
+class PageLabelsBody(BaseModel):
+    """``[[source, page], ...]``: pages of indexed PDFs whose printed labels are wanted."""
+
+    model_config = ConfigDict(extra="forbid")
+    pages: list[tuple[StrictStr, StrictInt]] = Field(max_length=100_000)
+
+
 class IdsBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     ids: list[StrictStr] = Field(max_length=100_000)

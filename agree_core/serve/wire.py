@@ -3,7 +3,8 @@
 - vectors: ``{"dtype": "float32", "shape": [n, dim], "data": BASE64}``, the float32 bytes in
   little-endian order, so a vector read back over HTTP is bit for bit the one stored;
 - a record: :class:`~agree_core.index.records.Record`'s fields by name, ``blob`` in base64,
-  ``vectors`` as above, ``cells`` a list of ints;
+  ``vectors`` as above, ``cells`` a list of ints; the server sends ``image_url`` (a path on
+  the server) for a record whose file it serves as an image;
 - a catalog document: :class:`~agree_core.index.catalog.Document`'s fields by name.
 
 Both ends use these functions; torch and numpy are imported only when a vector is decoded
@@ -59,7 +60,7 @@ def record_to_json(record: Any) -> dict[str, Any]:
         "grid": list(record.grid) if record.grid is not None else None,
         "cells": _ints(record.cells) if record.cells is not None else None,
         "extra": record.extra, "kind": record.kind, "score": record.score,
-        "image_path": record.image_path,
+        "image_path": record.image_path, "image_url": record.image_url,
     }
 
 
@@ -74,7 +75,7 @@ def record_from_json(data: dict[str, Any]) -> Any:
     if not isinstance(data, dict):
         raise ValueError(f"a record must be a JSON object, got {type(data).__name__}")
     known = {"id", "text", "blob", "mime_type", "meta", "vectors", "grid", "cells", "extra", "kind",
-             "score", "image_path"}
+             "score", "image_path", "image_url"}
     unknown = sorted(set(data) - known)
     if unknown:
         raise ValueError(f"record {data.get('id')!r}: unknown field(s) {unknown}; a record has {sorted(known)}")

@@ -39,8 +39,9 @@ EXAMPLES = ROOT / "examples" / "haystack"
 
 
 def _nodes(nodes):
-    """What a node says, but where its image file lives (the server's copy of the index)."""
-    return [(n.node.node_id, n.score, n.node.text, Path(getattr(n.node, "image_path", "") or "").name,
+    """What a node says, but where its image lives (a file here, a URL on a server:
+    test_served_images.py)."""
+    return [(n.node.node_id, n.score, n.node.text, type(n.node).__name__,
              {k: v for k, v in n.node.metadata.items() if k != "index_dir"}, n.node.ref_doc_id)
             for n in nodes]
 

@@ -74,10 +74,13 @@ def document_ref(doc: Any) -> PageRef:
 def record_to_document(r: Record) -> Document:
     """The Document for a stored record, as it was written; a page of an indexed PDF comes
     with ``meta`` source and page (and Haystack's names for them, ``file_path`` and
-    ``page_number``), and its image with the image's ``file_path``."""
+    ``page_number``), and its image with the image's ``file_path``, or, from an index that
+    ``agree serve`` holds (the file is on the server's disk), its ``url`` (as Haystack's
+    ``LinkContentFetcher`` names a fetched blob's origin; signed: it opens without the token)."""
     blob = None
     if r.blob is not None:
-        blob_meta = r.extra.get("blob_meta", {"file_path": r.image_path} if r.kind == "page" else {})
+        origin = {"url": r.image_url} if r.image_url else {"file_path": r.image_path}
+        blob_meta = r.extra.get("blob_meta", origin if r.kind == "page" else {})
         blob = ByteStream(r.blob, meta=blob_meta, mime_type=r.mime_type)
     sparse = r.extra.get("sparse_embedding")
     meta = dict(r.meta)

@@ -18,9 +18,9 @@ from haystack.errors import FilterError
 from agree_core.evidence import evidence_by_id
 from agree_core.index.config import CONFIG_FILE
 from agree_core.index.filters import FilterError as IndexFilterError
-from agree_core.index.node_fields import resolve_node_fields
 from agree_core.index.records import DuplicateRecordError, Record
 from agree_core.index.shared import SharedIndex
+from agree_core.index.storage import is_served
 from agree_core.rerank import PageRef, PageScorer
 
 from ._convert import check_positive, document_to_record, init_to_dict, record_to_document
@@ -104,14 +104,16 @@ class AgreeDocumentStore(MetadataQueries):
             return self._shared
 
     def warm_up(self) -> None:
-        """Open the index and load its encoder; a missing index is left to the first write
-        to create (or the first read to refuse), unless ``create`` says otherwise."""
-        if self.create or Path(self.index_dir, CONFIG_FILE).is_file() or self.create is False:
-            self._run(lambda ix: ix.encoder.dim)
+        """Open the index and load its encoder (a served index: check that the server
+        answers; the model is the server's); a missing index is left to the first write to
+        create (or the first read to refuse), unless ``create`` says otherwise."""
+        if (self.create is not None or is_served(self.index_dir)  # agree serve holds an index, always
+                or Path(self.index_dir, CONFIG_FILE).is_file()):
+            self._run(lambda ix: ix.warm_up())
 
     def _warm_up(self, write: bool) -> None:
         """:meth:`warm_up` for a component that writes (may create) or only reads (refuses)."""
-        self._run(lambda ix: ix.encoder.dim, write=write)
+        self._run(lambda ix: ix.warm_up(), write=write)
 
     def close(self) -> None:
         """Give the index back (the last user in this process closes it); the next call
@@ -230,8 +232,9 @@ _LOADED_GUARD = threading.Lock()
 
 
 def _resolved(ix: Any, filters: dict[str, Any] | None) -> dict[str, Any] | None:
-    """``filters`` with the keys Documents carry but the index does not store resolved."""
-    return resolve_node_fields(filters, ix.catalog.documents(state="ready"), ix.directory)
+    """``filters`` with the keys Documents carry but the index does not store resolved, where
+    the index is (a served index: by the server, :meth:`PageIndex.node_filters`)."""
+    return ix.node_filters(filters)
 
 
 def _haystack_error(e: Exception) -> Exception:

@@ -112,8 +112,8 @@ def _citations(nodes: list[NodeWithScore]) -> dict[str, Any]:
 
 
 def _jpeg(node: ImageNode, max_pixels: int | None) -> bytes:
-    """The node's page image (``image``, else ``image_path``: the index's stored image), scaled
-    to at most ``max_pixels`` pixels, as JPEG."""
+    """The node's page image (``image``, else ``image_path``: the index's stored image, else
+    ``image_url``: a served index's, signed), scaled to at most ``max_pixels`` pixels, as JPEG."""
     try:
         with Image.open(node.resolve_image()) as img:
             image = fit_image(img.convert("RGB"), max_pixels)

@@ -29,7 +29,8 @@ PERSIST_FILE = "agree-retriever.json"
 
 class AgreeVisualRetriever(BaseRetriever):
     """Pages of an agree index ranked by MaxSim, as ``ImageNode``s: the page image
-    (``image_path``), the page's text (text layer or OCR), and metadata ``source`` (also
+    (``image_path``; ``image_url`` on an index that ``agree serve`` holds, signed so that
+    ``resolve_image`` needs no token), the page's text (text layer or OCR), and metadata ``source`` (also
     ``file_path``), ``page`` (the physical page, 1-based), ``page_label`` (the PDF's printed
     label, as LlamaIndex's PDFReader gives it), ``file_name``, ``doc_id``, ``index_dir`` and
     the document's own metadata, and ``evidence``: the places of the page that matched, as

@@ -11,7 +11,6 @@ from llama_index.core.schema import ImageNode, NodeRelationship, NodeWithScore, 
 
 from agree_core.evidence import evidence_by_id
 from agree_core.index import PageIndex
-from agree_core.index.node_fields import resolve_node_fields
 from agree_core.page_identity import page_label
 
 __all__ = ["search_nodes", "page_node", "page_nodes"]
@@ -23,49 +22,66 @@ _HIDDEN_KEYS = ["doc_id", "file_path", "page_label", "index_dir", "evidence"]
 def search_nodes(index: PageIndex, query: str | torch.Tensor, top_k: int, filters: dict[str, Any] | None,
                  candidates: int | None, index_dir: Path) -> list[NodeWithScore]:
     """The top pages for ``query`` (text or token vectors) as nodes (run in the index's thread)."""
-    documents = index.catalog.documents(state="ready")
-    tree = resolve_node_fields(filters, documents, index_dir)
-    found = index.records.search(query, top_k, tree, candidates=candidates, with_blobs=False)
-    doc_ids = {d.source: d.doc_id for d in documents}
+    found = index.records.search(query, top_k, index.node_filters(filters, index_dir),
+                                 candidates=candidates, with_blobs=False)
     evidence = evidence_by_id(index, query, [r.id for r in found])  # as agree search --json gives it
-    return [NodeWithScore(node=_node(r, doc_ids, index_dir, evidence.get(r.id, [])), score=r.score)
-            for r in found]
+    return _nodes(index, found, index_dir, [evidence.get(r.id, []) for r in found])
 
 
 def page_node(source: str, page: int, text: str, image: str | None, node_id: str, doc_id: str,
-              index_dir: Path | None, meta: dict[str, Any] | None = None) -> TextNode:
+              index_dir: Path | str | None, meta: dict[str, Any] | None = None, *,
+              image_url: str | None = None, mime_type: str | None = None,
+              label: str | None = None) -> TextNode:
     """One page as a node: an ``ImageNode`` when it has an image (see
-    :class:`AgreeVisualRetriever` for what it carries)."""
-    metadata = {**(meta or {}), **page_metadata(source, page, doc_id)}
+    :class:`AgreeVisualRetriever` for what it carries): ``image_url`` for a page that
+    ``agree serve`` holds (signed, so that ``resolve_image`` needs no token), else the
+    ``image`` file when it exists here. ``label``: the page's printed label, when the index
+    gave it (:meth:`PageIndex.page_labels`)."""
+    metadata = {**(meta or {}), **page_metadata(source, page, doc_id, label)}
     if index_dir is not None:
         metadata["index_dir"] = str(index_dir)
     kwargs = dict(id_=node_id, text=text, metadata=metadata,
                   excluded_llm_metadata_keys=list(_HIDDEN_KEYS), excluded_embed_metadata_keys=list(_HIDDEN_KEYS),
                   relationships={NodeRelationship.SOURCE: RelatedNodeInfo(node_id=doc_id)})
+    if image_url:
+        return ImageNode(image_url=image_url, image_mimetype=mime_type, **kwargs)
     if image and Path(image).is_file():
         return ImageNode(image_path=image, **kwargs)
     return TextNode(**kwargs)
 
 
-def page_metadata(source: str, page: int, doc_id: str) -> dict[str, Any]:
-    """The page keys every node carries, in agree's and LlamaIndex's readers' words."""
+def page_metadata(source: str, page: int, doc_id: str, label: str | None = None) -> dict[str, Any]:
+    """The page keys every node carries, in agree's and LlamaIndex's readers' words
+    (``label`` read from ``source`` when not given)."""
+    if label is None:
+        label = page_label(source, page) if source else str(page)
     return {"source": source, "file_path": source, "file_name": Path(source).name if source else "",
-            "page": page, "page_label": page_label(source, page) if source else str(page), "doc_id": doc_id}
+            "page": page, "page_label": label, "doc_id": doc_id}
 
 
 def page_nodes(index: PageIndex, filters: dict[str, Any] | None, index_dir: Path) -> list[TextNode]:
     """Every page of the index matching ``filters``, as the nodes a search returns (run in
     the index's thread): same ids, text, image and metadata, so the same node hash."""
-    documents = index.catalog.documents(state="ready")
-    tree = resolve_node_fields(filters, documents, index_dir)
-    doc_ids = {d.source: d.doc_id for d in documents}
-    return [_node(r, doc_ids, index_dir) for r in index.records.find(tree, with_blobs=False)]
+    return _nodes(index, index.records.find(index.node_filters(filters, index_dir), with_blobs=False), index_dir)
 
 
-def _node(r: Any, doc_ids: dict[str, str], index_dir: Path, evidence: list | None = None) -> TextNode:
-    meta = dict(r.meta)
-    if evidence is not None:
-        meta["evidence"] = evidence
-    source, page = meta.pop("source", ""), meta.pop("page", 0)
-    doc_id = doc_ids.get(source, r.id) if r.kind == "page" else r.id
-    return page_node(source, page, r.text or "", r.image_path, r.id, doc_id, index_dir, meta)
+def _nodes(index: PageIndex, found: list[Any], index_dir: Path | str,
+           evidence: list[list] | None = None) -> list[Any]:
+    """Records as nodes; document ids and page labels asked of the index (a served one
+    answers from the server's catalog and PDFs), once for all of them."""
+    doc_ids = {d.source: d.doc_id for d in index.catalog.documents(state="ready")}
+    places = [(r.meta.get("source") or "", r.meta.get("page") or 0) for r in found]
+    wanted = list(dict.fromkeys(p for p in places if isinstance(p[0], str) and p[0]
+                                and isinstance(p[1], int) and not isinstance(p[1], bool)))
+    labels = dict(zip(wanted, index.page_labels(wanted)))
+    nodes = []
+    for i, (r, (source, page)) in enumerate(zip(found, places)):
+        meta = {k: v for k, v in r.meta.items() if k not in ("source", "page")}
+        if evidence is not None:
+            meta["evidence"] = evidence[i]
+        doc_id = doc_ids.get(source, r.id) if r.kind == "page" else r.id
+        node = page_node(source, page, r.text or "", r.image_path, r.id, doc_id, index_dir, meta,
+                         image_url=r.image_url, mime_type=r.mime_type,
+                         label=labels.get((source, page), str(page)))
+        nodes.append(NodeWithScore(node=node, score=r.score) if evidence is not None else node)
+    return nodes
