@@ -77,7 +77,7 @@ def choose_backend(device: torch.device, dtype: torch.dtype, requested: str | No
 
 def auto_cpu_backend() -> str:
     """The CPU's own choice: ``"onnx-int8"`` on every CPU when onnxruntime and onnx are
-    installed (AVX2, AVX-512, AVX-512 bf16 and AMX: measured faster than torch on each), else
+    installed (measured faster than torch on AVX2, AVX-512 bf16 and AMX machines), else
     ``"torch"`` with bf16 weights on native-bf16 CPUs; CPUs without native bf16 ask for the
     int8 graph anyway, so that :func:`fast_forward` says how to install it and runs torch fp32."""
     from agree_core.cpu import cpu_has_native_bf16
