@@ -7,12 +7,15 @@ LlamaIndex's PDFReader names it) and, from a search, the evidence of why it matc
 or find returns (``RecordStore.search(..., node_fields=True)``), so that a served index
 answers a framework's search in one request: the server computes them next to its index
 and its PDFs, a client reads them off the records (:class:`~agree_core.index.records.Record`'s
-``doc_id``, ``page_label`` and ``evidence``).
+``doc_id``, ``page_label`` and ``evidence``). :class:`NodeMethods` are the index's methods
+for the same facts: filters on those keys (:mod:`~agree_core.index.node_fields`), labels, and
+``warm_up``.
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 if TYPE_CHECKING:
@@ -21,7 +24,36 @@ if TYPE_CHECKING:
     from agree_core.index import PageIndex
     from agree_core.index.records import Record
 
-__all__ = ["add_node_fields", "page_labels"]
+__all__ = ["NodeMethods", "add_node_fields", "page_labels"]
+
+
+class NodeMethods:
+    """What framework components ask of a :class:`~agree_core.index.PageIndex` (which
+    inherits these) beside searching; :class:`~agree_core.serve.client.RemoteIndex` has the
+    same methods, answered by the server."""
+
+    def warm_up(self) -> None:
+        """Load the encoder's weights now rather than at the first query (Haystack's
+        ``warm_up``; a served index's client has nothing to load)."""
+        self.encoder.dim  # noqa: B018 - dim loads the weights
+
+    def node_filters(self, filters: dict[str, Any] | None, location: str | Path | None = None
+                     ) -> dict[str, Any] | None:
+        """``filters`` with conditions on the keys framework nodes and Documents carry but the
+        index does not store (``file_name``, ``doc_id``, ``page_label``, ``index_dir``...)
+        rewritten into stored ones (:mod:`agree_core.index.node_fields`); ``location``: the
+        name the caller knows this index by (default: the one it was opened by)."""
+        from agree_core.index.node_fields import names_derived_fields, resolve_node_fields
+
+        if not names_derived_fields(filters):
+            return filters
+        return resolve_node_fields(filters, self.catalog.documents(state="ready"),
+                                   self.location if location is None else location)
+
+    def page_labels(self, pages: Sequence[tuple[str, int]]) -> list[str]:
+        """The printed label of each ``(source, page)``, from the PDF's ``/PageLabels`` (what
+        LlamaIndex's PDFReader calls ``page_label``); ``str(page)`` when it cannot be read."""
+        return page_labels(pages)
 
 
 def add_node_fields(index: "PageIndex", found: Sequence["Record"], doc_ids: Sequence[str | None], *,
