@@ -55,8 +55,13 @@ def build_parser() -> argparse.ArgumentParser:
                                    "*.pdf. Unchanged files are skipped, changed files replace "
                                    "their pages, an interrupted run resumes. Files that cannot "
                                    "be read are named on stderr and the others go on (exit 3).")
-    p.add_argument("paths", nargs="+", metavar="PATH", help="PDF files and folders")
+    p.add_argument("paths", nargs="+", metavar="PATH",
+                   help="PDF files and folders; with --index http://..., absolute paths on the "
+                        "server's disk (under its --allow-dir), or with --upload files of this machine")
     _index_arg(p)
+    p.add_argument("--upload", action="store_true",
+                   help="with --index http://...: send these files (and the PDFs under these folders) "
+                        "from this machine to the server, which keeps them in its upload folder")
     p.add_argument("--encoder", default=None, metavar="NAME",
                    help="encoder for a new index: text-layer (default), colqwen2.5, colqwen2, "
                         "colpali, or NAME:CHECKPOINT (a path or hub id, e.g. a fine-tuned "
@@ -118,7 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
                         '"failed_pages": [{"source", "page", "code", "message"}]}')
 
     p = sub.add_parser("delete", help="remove documents from an index by path")
-    p.add_argument("sources", nargs="+", metavar="PDF", help="paths of indexed PDFs")
+    p.add_argument("sources", nargs="+", metavar="PDF",
+                   help="paths of indexed PDFs (with --index http://..., absolute paths on the server, "
+                        "as `agree info` lists them)")
     _index_arg(p)
 
     from agree_core.generation.ask import register as register_ask
@@ -274,16 +281,31 @@ def _read_queries(path: str) -> list[tuple[Any, str]]:
 
 
 def cmd_index(args: argparse.Namespace) -> int:
+    """`agree index PATH... --index INDEX`. On an index that `agree serve` holds
+    (``http://``), PATHs name files on the server's disk: absolute paths under its
+    ``--allow-dir`` (a relative path is refused: this shell's working directory says nothing
+    of the server's disk); ``--upload`` sends this machine's files instead. A path the server
+    refuses that exists here is named with the hint to ``--upload`` it."""
     from agree_core.index import PageIndex
+    from agree_core.index.storage import is_served
 
     if args.page_timeout <= 0:
         return _usage(f"--page-timeout must be > 0 seconds, got {args.page_timeout:g}")
+    remote = is_served(args.index)
+    if args.upload and not remote:
+        return _usage("--upload sends this machine's PDFs to an index that `agree serve` holds "
+                      "(--index http://HOST:PORT); a folder index reads them where they are")
     options = {"device": args.device} if args.device else {}
+    metadata = _pairs(args.meta, "--meta") if args.meta else None
     with PageIndex.open(args.index, args.encoder, wait=args.wait, encoder_options=options,
                         dpi=args.dpi, **_storage_settings(args)) as index:
-        report = index.add(args.paths, metadata=_pairs(args.meta, "--meta") if args.meta else None,
-                           batch_size=args.batch_size, progress=not args.quiet,
-                           page_timeout=args.page_timeout)
+        if args.upload:
+            report = index.upload(args.paths, metadata=metadata, progress=not args.quiet)
+        elif remote:
+            report = _add_on_server(index, args)
+        else:
+            report = index.add(args.paths, metadata=metadata, batch_size=args.batch_size,
+                               progress=not args.quiet, page_timeout=args.page_timeout)
     for e in report.skipped:
         sys.stderr.write(f"skipped: {e.path}: {e.reason} [{e.code}]\n")
     for e in report.failed_pages:
@@ -297,6 +319,19 @@ def cmd_index(args: argparse.Namespace) -> int:
              len(report.unchanged), len(report.skipped), len(report.failed_pages),
              f"; report in {args.report}" if args.report else "")
     return EXIT_OK if report.ok else EXIT_SKIPPED
+
+
+def _add_on_server(index, args: argparse.Namespace):  # noqa: ANN001, ANN202 - a RemoteIndex and its report
+    from agree_core.serve.client import RemoteIndexError
+
+    try:
+        return index.add(args.paths, metadata=_pairs(args.meta, "--meta") if args.meta else None,
+                         batch_size=args.batch_size, progress=not args.quiet)
+    except RemoteIndexError as e:
+        here = [p for p in args.paths if Path(p).exists()]
+        if e.status != 403 or not here:
+            raise
+        raise RemoteIndexError(f"{e}; {here[0]} is on this machine: add --upload to send it", e.status) from None
 
 
 def cmd_search(args: argparse.Namespace) -> int:

@@ -202,9 +202,9 @@ def search(d: Path, qs: list[np.ndarray], candidates: list[int], first_stage_onl
         files = _mapped(str(d))
         engine.close()
     else:
-        import agree_core.index.page_index as page_index
+        import agree_core.index.first_stage as first_stage_module
 
-        page_index.FIRST_STAGE_MIN_PAGES = 0  # every size searches through the encodings here
+        first_stage_module.FIRST_STAGE_MIN_PAGES = 0  # every size searches through the encodings here
         index = PageIndex.open(d, enc)
         where = index.scope(None, pdf_pages_only=True)
         plans = [(f"MUVERA HNSW -> {c} -> exact", dict(candidates=c), True) for c in candidates]

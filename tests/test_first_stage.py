@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from agree_core.index import PageIndex
-from agree_core.index import page_index as page_index_module
+from agree_core.index import first_stage as first_stage_module
 from agree_core.index.first_stage import DEFAULT_GRAPH, FDE, Muvera, muvera_of
 from conftest import copy_index, lorem_pages, make_pdf, marker
 
@@ -65,7 +65,7 @@ def test_large_index_searches_through_the_encodings_and_finds_the_exact_top(
         real = index.engine.search_batch
         monkeypatch.setattr(index.engine, "search_batch",
                             lambda *a, **kw: calls.append(kw) or real(*a, **kw))
-        monkeypatch.setattr(page_index_module, "FIRST_STAGE_MIN_PAGES", n - 1)  # "large"
+        monkeypatch.setattr(first_stage_module, "FIRST_STAGE_MIN_PAGES", n - 1)  # "large"
         fast = index.search_batch(queries, k=3, candidates=n)
     assert calls[-1]["prefetch"] == FDE and len(calls[-1]["prefetch_queries"]) == 3
     assert [[h.page_id for h in hits] for hits in fast] == [[h.page_id for h in hits] for hits in exact]
@@ -87,7 +87,7 @@ def test_past_the_graphs_measured_range_searches_scan_the_centroids(tmp_path, sa
         real = index.engine.search_batch
         monkeypatch.setattr(index.engine, "search_batch",
                             lambda *a, **kw: calls.append(kw) or real(*a, **kw))
-        monkeypatch.setattr(page_index_module, "FIRST_STAGE_MIN_PAGES", 0)
+        monkeypatch.setattr(first_stage_module, "FIRST_STAGE_MIN_PAGES", 0)
         monkeypatch.setattr(first_stage, "FIRST_STAGE_MAX_PAGES", n - 1)
         index.search("solar panel output", k=2)
         assert calls[-1]["prefetch"] == FDE and calls[-1]["oversampling"] == first_stage.OVERSAMPLING
@@ -148,7 +148,7 @@ def test_old_index_without_encodings_opens_and_gets_them_by_command(tmp_path, en
     config = json.loads((tmp_path / "old" / "agree-index.json").read_text())
     del config["first_stage"]  # as written before the first stage existed
     (tmp_path / "old" / "agree-index.json").write_text(json.dumps(config))
-    monkeypatch.setattr(page_index_module, "FIRST_STAGE_MIN_PAGES", 1)
+    monkeypatch.setattr(first_stage_module, "FIRST_STAGE_MIN_PAGES", 1)
     with PageIndex.open(tmp_path / "old", encoder) as index:
         assert index.config.first_stage == {}
         assert index.search(marker(2), k=1)[0].page == 2  # the pooled first stage, as before
@@ -171,7 +171,7 @@ def test_server_collection_has_the_quantized_encodings_and_scans_them(tmp_path, 
 
     mock = MockQdrant(Schema())
     pdf = make_pdf(tmp_path / "a.pdf", ["solar panels on the roof", "parking for visitors"])
-    monkeypatch.setattr(page_index_module, "FIRST_STAGE_MIN_PAGES", 0)
+    monkeypatch.setattr(first_stage_module, "FIRST_STAGE_MIN_PAGES", 0)
     with PageIndex.open("qdrant://qdrant.example:6333/fs", encoder,
                         client_options={"transport": mock.transport(), "check_compatibility": False}) as index:
         assert index.add([pdf], progress=False).ok
@@ -217,7 +217,7 @@ def test_an_index_built_with_the_graph_keeps_it_on_both_engines(tmp_path, encode
     config = json.loads((tmp_path / "old" / "agree-index.json").read_text())
     config["first_stage"] = graph  # as session 6 wrote it
     (tmp_path / "old" / "agree-index.json").write_text(json.dumps(config))
-    monkeypatch.setattr(page_index_module, "FIRST_STAGE_MIN_PAGES", 0)
+    monkeypatch.setattr(first_stage_module, "FIRST_STAGE_MIN_PAGES", 0)
     with PageIndex.open(tmp_path / "old", encoder) as index:
         assert index.config.first_stage == graph and isinstance(index.engine, EdgeEngine)
         calls = []
@@ -257,7 +257,7 @@ def test_new_index_records_fused_and_the_graph_and_a_stale_one_is_encoded_again(
     for key in ("fused", *SCAN):  # as session 5 wrote it: fused coordinate hashed
         del config["first_stage"][key]
     (index_dir / "agree-index.json").write_text(json.dumps(config))
-    monkeypatch.setattr(page_index_module, "FIRST_STAGE_MIN_PAGES", 1)
+    monkeypatch.setattr(first_stage_module, "FIRST_STAGE_MIN_PAGES", 1)
     with PageIndex.open(index_dir, encoder) as index:
         assert not usable(index.config)
         calls = []

@@ -2,7 +2,7 @@
 for an index whose searches read the graph, and never for an add that wrote nothing."""
 
 from agree_core.index import PageIndex
-from agree_core.index import page_index as page_index_module
+from agree_core.index import first_stage as first_stage_module
 from conftest import lorem_pages, make_pdf, marker
 
 
@@ -17,7 +17,7 @@ def test_add_optimizes_only_where_searches_use_the_graph(tmp_path, encoder, monk
         assert index.add([a], progress=False).ok
         assert calls == []  # 3 pages: searches are exact MaxSim, no graph is read
         assert index.search(marker(2), k=1)[0].page == 2  # found without one
-        monkeypatch.setattr(page_index_module, "FIRST_STAGE_MIN_PAGES", 4)
+        monkeypatch.setattr(first_stage_module, "FIRST_STAGE_MIN_PAGES", 4)
         assert index.add([b], progress=False).ok
         assert calls == [5]  # past the threshold: the graph, over every page
         assert index.add([a, b], progress=False).ok

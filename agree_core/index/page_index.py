@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import copy
 import logging
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
@@ -36,13 +35,14 @@ from agree_core.index import filters as F
 from agree_core.index.catalog import Catalog
 from agree_core.index.config import IndexConfig, IndexConfigError
 from agree_core.index import first_stage, ingest, sizes
-from agree_core.index.first_stage import DEFAULT_FDE_CANDIDATES, FIRST_STAGE_MIN_PAGES
+from agree_core.index.framework_nodes import NodeMethods
 from agree_core.index.ingest import AddReport  # noqa: F401 - a public name of this module
-from agree_core.index.schema import POOLED, SEARCH_EXCLUDE, TOKENS, candidates_for, expand_pooled, visible
+from agree_core.index.schema import TOKENS, expand_pooled
+from agree_core.index.searching import Hit, SearchMethods
 from agree_core.index.storage import Storage
 from agree_core.pages import DEFAULT_PAGE_TIMEOUT
 from agree_core.pages import page_id as make_page_id
-from agree_core.scoring import idf_weights, similarity_map
+from agree_core.scoring import similarity_map
 
 if TYPE_CHECKING:
     from agree_core.index.records import RecordStore
@@ -50,26 +50,13 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-
-@dataclass
-class Hit:
-    source: str
-    page: int
-    score: float
-    image: str
-    page_id: str
-    doc_id: str
-    meta: dict[str, Any] = field(default_factory=dict)
-
-    def to_json(self) -> dict[str, Any]:
-        return {"source": self.source, "page": self.page, "score": self.score, "image": self.image}
-
-
-class PageIndex:
+class PageIndex(SearchMethods, NodeMethods):
     """A persistent index of PDF pages.
 
     Use :meth:`open` (creates the index on first use); close it, or use it as a context
-    manager: one process at a time can hold an index directory.
+    manager: one process at a time can hold an index directory. The search methods are in
+    :mod:`~agree_core.index.searching`, what framework nodes ask of it (``node_filters``,
+    ``page_labels``, ``warm_up``) in :mod:`~agree_core.index.framework_nodes`.
     """
 
     def __init__(self, storage: Storage, config: IndexConfig, encoder: MultiVectorEncoder | None,
@@ -171,11 +158,6 @@ class PageIndex:
                                          **self._encoder_options)
         return self._encoder
 
-    def warm_up(self) -> None:
-        """Load the encoder's weights now rather than at the first query (Haystack's
-        ``warm_up``; a served index's client has nothing to load)."""
-        self.encoder.dim  # noqa: B018 - dim loads the weights
-
     @property
     def records(self) -> "RecordStore":
         """Pages written by callers (a framework's documents), next to the PDF pages: see
@@ -233,7 +215,7 @@ class PageIndex:
         """
         report = ingest.add(self, paths, metadata, batch_size, progress, page_timeout, ocr_workers,
                             on_progress)
-        if report.pages and self.config.first_stage and self.engine.count() > FIRST_STAGE_MIN_PAGES:
+        if report.pages and self.config.first_stage and self.engine.count() > first_stage.FIRST_STAGE_MIN_PAGES:
             # the first stage's HNSW graph, only where searches read it (up to FIRST_STAGE_MIN_PAGES
             # they are exact MaxSim: building one took 22 s wall at 1,200 pages, loaded machine, and sped nothing up).
             # Cheap after a small add: Edge graphs a segment only past its indexing threshold and
@@ -252,108 +234,6 @@ class PageIndex:
         return removed
 
     # -- reading ----------------------------------------------------------------------------
-    def search(self, query: str, k: int = 10, filters: dict[str, Any] | None = None,
-               candidates: int | None = None) -> list[Hit]:
-        return self.search_batch([query], k, filters, candidates)[0]
-
-    def search_batch(self, queries: Sequence[str], k: int = 10, filters: dict[str, Any] | None = None,
-                     candidates: int | None = None) -> list[list[Hit]]:
-        """Top ``k`` PDF pages for each query (records written by frameworks are searched
-        through :attr:`records`).
-
-        Args:
-            filters: the flat form ``{"source": PATH or [PATHS], "page": N or {"gte": a,
-                "lte": b}, "<meta key>": value}``, or the nested one of
-                :mod:`agree_core.index.filters` (AND, OR, NOT).
-            candidates: pages kept by the first stage before exact MaxSim rescoring; default
-                exact search up to 2,000 pages, above it 400 through the encodings (800 through
-                the centroid scan). The first stage is a scan of the pages' binary-quantized
-                MUVERA encodings (1,600 or 4x candidates, oversampled and rescored by the
-                encodings) whose survivors the 32 stored centroids narrow to ``candidates``,
-                all in one engine query (:mod:`~agree_core.index.first_stage`); indexes built
-                with an HNSW graph of the encodings (session 5-6) use it up to 20,000 pages;
-                above that, and on indexes without encodings, the scan of every pooled
-                centroid (``agree first-stage`` adds the encodings).
-        """
-        if k < 1:
-            raise ValueError(f"k must be >= 1, got {k}")
-        where = self.search_scope(filters)
-        return self.search_encoded(self.encode_queries(queries), k, where, candidates)
-
-    def search_scope(self, filters: dict[str, Any] | None) -> F.Node | None:
-        """What :meth:`search_batch` searches for ``filters``: the PDF pages readers may see
-        that match them (flat filters' sources made absolute)."""
-        return self.scope(_absolute_sources(filters), pdf_pages_only=True)
-
-    def search_encoded(self, vectors: Sequence[torch.Tensor], k: int, where: F.Node | None,
-                       candidates: int | None = None) -> list[list[Hit]]:
-        """The second half of :meth:`search_batch`: the top ``k`` pages for queries encoded by
-        :meth:`encode_queries` (each ``(n_q, dim)``) within ``where`` (:meth:`search_scope`).
-        For a caller that encodes many queries in one batch and answers them one by one (the
-        server: a client has its answer while the next query is searched)."""
-        if k < 1:
-            raise ValueError(f"k must be >= 1, got {k}")
-        found = self.search_vectors([q.float().numpy() for q in vectors], k, where, candidates)
-        images = self.images.local_paths({s.id: s.payload for scored in found for s in scored})  # one fetch
-        return [[self._hit(s.id, s.score, s.payload, images[s.id]) for s in scored] for scored in found]
-
-    def search_vectors(self, queries: Sequence[np.ndarray], k: int, where: F.Node | None,
-                       candidates: int | None = None) -> list[list[Any]]:
-        """The one query path: each query ``(n_q, dim)`` scored by MaxSim over the points
-        matching ``where`` (see :meth:`scope`), through the first stage on large
-        indexes; the engine's scored points, best first."""
-        # the page count decides the path; not needed when the caller fixed it without a choice
-        usable = first_stage.usable(self.config)
-        points = self.engine.count() if candidates != 0 and (candidates is None or usable) else 0
-        pooled = POOLED if self.config.pooled_vectors > 0 else None
-        if usable and FIRST_STAGE_MIN_PAGES < points <= first_stage.max_pages(self.config.first_stage) \
-                and candidates != 0:
-            n = DEFAULT_FDE_CANDIDATES if candidates is None else candidates_for(points, candidates)
-            return first_stage.search(self.engine, self.config, list(queries), k, where, n,
-                                      using=TOKENS, rescore_with=pooled, exclude=SEARCH_EXCLUDE)
-        if not usable and points > FIRST_STAGE_MIN_PAGES and not self.__dict__.get("_told"):
-            self._told = True
-            log.warning("%s has no usable MUVERA first stage%s: each search scans every pooled "
-                        "centroid (slow at this size); build it once with `agree first-stage --index %s`",
-                        self.location, " (its encodings predate window-fused vectors)"
-                        if self.config.first_stage else "", self.location)
-        n = candidates_for(points if candidates is None else 0, candidates)
-        return self.engine.search_batch(list(queries), k, using=TOKENS, where=where,
-                                        prefetch=pooled, candidates=n if pooled else 0,
-                                        exclude=SEARCH_EXCLUDE)
-
-    def scope(self, filters: dict[str, Any] | None, *, pdf_pages_only: bool = False) -> F.Node | None:
-        """``filters`` (nested or flat) as an engine-neutral tree, restricted to what readers
-        may see (:func:`~agree_core.index.schema.visible`)."""
-        unfinished = self.unfinished()
-        return F.all_of(F.compile_filter(filters), visible(unfinished, pdf_pages_only))
-
-    def unfinished(self) -> list[str]:
-        """Ids of the documents not ready (being indexed or removed): hidden from readers.
-        Asked by state, so a server's catalog sends only those, not every document."""
-        return [d.doc_id for state in ("indexing", "deleting") for d in self.catalog.documents(state=state)]
-
-    def encode_queries(self, queries: Sequence[str]) -> list[torch.Tensor]:
-        """Query vectors as this index scores them: with ``term_weighting="idf"`` and an
-        encoder that has a vocabulary, each token's vector is scaled by its term's IDF over
-        the indexed pages (:func:`agree_core.scoring.idf_weights`)."""
-        queries = list(queries)
-        last = getattr(self, "_last_queries", None)  # a search's evidence asks for the same queries again
-        if last is not None and last[0] == queries and last[1] is self._term_stats:
-            return list(last[2])
-        vectors = self.encoder.encode_queries(queries)
-        terms_of = getattr(self.encoder, "encode_query_terms", None)
-        if self.config.term_weighting == "idf" and terms_of is not None:
-            if self._term_stats is None:
-                self._term_stats = self.catalog.term_stats()
-            n_pages, df = self._term_stats
-            if df:
-                # vectors past the terms (an encoder's sentence vector) carry no term and keep their scale
-                vectors = [torch.cat([v[:len(t)] * idf_weights(t, df, n_pages)[:, None], v[len(t):]])
-                           for v, t in zip(vectors, terms_of(queries))]
-        self._last_queries = (queries, self._term_stats, list(vectors))
-        return vectors
-
     def page_embedding(self, page_id: str) -> tuple[PageEmbedding, dict[str, Any]]:
         """A stored page's vectors, grid and cells, and its payload (on a pooled index, each
         cell's token gets the pooled vector that stands in for it)."""
@@ -383,26 +263,6 @@ class PageIndex:
             if 1 <= page <= doc.pages:
                 return make_page_id(src, doc.sha256, page)
         return None
-
-    def node_filters(self, filters: dict[str, Any] | None, location: str | Path | None = None
-                     ) -> dict[str, Any] | None:
-        """``filters`` with conditions on the keys framework nodes and Documents carry but the
-        index does not store (``file_name``, ``doc_id``, ``page_label``, ``index_dir``...)
-        rewritten into stored ones (:mod:`agree_core.index.node_fields`); ``location``: the
-        name the caller knows this index by (default: the one it was opened by)."""
-        from agree_core.index.node_fields import names_derived_fields, resolve_node_fields
-
-        if not names_derived_fields(filters):
-            return filters
-        return resolve_node_fields(filters, self.catalog.documents(state="ready"),
-                                   self.location if location is None else location)
-
-    def page_labels(self, pages: Sequence[tuple[str, int]]) -> list[str]:
-        """The printed label of each ``(source, page)``, from the PDF's ``/PageLabels`` (what
-        LlamaIndex's PDFReader calls ``page_label``); ``str(page)`` when it cannot be read."""
-        from agree_core.page_identity import page_label
-
-        return [page_label(source, page) for source, page in pages]
 
     def page_vectors(self, page_ids: Sequence[str]) -> dict[str, torch.Tensor]:
         """Stored vectors ``(n, dim)`` of the pages found, by page id: one per vector the
@@ -494,10 +354,6 @@ class PageIndex:
         self.catalog.set_state(doc_id, "deleting")
         self._purge(doc_id)
 
-    def _hit(self, page_id: str, score: float, payload: dict[str, Any], image: str) -> Hit:
-        return Hit(payload["source"], int(payload["page"]), score, image, page_id, payload["doc_id"],
-                   payload.get("meta", {}))
-
     def _set_document_meta(self, doc_id: str, meta: dict[str, Any]) -> None:
         """Replace the metadata of a document's pages (never merged: keys may disappear)."""
         self.engine.delete_payload(["meta"], where=F.Match("doc_id", doc_id))
@@ -507,15 +363,6 @@ class PageIndex:
         """Pages of a document already in the engine (to resume an interrupted add)."""
         return {int(p.payload["page"]) for p in
                 self.engine.scroll(F.Match("doc_id", doc_id), payload=["page"], batch=1024)}
-
-
-def _absolute_sources(filters: dict[str, Any] | None) -> dict[str, Any] | None:
-    """Flat filters name sources as the user typed them; the index stores absolute paths."""
-    if not filters or "source" not in filters or F.is_nested(filters):
-        return filters
-    src = filters["source"]
-    return {**filters, "source": [str(Path(s).absolute()) for s in src]
-            if isinstance(src, (list, tuple)) else str(Path(src).absolute())}
 
 
 def _resolve_encoder(spec: str | MultiVectorEncoder | None, index_spec: str | None,

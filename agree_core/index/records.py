@@ -69,6 +69,10 @@ class Record:
     from, when it does. ``vectors`` ``(n, dim)`` are encoded by the index when not given;
     ``grid`` and ``cells`` place them on the page (see :class:`PageEmbedding`). ``extra`` is
     the caller's own JSON, stored and returned as given.
+
+    A search or find asked for ``node_fields`` (:meth:`RecordStore.search`) fills in what
+    framework nodes and Documents carry beside the record (:mod:`agree_core.index.framework_nodes`):
+    ``doc_id``, ``page_label`` and, from a search, ``evidence``.
     """
 
     id: str
@@ -84,6 +88,9 @@ class Record:
     score: float | None = None  # read back from a search
     image_path: str | None = None  # read back: the stored file, on this machine
     image_url: str | None = None  # read back from ``agree serve``: where it serves the file (no image_path)
+    doc_id: str | None = None  # read back (node_fields): a PDF page's document id, a record's own id
+    page_label: str | None = None  # read back (node_fields): the printed label of the page it names
+    evidence: list[dict[str, Any]] | None = None  # read back (node_fields, search): where the page matched
 
 
 def record_point_id(record_id: str) -> str:
@@ -178,12 +185,20 @@ class RecordStore:
         """Records and pages of ready PDF documents matching ``where``."""
         return self.index.engine.count(self.scope(where))
 
-    def find(self, where: dict[str, Any] | None = None, *, with_blobs: bool = True) -> list[Record]:
+    def find(self, where: dict[str, Any] | None = None, *, with_blobs: bool = True,
+             node_fields: bool = False, location: str | Path | None = None) -> list[Record]:
         """Everything matching ``where``: PDF pages by source and page, then records in the
-        order they were first written."""
+        order they were first written (``node_fields``, ``location``: :meth:`search`)."""
+        if node_fields:
+            where = self.index.node_filters(where, location)
         found = sorted(self.index.engine.scroll(self.scope(where), exclude=_UNREAD),
                        key=lambda p: _order(p.payload))
-        return [self._record(p.id, p.payload, with_blobs) for p in found]
+        records = [self._record(p.id, p.payload, with_blobs) for p in found]
+        if not node_fields:
+            return records
+        from agree_core.index.framework_nodes import add_node_fields
+
+        return add_node_fields(self.index, records, [p.payload.get("doc_id") for p in found])
 
     def metas(self, where: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         """The metadata of everything matching ``where`` (as :attr:`Record.meta`), nothing else read."""
@@ -203,9 +218,17 @@ class RecordStore:
         return {rid: stored[pid] for rid, (pid, _) in found.items() if pid in stored}
 
     def search(self, query: str | torch.Tensor, k: int = 10, where: dict[str, Any] | None = None, *,
-               candidates: int | None = None, with_blobs: bool = True) -> list[Record]:
+               candidates: int | None = None, with_blobs: bool = True, node_fields: bool = False,
+               location: str | Path | None = None) -> list[Record]:
         """The ``k`` best records and PDF pages by MaxSim for a query (text, or its vectors
-        ``(n_tokens, dim)``), with their ``score``."""
+        ``(n_tokens, dim)``), with their ``score``.
+
+        ``node_fields``: for a framework's nodes and Documents, ``where`` may name the keys
+        they carry but the index does not store (``file_name``, ``page_label``, ``doc_id``,
+        ``index_dir`` compared with ``location``, default the name the index was opened by:
+        :meth:`PageIndex.node_filters`), and each record comes with ``doc_id``,
+        ``page_label`` and ``evidence`` (:mod:`~agree_core.index.framework_nodes`). A served
+        index computes them in the same request as the search."""
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
         # text is weighted as PageIndex.search weights it (IDF, when the index does); vectors are used as given
@@ -214,10 +237,18 @@ class RecordStore:
             raise ValueError(f"query vectors must be (n_tokens >= 1, {self.index.config.dim}), got "
                              f"{tuple(q.shape)}: embed queries with the index's encoder "
                              f"({self.index.config.encoder})")
+        if node_fields:
+            where = self.index.node_filters(where, location)
         (scored,) = self.index.search_vectors([q.float().numpy()], k, self.scope(where), candidates)
         full = self.index.engine.retrieve([s.id for s in scored], exclude=_UNREAD)
-        return [replace(self._record(s.id, full[s.id].payload, with_blobs), score=s.score)
-                for s in scored if s.id in full]
+        scored = [s for s in scored if s.id in full]
+        found = [replace(self._record(s.id, full[s.id].payload, with_blobs), score=s.score) for s in scored]
+        if not node_fields:
+            return found
+        from agree_core.index.framework_nodes import add_node_fields
+
+        return add_node_fields(self.index, found, [full[s.id].payload.get("doc_id") for s in scored],
+                               query=q, asked=query if isinstance(query, str) else None)
 
     # -- internals --------------------------------------------------------------------------
     def scope(self, where: dict[str, Any] | None, records_only: bool = False) -> Any:

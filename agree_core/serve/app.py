@@ -10,7 +10,8 @@ Routes (a contract: clients and checks rely on them)::
                                         upload of PDFs ("files") -> {"job": ID}
     GET    /jobs/ID                     state, pages_done / pages_total, added, skipped (kept
                                         across restarts: agree_core.serve.jobs)
-    DELETE /documents                   {"source": PATH} -> {"source", "pages"}
+    DELETE /documents                   {"source": PATH} -> {"source", "pages"} (a relative PATH
+                                        is under the first --allow-dir, as POST /documents takes it)
     GET    /pages/PAGE_ID               its document id, source, page, metadata and text
     GET    /pages/PAGE_ID/image         the stored page image (or a record's, by its point id);
                                         with a token, ?sig= (agree_core.serve.tokens) opens it too
@@ -33,6 +34,7 @@ import asyncio
 import io
 import json
 import logging
+import os
 import uuid
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -135,7 +137,8 @@ def create_app(host: IndexHost, *, token: str | None = None, allow_dirs: list[Pa
     @api.delete("/documents")
     async def delete_document(request: Request) -> dict[str, Any]:
         body = DeleteBody.model_validate(await _json_body(request))
-        removed = await asyncio.wrap_future(host.write(_delete, body.source, host.job_running))
+        source = _server_source(body.source, roots)
+        removed = await asyncio.wrap_future(host.write(_delete, source, host.job_running))
         return {"source": body.source, "pages": removed}
 
     @api.get("/pages/{page_id}")
@@ -188,9 +191,21 @@ def _json_bytes(value: Any) -> bytes:
     return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode("utf-8")
 
 
+def _server_source(raw: str, roots: list[Path]) -> str:
+    """The source a client names for removal: an absolute path as given (an upload lives
+    outside the roots), a relative one under the first ``--allow-dir`` root, as ``POST
+    /documents`` reads it; never against the server's working directory."""
+    if os.path.isabs(raw):
+        return raw
+    if not roots:
+        raise ValueError(f"{raw!r} is a relative path and this server has no --allow-dir to take it "
+                         "under: give the absolute path of the document, as GET /info lists it")
+    return os.path.normpath(roots[0] / raw)
+
+
 # -- what runs in the host's threads -----------------------------------------------------------
 def _delete(index: Any, source: str, job_running: bool) -> int:
-    src = str(Path(source).absolute())
+    src = source
     info = index.info()
     if job_running and any(d["source"] == src and d["state"] == "indexing" for d in info["incomplete"]):
         raise Conflict(f"{source} is being indexed by a running job; delete it when the job ends")

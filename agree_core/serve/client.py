@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Sequence
 
 import httpx
@@ -171,36 +171,59 @@ class RemoteIndex:
             on_progress: Callable[[int, int], None] | None = None,
             page_timeout: float | None = None, ocr_workers: int | None = None) -> RemoteAddReport:
         """Index PDF files and folders on the server's disk (under its ``--allow-dir``) and
-        wait for the job; relative paths are made absolute here, as a local index would.
+        wait for the job. The paths name files there, so they are absolute paths on the
+        server: a relative path is a ValueError (this machine's working directory says
+        nothing of the server's disk); to index files of this machine, :meth:`upload` them.
         ``page_timeout`` and ``ocr_workers`` are the server's own settings (accepted for the
         same call as a local index; not sent)."""
-        body: dict[str, Any] = {"paths": [str(Path(p).absolute()) for p in paths],
+        if isinstance(paths, (str, Path)):
+            paths = [paths]  # one path alone is one path, never its characters
+        body: dict[str, Any] = {"paths": [self._server_path(p) for p in paths],
                                 "batch_size": batch_size}
         if metadata is not None:
             body["metadata"] = metadata
         job = self._json("POST", "/documents", json=body)["job"]
         return self.wait_job(job, progress=progress, on_progress=on_progress)
 
-    def upload(self, files: Sequence[str | Path], *, metadata: dict[str, Any] | None = None,
+    def upload(self, paths: Sequence[str | Path], *, metadata: dict[str, Any] | None = None,
                progress: bool = False) -> RemoteAddReport:
-        """Send PDF files from this machine to the server and index them there."""
+        """Send PDF files from this machine, and the ``*.pdf`` files under folders (recursive),
+        to the server and index them there, one file a request; waits for each job. On the
+        server a file's source is its copy in the upload folder (``UPLOAD_DIR/<sha256
+        prefix>-<name>.pdf``, what search results and ``agree info`` name); sending the same
+        file again changes nothing. Files that cannot be sent (missing here, not a PDF, over
+        the server's upload limit) are in the report's ``skipped``; they never stop the
+        others. ``job``: the last job's id."""
         import json
 
-        handles = [open(f, "rb") for f in files]
-        try:
-            parts = [("files", (Path(f).name, h, "application/pdf")) for f, h in zip(files, handles)]
-            data = {"metadata": json.dumps(metadata)} if metadata is not None else None
-            job = self._json("POST", "/documents", files=parts, data=data)["job"]
-        finally:
-            for h in handles:
-                h.close()
-        return self.wait_job(job, progress=progress)
+        from agree_core.pages import find_pdfs
+
+        files, missing = find_pdfs([paths] if isinstance(paths, (str, Path)) else list(paths))
+        report = RemoteAddReport("", skipped=[Skipped(e.path, e.reason, e.code) for e in missing])
+        data = {"metadata": json.dumps(metadata)} if metadata is not None else None
+        for f in files:
+            try:
+                with open(f, "rb") as handle:
+                    job = self._json("POST", "/documents", files=[("files", (f.name, handle, "application/pdf"))],
+                                     data=data)["job"]
+            except RemoteRequestError as e:  # this file only: not a PDF, too large
+                report.skipped.append(Skipped(str(f), str(e), "refused"))
+                continue
+            got = self.wait_job(job, progress=progress)
+            report.job = got.job
+            report.added += got.added
+            report.unchanged += got.unchanged
+            report.skipped += got.skipped
+            report.pages += got.pages
+            report.failed_pages += got.failed_pages
+        return report
 
     def delete(self, source: str | Path) -> int:
-        """Remove a document by its path on the server; the number of pages removed (0 if absent)."""
+        """Remove a document by its path on the server, absolute, as ``agree info`` lists it
+        (a relative path is a ValueError); the number of pages removed (0 if absent)."""
         try:
             return int(self._json("DELETE", "/documents",
-                                  json={"source": str(Path(source).absolute())})["pages"])
+                                  json={"source": self._server_path(source)})["pages"])
         except RemoteIndexError as e:
             if e.status == 404:
                 return 0
@@ -265,10 +288,11 @@ class RemoteIndex:
         return [vectors_from_json(v) for v in got]
 
     def find_page(self, source: str | Path, page: int) -> str | None:
-        """The id of page ``page`` of ``source`` (a path on the server) when it is indexed."""
+        """The id of page ``page`` of ``source`` (an absolute path on the server, as ``agree
+        info`` lists it; a relative path is a ValueError) when it is indexed."""
         from agree_core.pages import page_id
 
-        src = str(Path(source).absolute())
+        src = self._server_path(source)
         for doc in self.catalog.documents(state="ready", source=src):
             if 1 <= page <= doc.pages:
                 return page_id(src, doc.sha256, page)
@@ -386,6 +410,17 @@ class RemoteIndex:
         return f"RemoteIndex({self.url!r})"
 
     # -- HTTP ------------------------------------------------------------------------------
+    def _server_path(self, path: str | Path) -> str:
+        """``path`` as sent: a path on the server's disk, which only an absolute path names."""
+        text = str(path)
+        if not text or "\x00" in text:
+            raise ValueError(f"{text!r} is not a path")
+        if not PurePosixPath(text).is_absolute() and not Path(text).is_absolute():
+            raise ValueError(f"{text!r} is a relative path, but the index at {self.url} reads paths on the "
+                             "server's disk: give the absolute path there (as `agree info` lists documents), "
+                             "or send this machine's files (RemoteIndex.upload, `agree index --upload`)")
+        return text
+
     def _hit(self, h: dict[str, Any]) -> RemoteHit:
         url = h["image_url"]
         page_id = url.rstrip("/").split("/")[-2]  # /pages/PAGE_ID/image

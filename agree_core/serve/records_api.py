@@ -8,7 +8,8 @@ Routes (bodies in :mod:`agree_core.serve.schemas`, vectors and records as
     GET    /documents                   ?state=ready&source=PATH -> {"documents": [...]}
     POST   /queries/vectors             {"queries": [str]} -> {"vectors": [V, ...]}
     POST   /records/search              {"query" | "vectors", "k", "filters", ...} -> {"records"}
-    POST   /records/find                {"filters", "with_blobs"} -> {"records"}
+                                        (with "node_fields": each with doc_id, page_label, evidence)
+    POST   /records/find                {"filters", "with_blobs", "node_fields"} -> {"records"}
     POST   /records/get                 {"ids", "with_blobs"} -> {"records"}
     POST   /records/count               {"filters"} -> {"count"}
     POST   /records/metas               {"filters"} -> {"metas": [meta, ...]}
@@ -81,12 +82,16 @@ def add_record_routes(api: APIRouter, app: FastAPI, host: IndexHost) -> None:
         query = body.query if body.query is not None else vectors_from_json(body.vectors)
         found = await read(lambda view: view.records.search(query, body.k, body.filters,
                                                             candidates=body.candidates,
-                                                            with_blobs=body.with_blobs))
+                                                            with_blobs=body.with_blobs,
+                                                            node_fields=body.node_fields,
+                                                            location=body.index_dir))
         return {"records": [_record_json(r) for r in found]}
 
     @api.post("/records/find")
     async def find(body: RecordsFindBody) -> dict[str, Any]:
-        found = await read(lambda view: view.records.find(body.filters, with_blobs=body.with_blobs))
+        found = await read(lambda view: view.records.find(body.filters, with_blobs=body.with_blobs,
+                                                          node_fields=body.node_fields,
+                                                          location=body.index_dir))
         return {"records": [_record_json(r) for r in found]}
 
     @api.post("/records/metas")

@@ -65,8 +65,10 @@ class RemoteRecords:
     def count(self, where: dict[str, Any] | None = None) -> int:
         return int(self._post("/records/count", {"filters": where})["count"])
 
-    def find(self, where: dict[str, Any] | None = None, *, with_blobs: bool = True) -> list[Any]:
-        return self._records("/records/find", {"filters": where, "with_blobs": with_blobs})
+    def find(self, where: dict[str, Any] | None = None, *, with_blobs: bool = True,
+             node_fields: bool = False, location: str | None = None) -> list[Any]:
+        body: dict[str, Any] = {"filters": where, "with_blobs": with_blobs}
+        return self._records("/records/find", self._node_fields(body, node_fields, location))
 
     def metas(self, where: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         return list(self._post("/records/metas", {"filters": where})["metas"])
@@ -82,7 +84,10 @@ class RemoteRecords:
         return {i: vectors_from_json(v) for i, v in got.items()}
 
     def search(self, query: Any, k: int = 10, where: dict[str, Any] | None = None, *,
-               candidates: int | None = None, with_blobs: bool = True) -> list[Any]:
+               candidates: int | None = None, with_blobs: bool = True, node_fields: bool = False,
+               location: str | None = None) -> list[Any]:
+        """One request; with ``node_fields`` the server resolves the filters on the keys nodes
+        carry and sends each record's ``doc_id``, ``page_label`` and ``evidence`` with it."""
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
         body: dict[str, Any] = {"k": k, "filters": where, "candidates": candidates, "with_blobs": with_blobs}
@@ -90,7 +95,14 @@ class RemoteRecords:
             body["query"] = query
         else:
             body["vectors"] = vectors_to_json(query)
-        return self._records("/records/search", body)
+        return self._records("/records/search", self._node_fields(body, node_fields, location))
+
+    def _node_fields(self, body: dict[str, Any], node_fields: bool, location: str | None) -> dict[str, Any]:
+        """``body`` asking for node fields; ``index_dir`` compared with ``location``, default
+        this client's URL (as :meth:`RemoteIndex.node_filters`)."""
+        if not node_fields:
+            return body
+        return {**body, "node_fields": True, "index_dir": str(location) if location is not None else self.index.url}
 
     # -- HTTP ------------------------------------------------------------------------------
     def _records(self, path: str, body: dict[str, Any]) -> list[Any]:

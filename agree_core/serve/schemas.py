@@ -60,11 +60,16 @@ class DeleteBody(BaseModel):
 # ``vectors`` are {"dtype": "float32", "shape": [n, dim], "data": BASE64} (agree_core.serve.wire).
 
 class RecordsFindBody(BaseModel):
-    """Records and pages of ready PDFs matching ``filters`` (all when none)."""
+    """Records and pages of ready PDFs matching ``filters`` (all when none); ``node_fields``:
+    filters may name the keys framework nodes carry (``index_dir`` compared with
+    ``index_dir``, the name the client knows this index by) and each record comes with
+    ``doc_id`` and ``page_label`` (``RecordStore.find``)."""
 
     model_config = ConfigDict(extra="forbid")
     filters: dict[str, Any] | None = None
     with_blobs: bool = True
+    node_fields: bool = False
+    index_dir: StrictStr | None = Field(None, min_length=1, max_length=4096)
 
 
 class RecordsGetBody(BaseModel):
@@ -86,6 +91,8 @@ class RecordsSearchBody(BaseModel):
     filters: dict[str, Any] | None = None
     candidates: StrictInt | None = Field(None, ge=1, le=1_000_000)
     with_blobs: bool = True
+    node_fields: bool = False  # as RecordsFindBody, and each record's evidence too
+    index_dir: StrictStr | None = Field(None, min_length=1, max_length=4096)
 
     @model_validator(mode="after")
     def _one_form(self) -> "RecordsSearchBody":

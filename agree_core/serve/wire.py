@@ -61,7 +61,12 @@ def record_to_json(record: Any) -> dict[str, Any]:
         "cells": _ints(record.cells) if record.cells is not None else None,
         "extra": record.extra, "kind": record.kind, "score": record.score,
         "image_path": record.image_path, "image_url": record.image_url,
+        # what a search or find asked for node_fields adds (RecordStore.search); absent otherwise
+        **{k: getattr(record, k) for k in _NODE_FIELDS if getattr(record, k) is not None},
     }
+
+
+_NODE_FIELDS = ("doc_id", "page_label", "evidence")
 
 
 def _ints(values: Any) -> list[int]:
@@ -75,7 +80,7 @@ def record_from_json(data: dict[str, Any]) -> Any:
     if not isinstance(data, dict):
         raise ValueError(f"a record must be a JSON object, got {type(data).__name__}")
     known = {"id", "text", "blob", "mime_type", "meta", "vectors", "grid", "cells", "extra", "kind",
-             "score", "image_path", "image_url"}
+             "score", "image_path", "image_url", *_NODE_FIELDS}
     unknown = sorted(set(data) - known)
     if unknown:
         raise ValueError(f"record {data.get('id')!r}: unknown field(s) {unknown}; a record has {sorted(known)}")

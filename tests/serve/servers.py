@@ -27,9 +27,10 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def serve_in_thread(index_dir: Path, **app_options) -> Iterator[str]:
+def serve_in_thread(index_dir: Path, *, requests: list | None = None, **app_options) -> Iterator[str]:
     """`agree serve`'s host and application on 127.0.0.1, run by uvicorn in a thread; yields
-    the URL and stops (closing the index) on exit."""
+    the URL and stops (closing the index) on exit. ``requests``: a list the server appends
+    ``(method, path)`` of every request it answers to."""
     import uvicorn
 
     from agree_core.serve.app import create_app
@@ -38,6 +39,11 @@ def serve_in_thread(index_dir: Path, **app_options) -> Iterator[str]:
     host = IndexHost(index_dir).start()
     app_options.setdefault("upload_dir", Path(index_dir) / "uploads")
     app = create_app(host, **app_options)
+    if requests is not None:
+        @app.middleware("http")
+        async def count(request, call_next):
+            requests.append((request.method, request.url.path))
+            return await call_next(request)
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)

@@ -140,6 +140,17 @@ def test_index_by_path_then_delete(http, tmp_path):
     assert missing.status_code == 404 and "not in the index" in missing.json()["error"]
 
 
+def test_a_relative_source_is_deleted_under_the_first_allowed_folder(http, tmp_path, monkeypatch):
+    """As POST /documents takes a relative path, never against the server's working directory."""
+    (tmp_path / "docs").mkdir()
+    pdf = make_pdf(tmp_path / "docs" / "kelp.pdf", ["kelp forest survey"])
+    assert _wait(http, http.post("/documents", json={"paths": ["docs/kelp.pdf"]}).json()["job"])["added"] == [str(pdf)]
+    monkeypatch.chdir(tmp_path / "docs")  # the server's working directory: kelp.pdf is here too
+    assert http.request("DELETE", "/documents", json={"source": "kelp.pdf"}).status_code == 404
+    gone = http.request("DELETE", "/documents", json={"source": "docs/kelp.pdf"})
+    assert gone.status_code == 200 and gone.json()["pages"] == 1
+
+
 def test_skipped_files_are_reported(http, tmp_path):
     (tmp_path / "broken.pdf").write_bytes(b"%PDF-1.4 this is not really a pdf")
     state = _wait(http, http.post("/documents", json={"paths": [str(tmp_path / "broken.pdf"),

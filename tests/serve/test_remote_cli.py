@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import subprocess
 import sys
 
+import pytest
 from PIL import Image
 
 from agree_core.samples import SAMPLE_QUESTIONS
@@ -74,3 +76,41 @@ def test_the_client_needs_no_torch():
             "assert 'transformers' not in sys.modules; print('light')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and out.stdout.strip() == "light", out.stderr
+
+
+def test_paths_of_a_served_index_are_the_servers_and_upload_sends_this_machines(tmp_path, monkeypatch):
+    """A relative path says nothing of the server's disk: refused, never made absolute against
+    this machine's working directory; --upload sends this machine's files instead."""
+    from agree_core.serve.client import RemoteIndex
+
+    served, elsewhere = tmp_path / "served", tmp_path / "elsewhere"
+    (served / "docs").mkdir(parents=True)
+    elsewhere.mkdir()
+    pdf = make_pdf(served / "docs" / "walrus.pdf", ["walrus feeding grounds"])
+    local = make_pdf(elsewhere / "otter.pdf", ["otter dens by the river", "more otters"])
+    (elsewhere / "notes.pdf").write_bytes(b"not a pdf at all")
+    monkeypatch.chdir(served)  # docs/walrus.pdf exists here, relative to this directory
+    with serve_in_thread(tmp_path / "index", allow_dirs=[served]) as url:
+        with RemoteIndex(url) as remote:
+            for call in (lambda: remote.add(["docs/walrus.pdf"], progress=False),
+                         lambda: remote.delete("docs/walrus.pdf"), lambda: remote.find_page("docs/walrus.pdf", 1)):
+                with pytest.raises(ValueError, match=r"'docs/walrus.pdf' is a relative path.*absolute path there"):
+                    call()
+            assert remote.info()["pages"] == 0  # nothing was sent
+        out = cli("-q", "index", "docs/walrus.pdf", "--index", url)
+        assert out.returncode == 1 and "relative path" in out.stderr and "--upload" in out.stderr
+        out = cli("-q", "index", str(pdf), "--index", url)
+        assert out.returncode == 0, out.stderr
+        out = cli("-q", "index", str(local), "--index", url)  # outside --allow-dir, but here
+        assert out.returncode == 1 and "outside the folders" in out.stderr
+        assert f"{local} is on this machine: add --upload" in out.stderr
+        out = cli("-q", "index", "--upload", str(elsewhere), "--index", url)
+        assert out.returncode == 3 and "skipped:" in out.stderr and "notes.pdf" in out.stderr
+        info = json.loads(cli("info", "--json", "--index", url).stdout)
+        pages = {Path(d["source"]).name.split("-", 1)[-1]: d["pages"] for d in info["documents"]}
+        assert pages == {"walrus.pdf": 1, "otter.pdf": 2}
+        uploaded = next(d["source"] for d in info["documents"] if d["source"].endswith("otter.pdf"))
+        assert uploaded != str(local)  # the server's copy
+        assert cli("delete", uploaded, "--index", url).returncode == 0
+    out = cli("index", "--upload", str(local), "--index", str(tmp_path / "folder-index"))
+    assert out.returncode == 2 and "--upload sends this machine's PDFs" in out.stderr

@@ -81,6 +81,8 @@ def test_no_paths_without_allow_dir(index_copy, tmp_path):
     with serve_in_thread(index_copy) as url:
         r = httpx.post(url + "/documents", json={"paths": [str(pdf)]})
         assert r.status_code == 403 and "--allow-dir" in r.json()["error"]
+        r = httpx.request("DELETE", url + "/documents", json={"source": "a.pdf"})
+        assert r.status_code == 400 and "relative path" in r.json()["error"] and "GET /info" in r.json()["error"]
 
 
 @pytest.mark.parametrize("path", [

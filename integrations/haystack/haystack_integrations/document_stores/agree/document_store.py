@@ -15,7 +15,6 @@ from haystack.document_stores.errors import DuplicateDocumentError
 from haystack.document_stores.types import DuplicatePolicy
 from haystack.errors import FilterError
 
-from agree_core.evidence import evidence_by_id
 from agree_core.index.config import CONFIG_FILE
 from agree_core.index.filters import FilterError as IndexFilterError
 from agree_core.index.records import DuplicateRecordError, Record
@@ -196,8 +195,10 @@ class AgreeDocumentStore(MetadataQueries):
     def _search_op(self, query: str | torch.Tensor, top_k: int, filters: dict[str, Any] | None,
                    candidates: int | None) -> Callable:
         with_blobs = self.include_images
-        return lambda ix: _with_evidence(ix, query, ix.records.search(query, top_k, _resolved(ix, filters),
-                                                                      candidates=candidates, with_blobs=with_blobs))
+        # filters on the keys Documents carry resolved, and the evidence found, where the index
+        # is: one request to a served index
+        return lambda ix: _with_evidence(ix.records.search(query, top_k, filters, candidates=candidates,
+                                                           with_blobs=with_blobs, node_fields=True))
 
     def _score_op(self, query: str | torch.Tensor, refs: list[PageRef]) -> Callable:
         batch_size = self.batch_size
@@ -249,8 +250,7 @@ def _required(filters: Any) -> dict[str, Any]:
     return filters
 
 
-def _with_evidence(ix: Any, query: str | torch.Tensor, found: list[Record]) -> list[Record]:
+def _with_evidence(found: list[Record]) -> list[Record]:
     """Each record with ``meta["evidence"]``: the places that matched, as ``agree search
-    --json`` gives them (:mod:`agree_core.evidence`)."""
-    evidence = evidence_by_id(ix, query, [r.id for r in found])
-    return [dataclasses.replace(r, meta={**r.meta, "evidence": evidence.get(r.id, [])}) for r in found]
+    --json`` gives them (:mod:`agree_core.evidence`), found by the search (``node_fields``)."""
+    return [dataclasses.replace(r, meta={**r.meta, "evidence": r.evidence or []}) for r in found]

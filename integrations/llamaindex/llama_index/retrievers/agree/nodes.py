@@ -9,7 +9,6 @@ from typing import Any
 import torch
 from llama_index.core.schema import ImageNode, NodeRelationship, NodeWithScore, RelatedNodeInfo, TextNode
 
-from agree_core.evidence import evidence_by_id
 from agree_core.index import PageIndex
 from agree_core.page_identity import page_label
 
@@ -21,11 +20,12 @@ _HIDDEN_KEYS = ["doc_id", "file_path", "page_label", "index_dir", "evidence"]
 
 def search_nodes(index: PageIndex, query: str | torch.Tensor, top_k: int, filters: dict[str, Any] | None,
                  candidates: int | None, index_dir: Path) -> list[NodeWithScore]:
-    """The top pages for ``query`` (text or token vectors) as nodes (run in the index's thread)."""
-    found = index.records.search(query, top_k, index.node_filters(filters, index_dir),
-                                 candidates=candidates, with_blobs=False)
-    evidence = evidence_by_id(index, query, [r.id for r in found])  # as agree search --json gives it
-    return _nodes(index, found, index_dir, [evidence.get(r.id, []) for r in found])
+    """The top pages for ``query`` (text or token vectors) as nodes (run in the index's
+    thread): filters, evidence, page labels and document ids decided where the index is, in
+    one search (one request to a served index)."""
+    found = index.records.search(query, top_k, filters, candidates=candidates, with_blobs=False,
+                                 node_fields=True, location=str(index_dir))
+    return [NodeWithScore(node=_node(r, index_dir), score=r.score) for r in found]
 
 
 def page_node(source: str, page: int, text: str, image: str | None, node_id: str, doc_id: str,
@@ -62,26 +62,16 @@ def page_metadata(source: str, page: int, doc_id: str, label: str | None = None)
 def page_nodes(index: PageIndex, filters: dict[str, Any] | None, index_dir: Path) -> list[TextNode]:
     """Every page of the index matching ``filters``, as the nodes a search returns (run in
     the index's thread): same ids, text, image and metadata, so the same node hash."""
-    return _nodes(index, index.records.find(index.node_filters(filters, index_dir), with_blobs=False), index_dir)
+    found = index.records.find(filters, with_blobs=False, node_fields=True, location=str(index_dir))
+    return [_node(r, index_dir) for r in found]
 
 
-def _nodes(index: PageIndex, found: list[Any], index_dir: Path | str,
-           evidence: list[list] | None = None) -> list[Any]:
-    """Records as nodes; document ids and page labels asked of the index (a served one
-    answers from the server's catalog and PDFs), once for all of them."""
-    doc_ids = {d.source: d.doc_id for d in index.catalog.documents(state="ready")}
-    places = [(r.meta.get("source") or "", r.meta.get("page") or 0) for r in found]
-    wanted = list(dict.fromkeys(p for p in places if isinstance(p[0], str) and p[0]
-                                and isinstance(p[1], int) and not isinstance(p[1], bool)))
-    labels = dict(zip(wanted, index.page_labels(wanted)))
-    nodes = []
-    for i, (r, (source, page)) in enumerate(zip(found, places)):
-        meta = {k: v for k, v in r.meta.items() if k not in ("source", "page")}
-        if evidence is not None:
-            meta["evidence"] = evidence[i]
-        doc_id = doc_ids.get(source, r.id) if r.kind == "page" else r.id
-        node = page_node(source, page, r.text or "", r.image_path, r.id, doc_id, index_dir, meta,
-                         image_url=r.image_url, mime_type=r.mime_type,
-                         label=labels.get((source, page), str(page)))
-        nodes.append(NodeWithScore(node=node, score=r.score) if evidence is not None else node)
-    return nodes
+def _node(r: Any, index_dir: Path | str) -> TextNode:
+    """A record read with ``node_fields`` (``doc_id``, ``page_label``, ``evidence`` from a
+    search) as a node."""
+    source, page = r.meta.get("source") or "", r.meta.get("page") or 0
+    meta = {k: v for k, v in r.meta.items() if k not in ("source", "page")}
+    if r.evidence is not None:
+        meta["evidence"] = r.evidence
+    return page_node(source, page, r.text or "", r.image_path, r.id, r.doc_id or r.id, index_dir, meta,
+                     image_url=r.image_url, mime_type=r.mime_type, label=r.page_label)

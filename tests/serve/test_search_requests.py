@@ -1,0 +1,78 @@
+"""A framework's search on a served index is one request: what its nodes and Documents
+carry (evidence, page labels, document ids, filters on the keys they carry) comes back in
+the search response, counted by the server."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HAYSTACK_TELEMETRY_ENABLED", "False")  # no network in tests
+pytest.importorskip("llama_index.core")
+pytest.importorskip("haystack")
+ROOT = Path(__file__).resolve().parents[2]
+for sub in ("llamaindex", "haystack"):  # a checkout not installed with the extras
+    if str(ROOT / "integrations" / sub) not in sys.path:
+        sys.path.insert(0, str(ROOT / "integrations" / sub))
+
+from llama_index.core.vector_stores.types import MetadataFilter, MetadataFilters  # noqa: E402
+from llama_index.retrievers.agree import AgreeVisualRetriever  # noqa: E402
+
+from haystack_integrations.components.retrievers.agree import AgreeRetriever  # noqa: E402
+from haystack_integrations.document_stores.agree import AgreeDocumentStore  # noqa: E402
+from serve.servers import serve_in_thread  # noqa: E402
+
+QUESTION = "revenue in the third quarter"
+BY_FILE = {"field": "meta.file_name", "operator": "==", "value": "report.pdf"}
+
+
+def _meta(nodes):
+    return [(n.node.node_id, n.score, n.node.ref_doc_id, n.node.metadata["page_label"],
+             n.node.metadata["evidence"], n.node.metadata["file_name"]) for n in nodes]
+
+
+def test_a_llamaindex_search_on_a_server_is_one_request(sample_index, index_copy):
+    by_file = MetadataFilters(filters=[MetadataFilter(key="file_name", value="report.pdf")])
+    with AgreeVisualRetriever(sample_index, top_k=4) as local:
+        expected = local.retrieve(QUESTION)
+        local.filters = by_file
+        expected_filtered = local.retrieve(QUESTION)
+    assert all(n.node.metadata["evidence"] for n in expected) and expected_filtered
+    seen: list = []
+    with serve_in_thread(index_copy, requests=seen) as url:
+        with AgreeVisualRetriever(url, top_k=4) as remote:
+            remote.retrieve("warm")  # opens the index (a health check)
+            del seen[:]
+            got = remote.retrieve(QUESTION)
+            assert seen == [("POST", "/records/search")]
+            assert _meta(got) == _meta(expected)
+            remote.filters = by_file
+            del seen[:]
+            assert _meta(remote.retrieve(QUESTION)) == _meta(expected_filtered)
+            assert seen == [("POST", "/records/search")]  # the file_name filter resolved by the search
+            del seen[:]
+            remote.filters = None
+            assert [n.node_id for n in remote.page_nodes()]
+            assert seen == [("POST", "/records/find")]
+
+
+def test_a_haystack_search_on_a_server_is_one_request(sample_index, index_copy):
+    def documents(store):
+        found = AgreeRetriever(document_store=store, top_k=5).run(query=QUESTION, filters=BY_FILE)["documents"]
+        return [(d.id, d.score, d.meta["evidence"], d.meta["page"]) for d in found]
+
+    local = AgreeDocumentStore(index_dir=str(sample_index))
+    expected = documents(local)
+    local.close()
+    assert expected and all(e for _, _, e, _ in expected)
+    seen: list = []
+    with serve_in_thread(index_copy, requests=seen) as url:
+        store = AgreeDocumentStore(index_dir=url)
+        store.warm_up()
+        del seen[:]
+        assert documents(store) == expected
+        assert seen == [("POST", "/records/search")]
+        store.close()
