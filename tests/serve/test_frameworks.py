@@ -4,20 +4,14 @@ same code as on a folder, with ``index="http://HOST:PORT"``; results equal to in
 from __future__ import annotations
 
 import asyncio
-import os
-import sys
 import threading
 from pathlib import Path
 
 import pytest
 
-os.environ.setdefault("HAYSTACK_TELEMETRY_ENABLED", "False")  # no network in tests
-pytest.importorskip("llama_index.core")
-pytest.importorskip("haystack")
-ROOT = Path(__file__).resolve().parents[2]
-for sub in ("llamaindex", "haystack"):  # a checkout not installed with the extras
-    if str(ROOT / "integrations" / sub) not in sys.path:
-        sys.path.insert(0, str(ROOT / "integrations" / sub))
+from serve.frameworks import ROOT, need_frameworks  # before the framework imports below
+
+need_frameworks()
 
 from haystack import Document, Pipeline  # noqa: E402
 from haystack.document_stores.errors import DuplicateDocumentError  # noqa: E402

@@ -4,19 +4,9 @@ the search response, counted by the server."""
 
 from __future__ import annotations
 
-import os
-import sys
-from pathlib import Path
+from serve.frameworks import need_frameworks  # before the framework imports below
 
-import pytest
-
-os.environ.setdefault("HAYSTACK_TELEMETRY_ENABLED", "False")  # no network in tests
-pytest.importorskip("llama_index.core")
-pytest.importorskip("haystack")
-ROOT = Path(__file__).resolve().parents[2]
-for sub in ("llamaindex", "haystack"):  # a checkout not installed with the extras
-    if str(ROOT / "integrations" / sub) not in sys.path:
-        sys.path.insert(0, str(ROOT / "integrations" / sub))
+need_frameworks()
 
 from llama_index.core.vector_stores.types import MetadataFilter, MetadataFilters  # noqa: E402
 from llama_index.retrievers.agree import AgreeVisualRetriever  # noqa: E402

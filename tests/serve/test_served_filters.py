@@ -5,19 +5,13 @@ and in this one reading a PDF's page labels fails the test."""
 
 from __future__ import annotations
 
-import os
-import sys
 from pathlib import Path
 
 import pytest
 
-os.environ.setdefault("HAYSTACK_TELEMETRY_ENABLED", "False")  # no network in tests
-pytest.importorskip("llama_index.core")
-pytest.importorskip("haystack")
-ROOT = Path(__file__).resolve().parents[2]
-for sub in ("llamaindex", "haystack"):  # a checkout not installed with the extras
-    if str(ROOT / "integrations" / sub) not in sys.path:
-        sys.path.insert(0, str(ROOT / "integrations" / sub))
+from serve.frameworks import need_frameworks  # before the framework imports below
+
+need_frameworks()
 
 from conftest import BOOK_LABELS, lorem_pages, make_pdf  # noqa: E402
 from llama_index.core.vector_stores.types import FilterOperator, MetadataFilter, MetadataFilters  # noqa: E402

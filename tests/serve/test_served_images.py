@@ -5,21 +5,14 @@ bytes with the URL in the blob's meta. Never a path on the server's disk."""
 
 from __future__ import annotations
 
-import os
-import sys
 from io import BytesIO
 from pathlib import Path
 
 import httpx
-import pytest
 
-os.environ.setdefault("HAYSTACK_TELEMETRY_ENABLED", "False")  # no network in tests
-pytest.importorskip("llama_index.core")
-pytest.importorskip("haystack")
-ROOT = Path(__file__).resolve().parents[2]
-for sub in ("llamaindex", "haystack"):  # a checkout not installed with the extras
-    if str(ROOT / "integrations" / sub) not in sys.path:
-        sys.path.insert(0, str(ROOT / "integrations" / sub))
+from serve.frameworks import need_frameworks  # before the framework imports below
+
+need_frameworks()
 
 from llama_index.core.schema import ImageNode  # noqa: E402
 from llama_index.retrievers.agree import AgreeVisualRetriever  # noqa: E402
