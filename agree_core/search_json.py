@@ -31,9 +31,9 @@ def hits_evidence(index: "PageIndex", queries: Sequence[str], results: Sequence[
     """Each query's evidence by page id, for its hits only (one engine read for all).
     ``vectors``: the queries' vectors as the search used them (default: asked of the index,
     which remembers the last queries it encoded). A server index's hits carry the evidence
-    the server computed."""
+    the server computed (best first: its first ``top``)."""
     if not hasattr(index, "engine"):  # agree_core.serve.client.RemoteIndex
-        return [{h.page_id: getattr(h, "evidence", []) for h in hits} for hits in results]
+        return [{h.page_id: list(getattr(h, "evidence", []))[:top] for h in hits} for hits in results]
     asked = [i for i, hits in enumerate(results) if hits]
     out: list[dict[str, list[dict[str, Any]]]] = [{} for _ in results]
     if asked:

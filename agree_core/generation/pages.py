@@ -77,11 +77,11 @@ def fit_image(image: Image.Image, max_pixels: int | None) -> Image.Image:
 def page_contexts(index: "PageIndex", query: str, hits: Sequence["Hit"], *,
                   with_evidence: bool = True, top_evidence: int = 3) -> list[PageContext]:
     """The hits of ``query`` as pages to show a model, in rank order, with their text and
-    (``with_evidence``) evidence boxes computed from the stored vectors and the PDF's words."""
-    from agree_core.evidence import evidence_by_id  # torch: not for `agree --help`
+    (``with_evidence``) evidence boxes computed from the stored vectors and the PDF's words
+    (a served index's hits carry the ones the server computed)."""
+    from agree_core.search_json import hits_evidence  # torch: not for `agree --help`
 
-    ids = [h.page_id for h in hits]
-    found = evidence_by_id(index, query, ids, top=top_evidence) if with_evidence and hits else {}
+    found = hits_evidence(index, [query], [list(hits)], top=top_evidence)[0] if with_evidence and hits else {}
     out = []
     for h in hits:
         out.append(PageContext(h.source, h.page, h.score, h.image, index.page_text(h.page_id),

@@ -4,6 +4,8 @@ the search response, counted by the server."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from serve.frameworks import need_frameworks  # before the framework imports below
 
 need_frameworks()
@@ -66,3 +68,25 @@ def test_a_haystack_search_on_a_server_is_one_request(sample_index, index_copy):
         assert documents(store) == expected
         assert seen == [("POST", "/records/search")]
         store.close()
+
+
+def test_the_pages_shown_to_a_model_take_the_served_hits_evidence(sample_index, index_copy):
+    """``agree ask`` on a served index: the evidence of each page comes with its hit (no
+    request to encode the question again or to read the page's vectors), as it is locally."""
+    from agree_core.generation import page_contexts
+    from agree_core.index import PageIndex
+
+    with PageIndex.open(sample_index, create=False) as local:
+        expected = [(p.source, p.page, p.evidence) for p in page_contexts(local, QUESTION, local.search(QUESTION, 2),
+                                                                          top_evidence=2)]
+    assert all(e for _, _, e in expected) and all(len(e) <= 2 for _, _, e in expected)
+    seen: list = []
+    with serve_in_thread(index_copy, requests=seen) as url:
+        with PageIndex.open(url, create=False) as remote:
+            hits = remote.search(QUESTION, 2)
+            del seen[:]
+            pages = page_contexts(remote, QUESTION, hits, top_evidence=2)
+    assert [(Path(p.source).name, p.page, p.evidence) for p in pages] == \
+        [(Path(s).name, page, e) for s, page, e in expected]
+    assert all(method == "GET" and path.startswith("/pages/") and path.count("/") == 2 for method, path in seen), seen
+    # (the pages' text, one GET /pages/ID each; before: the question encoded again, each page's embedding read)
