@@ -3,6 +3,7 @@ BERT built from a config: same vectors as torch, cached graph, the per-CPU choic
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from pathlib import Path
@@ -71,6 +72,17 @@ def test_onnx_fp32_matches_torch_and_int8_stays_close(tiny_bert_dir, cache):
     assert sorted(p.name for p in cache.rglob("*") if p.is_file()) == ["model-int8.onnx", "model.onnx"]
     # the model's attention implementation is restored after the eager export
     assert model.config._attn_implementation != "eager" or _load(tiny_bert_dir).config._attn_implementation == "eager"
+
+
+def test_building_the_int8_graph_says_one_line(tiny_bert_dir, cache, caplog):
+    """The quantizer logs a line per tensor on the root logger; `agree index` on a new machine
+    prints only ours."""
+    model = _load(tiny_bert_dir)
+    with caplog.at_level("INFO"):
+        assert fast_forward(model, torch.device("cpu"), torch.float32, [tiny_bert_dir], "onnx-int8") is not None
+        assert logging.getLogger().level == logging.INFO  # given back
+    assert [r.name for r in caplog.records] == ["agree_core.encoders.text_backend"], \
+        [(r.name, r.getMessage()[:80]) for r in caplog.records]
 
 
 def test_cached_graph_is_reused_and_a_changed_checkpoint_is_exported_again(tiny_bert_dir, cache, monkeypatch):

@@ -31,13 +31,14 @@ or ``auto`` (the default).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 
@@ -287,7 +288,7 @@ def _cached_graph(model: torch.nn.Module, sources: Sequence[str | Path | None], 
         return final
     final.parent.mkdir(parents=True, exist_ok=True)
     log.info("text-layer encoder: building the ONNX Runtime graph once (cached in %s)", final.parent)
-    with tempfile.TemporaryDirectory(dir=final.parent) as tmp:
+    with tempfile.TemporaryDirectory(dir=final.parent) as tmp, _quiet_root_logger():
         raw, fused = Path(tmp) / "raw.onnx", Path(tmp) / "fused.onnx"
         _export(model, raw)
         _fuse(raw, fused, model.config)
@@ -302,6 +303,20 @@ def _cached_graph(model: torch.nn.Module, sources: Sequence[str | Path | None], 
             shutil.move(fused, out)
         os.replace(out, final)  # atomic: a concurrent process sees a whole file or none
     return final
+
+
+@contextlib.contextmanager
+def _quiet_root_logger() -> Iterator[None]:
+    """The root logger at ERROR for the duration: onnxruntime's graph optimizer logs each fusion
+    and its quantizer a line per tensor (``logging.info`` on the root logger), which the
+    ``agree`` command's INFO handler would print; errors still show, and raise."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
 
 
 class _LastHidden(torch.nn.Module):
