@@ -421,6 +421,7 @@ def stage_times(index, qs: list[np.ndarray], where, wide: int, c: int) -> dict[s
     steps = {
         "scope (catalog)": lambda q, fq: index.scope(None, pdf_pages_only=True),
         "count()": lambda q, fq: index.engine.count(),
+        "count, not exact": lambda q, fq: shard.count(qe.CountRequest(exact=False)),
         "MUVERA encode_query": lambda q, fq: muv.encode_query(q),
         "quantized scan -> C (no rescoring)": lambda q, fq: shard.query(req(wide, fq, FDE, None, params=scan(False))),
         "the same without the filter": lambda q, fq: shard.query(req(wide, fq, FDE, None, f=None, params=scan(False))),
@@ -446,8 +447,60 @@ def stage_times(index, qs: list[np.ndarray], where, wide: int, c: int) -> dict[s
     return out
 
 
+def decompose(index, qs: list[np.ndarray], where, exact: np.ndarray, cent: np.ndarray, wide: int, c: int,
+              n_exact: int) -> None:
+    """Where recall@10 against exact float32 MaxSim is lost: the engine's candidates after each
+    stage replayed with ``make``'s float32 scores (numpy) for the stages after it, and exact MaxSim
+    over every page's stored (turbo4) vectors for the first ``n_exact`` queries (the index's own
+    best answer, a ceiling for any first stage)."""
+    from agree_core.index import first_stage
+    from agree_core.index.engines.edge import _qe, to_edge
+    from agree_core.index.schema import FDE, POOLED
+
+    qe = _qe()
+    shard = index.engine._shard
+    muv = first_stage.muvera_of(index.config.dim, index.config.first_stage)
+    flt = to_edge(where)
+    exact_p, scan = qe.SearchParams(exact=True), qe.SearchParams(quantization=qe.QuantizationSearchParams(
+        rescore=True, oversampling=first_stage.OVERSAMPLING))
+    ids = lambda pts: np.array([uuid.UUID(str(p.id)).int - 1 for p in pts])  # noqa: E731
+    ref = np.argsort(-exact, axis=1)[:, :10]
+    s1, s2, final = [], [], []
+    for q in qs:
+        q = np.ascontiguousarray(q, np.float32)
+        fq = np.ascontiguousarray(muv.encode_query(q), np.float32)
+        pre = qe.Prefetch(limit=wide, filter=flt, params=scan, query=qe.Query.Nearest(fq, using=FDE))
+        s1.append(ids(shard.query(qe.QueryRequest(limit=wide, query=qe.Query.Nearest(fq, using=FDE), filter=flt,
+                                                  params=scan, with_payload=False))))
+        s2.append(ids(shard.query(qe.QueryRequest(limit=c, query=qe.Query.Nearest(q, using=POOLED), prefetches=[pre],
+                                                  filter=flt, params=exact_p, with_payload=False))))
+        final.append(np.array([uuid.UUID(h.id).int - 1 for h in index.search_vectors([q], 10, where, candidates=c)[0]]))
+    fde_scores = np.load(index.directory.parent / "fde_scores.npy") if (index.directory.parent / "fde_scores.npy").exists() else None
+    rec = lambda found, r=ref: float(np.mean([len(set(f[:10].tolist()) & set(r[i].tolist())) / 10 for i, f in enumerate(found)]))  # noqa: E731
+    print(f"\nRecall@10 against exact float32, by stage ({wide} -> {c}; {len(qs)} queries; load {os.getloadavg()[0]:.1f}):\n")
+    print("| what | recall@10 |\n|---|---|")
+    if fde_scores is not None:
+        ideal = np.argsort(-fde_scores, axis=1)[:, :wide]
+        print(f"| the float16 encodings' own top {wide} (numpy) -> {c} by float32 centroids -> float32 exact | {cascade(ideal, cent, exact, c):.3f} |")
+        print(f"| share of that top {wide} the engine's stage 1 returns | "
+              f"{np.mean([len(set(a.tolist()) & set(b.tolist())) / wide for a, b in zip(s1, ideal)]):.3f} |")
+    print(f"| engine stage 1 (1-bit scan, rescored) -> {c} by float32 centroids -> float32 exact | {cascade(s1, cent, exact, c):.3f} |")
+    print(f"| engine stages 1-2 (turbo4 centroids) -> float32 exact | {cascade(s2, cent, exact, None):.3f} |")
+    print(f"| engine stages 1-3 (turbo4 tokens): what search_vectors returns | {rec(final):.3f} |", flush=True)
+    if n_exact:
+        t = time.perf_counter()
+        full_ex = [np.array([uuid.UUID(h.id).int - 1 for h in index.search_vectors([q], 10, where, candidates=0)[0]])
+                   for q in qs[:n_exact]]
+        ms = (time.perf_counter() - t) / n_exact * 1000
+        own = np.stack([f[:10] for f in full_ex])
+        print(f"| exact MaxSim over every page's stored turbo4 vectors (first {n_exact} queries, {ms:,.0f} ms a query) | "
+              f"{rec(full_ex):.3f} |")
+        print(f"| search_vectors against that turbo4 exact top 10 (same {n_exact} queries) | {rec(final[:n_exact], own):.3f} |", flush=True)
+
+
 def full(n: int, workers: int, plans: list[tuple[int, int]], keep: bool, n_queries: int,
-         text_queries: int = 0, stages: bool = False, profile: bool = False) -> None:
+         text_queries: int = 0, stages: bool = False, profile: bool = False, optimize_every: int = 0,
+         decompose_exact: int = -1, ab_count: bool = False) -> None:
     """A real index folder of the ``n`` pages (``PageIndex.open`` with the defaults but pool
     factor 3, as the encodings were made; points as ``schema.build_point`` stores them, their
     encodings the ones ``make`` wrote), searched through ``PageIndex.search_vectors``."""
@@ -464,14 +517,23 @@ def full(n: int, workers: int, plans: list[tuple[int, int]], keep: bool, n_queri
     ix = d / "index"
     enc = load_encoder("text-layer")
     if not (ix / "build.json").exists():
-        shutil.rmtree(ix, ignore_errors=True)
+        progress = ix / "progress.json"
+        # an interrupted build resumes after its last flushed chunk (pages are deterministic)
+        prev = json.loads(progress.read_text()) if progress.exists() else None
+        if prev is None:
+            shutil.rmtree(ix, ignore_errors=True)
         index = PageIndex.open(ix, enc, pool_factor=3, vector_datatype="turbo4")
         fs = index.config.first_stage
         assert all(fs[k] == v for k, v in settings.items() if k in ("k_sim", "dim_proj", "reps", "seed", "fused")), (fs, settings)
+        prev = prev or {"write_s": 0.0, "upsert_s": 0.0, "write_cpu_s": 0.0, "mid_optimize_s": 0.0,
+                        "mid_optimize_cpu_s": 0.0, "runs": 0}
+        start = min(index.engine.count(), prev.get("done", 0)) // 2048 * 2048
+        if start:
+            log(f"  resuming at page {start:,} ({index.engine.count():,} points in the shard)")
         fde = np.load(d / "fde.npy", mmap_mode="r")
         t0, cpu0 = time.perf_counter(), time.process_time()
-        t_write = 0.0
-        jobs = [(lo, min(lo + 512, n)) for lo in range(0, n, 512)]
+        t_write, t_mid, cpu_mid = 0.0, 0.0, 0.0
+        jobs = [(lo, min(lo + 512, n)) for lo in range(start, n, 512)]
         with get_context("spawn").Pool(workers, initializer=_full_init, initargs=(str(d),)) as pool:
             for lo, tokens, cents in pool.imap(_full_points, jobs):
                 t = time.perf_counter()
@@ -482,18 +544,36 @@ def full(n: int, workers: int, plans: list[tuple[int, int]], keep: bool, n_queri
                           for j, (v, c) in enumerate(zip(tokens, cents))]
                 for k in range(0, len(points), 64):
                     index.engine.upsert(points[k:k + 64])
+                t_write += time.perf_counter() - t
                 if (lo // 512) % 4 == 3:
                     index.engine.flush()
-                t_write += time.perf_counter() - t
+                    if optimize_every and (lo + 512) % optimize_every == 0 and lo + 512 < n:
+                        # the appendable segment holds its points in RAM (about 210 KB a page here,
+                        # float32): an optimize moves them into an on-disk segment
+                        t, c = time.perf_counter(), time.process_time()
+                        index.engine.optimize()
+                        t_mid += time.perf_counter() - t
+                        cpu_mid += time.process_time() - c
+                        log(f"  optimized at {lo + 512:,} pages in {time.perf_counter() - t:.0f} s")
+                    done = {"done": lo + 512, "write_s": prev["write_s"] + time.perf_counter() - t0,
+                            "upsert_s": prev["upsert_s"] + t_write,
+                            "write_cpu_s": prev["write_cpu_s"] + time.process_time() - cpu0,
+                            "mid_optimize_s": prev["mid_optimize_s"] + t_mid,
+                            "mid_optimize_cpu_s": prev["mid_optimize_cpu_s"] + cpu_mid, "runs": prev["runs"] + 1}
+                    progress.write_text(json.dumps(done))
                 if lo % 10240 == 0:
-                    log(f"  {lo + len(points):,}/{n:,} pages, {time.perf_counter() - t0:.0f} s, load {os.getloadavg()[0]:.1f}")
+                    log(f"  {lo + len(points):,}/{n:,} pages, {time.perf_counter() - t0:.0f} s, load {os.getloadavg()[0]:.1f}, "
+                        f"{_status()['RssAnon'] / 2**30:.1f} GB heap")
         index.engine.flush()
         t_all, cpu_write = time.perf_counter() - t0, time.process_time() - cpu0
         t, cpu = time.perf_counter(), time.process_time()
         index.engine.optimize()
-        info = {"write_s": round(t_all, 1), "upsert_s": round(t_write, 1), "write_cpu_s": round(cpu_write, 1),
+        info = {"write_s": round(prev["write_s"] + t_all, 1), "upsert_s": round(prev["upsert_s"] + t_write, 1),
+                "write_cpu_s": round(prev["write_cpu_s"] + cpu_write, 1),
+                "mid_optimize_s": round(prev["mid_optimize_s"] + t_mid, 1),
+                "mid_optimize_cpu_s": round(prev["mid_optimize_cpu_s"] + cpu_mid, 1), "runs": prev["runs"] + 1,
                 "optimize_s": round(time.perf_counter() - t, 1), "optimize_cpu_s": round(time.process_time() - cpu, 1),
-                "load_after": os.getloadavg()[0]}
+                "load_after": os.getloadavg()[0], "optimize_every": optimize_every}
         index.close()
         info["disk_bytes"] = dir_bytes(ix)
         (ix / "build.json").write_text(json.dumps(info))
@@ -511,8 +591,10 @@ def full(n: int, workers: int, plans: list[tuple[int, int]], keep: bool, n_queri
     where = index.scope(None, pdf_pages_only=True)
     print(f"## {n:,} pages through PageIndex.search_vectors: a real index folder (tokens turbo4 pooled by 3, "
           f"32 centroids, first stage {json.dumps({k: index.config.first_stage[k] for k in ('m', 'quantization') if k in index.config.first_stage})})\n")
+    mid = (f" including {info['mid_optimize_s']:.0f} s ({info['mid_optimize_cpu_s']:.0f} CPU s) of optimizes every "
+           f"{info.get('optimize_every', optimize_every):,} pages" if info.get("mid_optimize_s") else "")
     print(f"build: writes {info['write_s']:.0f} s ({n / info['write_s']:.0f} pages/s; {info['write_cpu_s']:.0f} CPU s in the "
-          f"writing process), optimize {info['optimize_s']:.0f} s ({info['optimize_cpu_s']:.0f} CPU s), "
+          f"writing process{mid}; {info.get('runs', 1)} run(s)), final optimize {info['optimize_s']:.0f} s ({info['optimize_cpu_s']:.0f} CPU s), "
           f"{info['disk_bytes'] / 1e9:.2f} GB = {info['disk_bytes'] / n / 1e3:.1f} KB/page on disk "
           f"(load at the end {info['load_after']:.1f}); queries {len(qs)}, query encoding {meta['encode_ms']:.0f} ms "
           f"apart\n\n{machine()}; load {os.getloadavg()[0]:.1f} before the searches\n")
@@ -541,8 +623,24 @@ def full(n: int, workers: int, plans: list[tuple[int, int]], keep: bool, n_queri
             index.config.first_stage = fs
         print(f"| {name} | {statistics.median(ms):.0f} | {np.percentile(ms, 90):.0f} | {statistics.median(cpu):.0f} | "
               f"{np.mean(rec):.3f} | {os.getloadavg()[0]:.1f} |", flush=True)
+        if wide and ab_count:  # the same searches with the exact count each one made before session 9
+            exact_count, cheap_count = index.engine.count, index.engine.point_count
+            both: dict[str, list[float]] = {"exact count()": [], "point_count()": []}
+            for q in qs:  # interleaved, so that both see the same load
+                for name, fn in (("exact count()", exact_count), ("point_count()", cheap_count)):
+                    index.engine.point_count = fn
+                    t = time.perf_counter()
+                    run(q)
+                    both[name].append((time.perf_counter() - t) * 1000)
+            index.engine.point_count = cheap_count
+            print("| ... A/B, interleaved: " + "; ".join(f"with {k} p50 {statistics.median(v):.0f} ms, p90 "
+                                                     f"{np.percentile(v, 90):.0f}" for k, v in both.items()) +
+                  f" | | | | | {os.getloadavg()[0]:.1f} |", flush=True)
         if wide and stages:
             breakdown[f"{wide}:{c}"] = stage_times(index, qs, where, wide, c)
+        if wide and decompose_exact >= 0:
+            decompose(index, qs, where, exact, np.load(d / "centroids.npy"), wide, c, decompose_exact)
+            decompose_exact = -1  # the first plan only
         if wide and profile:
             import cProfile
             import io
@@ -658,6 +756,13 @@ def main() -> None:
     ap.add_argument("--keep", action="store_true")
     ap.add_argument("--text-queries", type=int, default=0,
                     help="full: this many dev-set questions through search_batch (IDF from the catalog)")
+    ap.add_argument("--optimize-every", type=int, default=0,
+                    help="full: optimize the shard every this many pages while writing (a multiple of 2048)")
+    ap.add_argument("--decompose", type=int, default=-1, metavar="N_EXACT",
+                    help="full: recall lost per stage for the first plan, and exact MaxSim over the stored "
+                         "vectors of every page for N_EXACT queries")
+    ap.add_argument("--ab-count", action="store_true",
+                    help="full: each plan's searches also with the exact count() of before session 9, interleaved")
     ap.add_argument("--stages", action="store_true", help="full: time each stage of a search alone")
     ap.add_argument("--profile", action="store_true", help="full: cProfile the first plan's searches (stderr)")
     ap.add_argument("--fde-only", action="store_true",
@@ -672,7 +777,7 @@ def main() -> None:
         grow(a.pages, a.base_pages)
     elif a.what == "full":
         full(a.pages, a.workers, [tuple(int(x) for x in p.split(":")) for p in a.plans.split(",")], a.keep, a.queries,
-             a.text_queries, a.stages, a.profile)
+             a.text_queries, a.stages, a.profile, a.optimize_every, a.decompose, a.ab_count)
     else:
         graph(a.pages, a.m, a.ef_construct, [int(x) for x in a.hnsw_ef.split(",")], cs, rs, a.keep,
               a.quantization, [float(x) for x in a.oversampling.split(",")])
