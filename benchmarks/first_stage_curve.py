@@ -185,7 +185,8 @@ def ideal(n: int, cs: list[int], rescore: list[int]) -> None:
 
 
 def graph(n: int, m: int, ef_construct: int, efs: list[int], cs: list[int], rescore: list[int],
-          keep: bool, quantization: str = "", oversampling: list[float] | None = None) -> None:
+          keep: bool, quantization: str = "", oversampling: list[float] | None = None,
+          optimize_every: int = 0) -> None:
     """The encodings in an Edge shard: an HNSW graph (``m`` > 0) or, with ``m`` 0, a scan of
     every page, of the quantized copy when ``quantization`` is given (each ``oversampling``
     times the candidates kept by it, then rescored by the float16 encodings)."""
@@ -213,6 +214,9 @@ def graph(n: int, m: int, ef_construct: int, efs: list[int], cs: list[int], resc
             engine.upsert([Point(str(uuid.UUID(int=a + j + 1)), {FDE: v}, {}) for j, v in enumerate(block)])
             if (a // 512) % 16 == 15:
                 engine.flush()  # the write-ahead log holds what is not flushed
+                if optimize_every and (a + 512) % optimize_every == 0 and a + 512 < n:
+                    engine.optimize()  # the writer's heap grows with the points written (full's note)
+                    log(f"  optimized at {a + 512:,} points, {time.perf_counter() - t:.0f} s")
         engine.flush()
         t_write, cpu_write = time.perf_counter() - t, time.process_time() - cpu
         log(f"  written in {t_write:.0f} s, optimizing (m={m}, ef_construct={ef_construct}, "
@@ -548,8 +552,8 @@ def full(n: int, workers: int, plans: list[tuple[int, int]], keep: bool, n_queri
                 if (lo // 512) % 4 == 3:
                     index.engine.flush()
                     if optimize_every and (lo + 512) % optimize_every == 0 and lo + 512 < n:
-                        # the appendable segment holds its points in RAM (about 210 KB a page here,
-                        # float32): an optimize moves them into an on-disk segment
+                        # the writer's heap grows with the points written (about 180 KB a page here,
+                        # released by reopening the shard, not by optimize): measured in BENCHMARKS.md, session 9
                         t, c = time.perf_counter(), time.process_time()
                         index.engine.optimize()
                         t_mid += time.perf_counter() - t
@@ -757,7 +761,7 @@ def main() -> None:
     ap.add_argument("--text-queries", type=int, default=0,
                     help="full: this many dev-set questions through search_batch (IDF from the catalog)")
     ap.add_argument("--optimize-every", type=int, default=0,
-                    help="full: optimize the shard every this many pages while writing (a multiple of 2048)")
+                    help="full, graph: optimize the shard every this many pages while writing (a multiple of 8192)")
     ap.add_argument("--decompose", type=int, default=-1, metavar="N_EXACT",
                     help="full: recall lost per stage for the first plan, and exact MaxSim over the stored "
                          "vectors of every page for N_EXACT queries")
@@ -780,7 +784,7 @@ def main() -> None:
              a.text_queries, a.stages, a.profile, a.optimize_every, a.decompose, a.ab_count)
     else:
         graph(a.pages, a.m, a.ef_construct, [int(x) for x in a.hnsw_ef.split(",")], cs, rs, a.keep,
-              a.quantization, [float(x) for x in a.oversampling.split(",")])
+              a.quantization, [float(x) for x in a.oversampling.split(",")], a.optimize_every)
 
 
 if __name__ == "__main__":
