@@ -143,6 +143,14 @@ def real_order(n_real: int) -> np.ndarray:
     return np.random.default_rng(SEED).permutation(n_real)
 
 
+def base_page(n_real: int, order: np.ndarray, i: int) -> int:
+    """The real page collection page ``i`` is based on (:func:`page_vectors`' second value,
+    without making the page): what it inherits its terms from."""
+    if i < n_real:
+        return int(order[i])
+    return int(np.random.default_rng([SEED, SYNTH_VERSION, i]).integers(n_real, size=2)[0])
+
+
 def page_vectors(real: list[np.ndarray], order: np.ndarray, i: int) -> tuple[np.ndarray, int]:
     """Vectors of collection page ``i`` (deterministic) and the real page it is based on."""
     if i < len(real):

@@ -6,7 +6,8 @@ graphs and quantized scans of the encodings, and the whole search through a real
     .venv/bin/python benchmarks/first_stage_curve.py ideal --pages 100000
     .venv/bin/python benchmarks/first_stage_curve.py graph --pages 100000 --m 16 --ef-construct 100
     .venv/bin/python benchmarks/first_stage_curve.py graph --pages 100000 --m 0 --quantization binary
-    .venv/bin/python benchmarks/first_stage_curve.py full --pages 100000 --plans 3200:400,0:400
+    .venv/bin/python benchmarks/first_stage_curve.py full --pages 100000 --plans 3200:400,0:400 --keep
+    .venv/bin/python benchmarks/first_stage_curve.py full --pages 100000 --plans 3200:400 --stages --text-queries 10 --keep
     .venv/bin/python benchmarks/first_stage_curve.py make --pages 1000000 --fde-only   # then ideal, graph
 
 ``make`` writes, per collection page (``bench_search.page_vectors`` over the 400 real dev-set
@@ -22,7 +23,12 @@ parameters (``--m 0``: none, every page scanned) and quantized copy (``--quantiz
 searched with ``--oversampling``), optimizes it (timed) and measures, for each search-time
 ``hnsw_ef``, the candidates against the ideal ones and the cascade recall@10 on top. ``full``
 builds a real index folder of the pages (the product's point vectors, the encodings of
-``make``) and times ``PageIndex.search_vectors`` for each ``--plans`` cascade.
+``make``; kept for later runs with ``--keep``) and times ``PageIndex.search_vectors`` for each
+``--plans`` cascade; ``--stages`` times each stage of the engine query alone (where a search's
+time goes), ``--profile`` runs cProfile over the first plan's searches, ``--text-queries N``
+registers the synthetic documents in the catalog (IDF statistics, as the product's writes do)
+and runs N dev-set questions through ``PageIndex.search_batch``, query encoding timed apart,
+against exact MaxSim of the vectors the index weighted.
 
 Large files go under ``$AGREE_BENCH_DATA`` (default ``benchmarks/data``)."""
 
@@ -179,7 +185,8 @@ def ideal(n: int, cs: list[int], rescore: list[int]) -> None:
 
 
 def graph(n: int, m: int, ef_construct: int, efs: list[int], cs: list[int], rescore: list[int],
-          keep: bool, quantization: str = "", oversampling: list[float] | None = None) -> None:
+          keep: bool, quantization: str = "", oversampling: list[float] | None = None,
+          optimize_every: int = 0) -> None:
     """The encodings in an Edge shard: an HNSW graph (``m`` > 0) or, with ``m`` 0, a scan of
     every page, of the quantized copy when ``quantization`` is given (each ``oversampling``
     times the candidates kept by it, then rescored by the float16 encodings)."""
@@ -193,7 +200,8 @@ def graph(n: int, m: int, ef_construct: int, efs: list[int], cs: list[int], resc
     scored = (d / "exact.npy").exists()  # else (1M pages) only the encodings' own top C is known
     exact, cent = (np.load(d / "exact.npy"), np.load(d / "centroids.npy")) if scored else (None, None)
     ideal_rank = np.argsort(-np.load(d / "fde_scores.npy"), axis=1)[:, :max(cs)]
-    spec = VectorSpec(FDE, meta["fde_dims"], "float16", index=m > 0, on_disk=False, multivector=False,
+    # as schema.fde_spec: with a quantized copy (in RAM, what a scan reads) the encodings stay on disk
+    spec = VectorSpec(FDE, meta["fde_dims"], "float16", index=m > 0, on_disk=bool(quantization), multivector=False,
                       m=m, ef_construct=ef_construct, quantization=quantization)
     sd = d / f"shard-m{m}-ef{ef_construct}{'-' + quantization if quantization else ''}"
     info_path = sd.with_suffix(".json")
@@ -206,6 +214,9 @@ def graph(n: int, m: int, ef_construct: int, efs: list[int], cs: list[int], resc
             engine.upsert([Point(str(uuid.UUID(int=a + j + 1)), {FDE: v}, {}) for j, v in enumerate(block)])
             if (a // 512) % 16 == 15:
                 engine.flush()  # the write-ahead log holds what is not flushed
+                if optimize_every and (a + 512) % optimize_every == 0 and a + 512 < n:
+                    engine.optimize()  # the writer's heap grows with the points written (full's note)
+                    log(f"  optimized at {a + 512:,} points, {time.perf_counter() - t:.0f} s")
         engine.flush()
         t_write, cpu_write = time.perf_counter() - t, time.process_time() - cpu
         log(f"  written in {t_write:.0f} s, optimizing (m={m}, ef_construct={ef_construct}, "
@@ -332,7 +343,168 @@ def _full_points(bounds: tuple[int, int]) -> tuple[int, list[np.ndarray], list[n
     return lo, tokens, cents
 
 
-def full(n: int, workers: int, plans: list[tuple[int, int]], keep: bool, n_queries: int) -> None:
+def _full_exact(bounds: tuple[int, int], qv: np.ndarray, qoff: np.ndarray) -> tuple[int, np.ndarray]:
+    """Exact float32 MaxSim of the queries ``qv`` (rows, split at ``qoff``) over a chunk of pages."""
+    from threadpoolctl import threadpool_limits
+
+    from bench_search import page_vectors
+
+    lo, hi = bounds
+    with threadpool_limits(1):
+        pages = [page_vectors(_FULL["real"], _FULL["order"], i)[0] for i in range(lo, hi)]
+        o = np.cumsum([0] + [len(p) for p in pages])
+        m = np.maximum.reduceat(np.concatenate(pages) @ qv.T, o[:-1], axis=0)
+        return lo, np.add.reduceat(m, qoff, axis=1).T
+
+
+def exact_scores(d: Path, n: int, workers: int, queries: list[np.ndarray]) -> np.ndarray:
+    """``(len(queries), n)`` exact float32 MaxSim over every page, made again chunk by chunk
+    (for queries ``make`` did not score: the text queries as the index weights them)."""
+    from functools import partial
+    from multiprocessing import get_context
+
+    qv = np.concatenate(queries).astype(np.float32)
+    qoff = np.cumsum([0] + [len(q) for q in queries])[:-1]
+    out = np.zeros((len(queries), n), np.float32)
+    jobs = [(lo, min(lo + 4096, n)) for lo in range(0, n, 4096)]
+    with get_context("spawn").Pool(workers, initializer=_full_init, initargs=(str(d),)) as pool:
+        for lo, sc in pool.imap_unordered(partial(_full_exact, qv=qv, qoff=qoff), jobs):
+            out[:, lo:lo + sc.shape[1]] = sc
+    return out
+
+
+def register_documents(index, d: Path, n: int, enc) -> None:
+    """The catalog rows the product writes after a document's pages (``_set_ready``): the
+    synthetic documents of 500 pages ``full`` wrote, ready, with each page's terms those of
+    the real page it is based on (``bench_search.base_page``), so that ``search_batch``
+    weights text queries by IDF over the collection as the product does."""
+    import bench_first_stage as bfs
+    from bench_search import base_page, page_vectors, real_order
+
+    if index.catalog.documents(state="ready"):
+        return
+    real, terms, _ = bfs.base_pages(enc)
+    order = real_order(len(real))
+    for i in (0, len(real), n // 2, n - 1):  # the same base page as the synthesis
+        assert base_page(len(real), order, i) == page_vectors(real, order, i)[1]
+    sets = [set(t.tolist()) for t in terms]
+    for k in range(0, n, 500):
+        counts: dict[int, int] = {}
+        for i in range(k, min(k + 500, n)):
+            for t in sets[base_page(len(real), order, i)]:
+                counts[t] = counts.get(t, 0) + 1
+        doc = f"d{k // 500}"
+        index.catalog.begin(doc, f"/synthetic/s{k // 500}.pdf", "synthetic", min(k + 500, n) - k, {})
+        index.catalog.set_ready(doc, counts)
+
+
+def stage_times(index, qs: list[np.ndarray], where, wide: int, c: int) -> dict[str, float]:
+    """Where one search's time goes: each stage of the product's engine query run alone (no
+    payload), and the Python steps around it; p50 ms per query."""
+    from agree_core.index import first_stage
+    from agree_core.index.engines.edge import _qe, to_edge
+    from agree_core.index.schema import FDE, POOLED, TOKENS
+
+    qe = _qe()
+    shard = index.engine._shard
+    muv = first_stage.muvera_of(index.config.dim, index.config.first_stage)
+    flt = to_edge(where)
+    exact = qe.SearchParams(exact=True)
+
+    def scan(rescore: bool) -> object:
+        return qe.SearchParams(quantization=qe.QuantizationSearchParams(
+            rescore=rescore, oversampling=first_stage.OVERSAMPLING))
+
+    def stage1(q, fq, f=flt, rescore=True):
+        return qe.Prefetch(limit=wide, filter=f, params=scan(rescore), query=qe.Query.Nearest(fq, using=FDE))
+
+    def req(limit, q, using, prefetches, f=flt, params=exact):
+        return qe.QueryRequest(limit=limit, query=qe.Query.Nearest(q, using=using), prefetches=prefetches,
+                               filter=f, params=params, with_payload=False)
+
+    steps = {
+        "scope (catalog)": lambda q, fq: index.scope(None, pdf_pages_only=True),
+        "count()": lambda q, fq: index.engine.count(),
+        "count, not exact": lambda q, fq: shard.count(qe.CountRequest(exact=False)),
+        "MUVERA encode_query": lambda q, fq: muv.encode_query(q),
+        "quantized scan -> C (no rescoring)": lambda q, fq: shard.query(req(wide, fq, FDE, None, params=scan(False))),
+        "the same without the filter": lambda q, fq: shard.query(req(wide, fq, FDE, None, f=None, params=scan(False))),
+        "quantized scan -> C rescored by the float16 encodings (stage 1)": lambda q, fq: shard.query(req(wide, fq, FDE, None, params=scan(True))),
+        "stage 1 -> c by centroid MaxSim": lambda q, fq: shard.query(req(c, q, POOLED, [stage1(q, fq)])),
+        "the same, stage 1 not rescored": lambda q, fq: shard.query(req(c, q, POOLED, [stage1(q, fq, rescore=False)])),
+        "... -> exact top 10 over the tokens (the engine query, no payload)": lambda q, fq: shard.query(req(10, q, TOKENS, [
+            qe.Prefetch(limit=c, filter=flt, params=exact, query=qe.Query.Nearest(q, using=POOLED), prefetches=[stage1(q, fq)])])),
+        "the whole query without the filter": lambda q, fq: shard.query(req(10, q, TOKENS, [
+            qe.Prefetch(limit=c, params=exact, query=qe.Query.Nearest(q, using=POOLED), prefetches=[stage1(q, fq, f=None)])], f=None)),
+        "search_vectors (the product call)": lambda q, fq: index.search_vectors([q], 10, where, candidates=c),
+    }
+    pairs = [(np.ascontiguousarray(q, np.float32), np.ascontiguousarray(muv.encode_query(q), np.float32)) for q in qs]
+    out = {}
+    for name, fn in steps.items():
+        fn(*pairs[0])
+        ms = []
+        for q, fq in pairs:
+            t = time.perf_counter()
+            fn(q, fq)
+            ms.append((time.perf_counter() - t) * 1000)
+        out[name] = statistics.median(ms)
+    return out
+
+
+def decompose(index, qs: list[np.ndarray], where, exact: np.ndarray, cent: np.ndarray, wide: int, c: int,
+              n_exact: int) -> None:
+    """Where recall@10 against exact float32 MaxSim is lost: the engine's candidates after each
+    stage replayed with ``make``'s float32 scores (numpy) for the stages after it, and exact MaxSim
+    over every page's stored (turbo4) vectors for the first ``n_exact`` queries (the index's own
+    best answer, a ceiling for any first stage)."""
+    from agree_core.index import first_stage
+    from agree_core.index.engines.edge import _qe, to_edge
+    from agree_core.index.schema import FDE, POOLED
+
+    qe = _qe()
+    shard = index.engine._shard
+    muv = first_stage.muvera_of(index.config.dim, index.config.first_stage)
+    flt = to_edge(where)
+    exact_p, scan = qe.SearchParams(exact=True), qe.SearchParams(quantization=qe.QuantizationSearchParams(
+        rescore=True, oversampling=first_stage.OVERSAMPLING))
+    ids = lambda pts: np.array([uuid.UUID(str(p.id)).int - 1 for p in pts])  # noqa: E731
+    ref = np.argsort(-exact, axis=1)[:, :10]
+    s1, s2, final = [], [], []
+    for q in qs:
+        q = np.ascontiguousarray(q, np.float32)
+        fq = np.ascontiguousarray(muv.encode_query(q), np.float32)
+        pre = qe.Prefetch(limit=wide, filter=flt, params=scan, query=qe.Query.Nearest(fq, using=FDE))
+        s1.append(ids(shard.query(qe.QueryRequest(limit=wide, query=qe.Query.Nearest(fq, using=FDE), filter=flt,
+                                                  params=scan, with_payload=False))))
+        s2.append(ids(shard.query(qe.QueryRequest(limit=c, query=qe.Query.Nearest(q, using=POOLED), prefetches=[pre],
+                                                  filter=flt, params=exact_p, with_payload=False))))
+        final.append(np.array([uuid.UUID(h.id).int - 1 for h in index.search_vectors([q], 10, where, candidates=c)[0]]))
+    fde_scores = np.load(index.directory.parent / "fde_scores.npy") if (index.directory.parent / "fde_scores.npy").exists() else None
+    rec = lambda found, r=ref: float(np.mean([len(set(f[:10].tolist()) & set(r[i].tolist())) / 10 for i, f in enumerate(found)]))  # noqa: E731
+    print(f"\nRecall@10 against exact float32, by stage ({wide} -> {c}; {len(qs)} queries; load {os.getloadavg()[0]:.1f}):\n")
+    print("| what | recall@10 |\n|---|---|")
+    if fde_scores is not None:
+        ideal = np.argsort(-fde_scores, axis=1)[:, :wide]
+        print(f"| the float16 encodings' own top {wide} (numpy) -> {c} by float32 centroids -> float32 exact | {cascade(ideal, cent, exact, c):.3f} |")
+        print(f"| share of that top {wide} the engine's stage 1 returns | "
+              f"{np.mean([len(set(a.tolist()) & set(b.tolist())) / wide for a, b in zip(s1, ideal)]):.3f} |")
+    print(f"| engine stage 1 (1-bit scan, rescored) -> {c} by float32 centroids -> float32 exact | {cascade(s1, cent, exact, c):.3f} |")
+    print(f"| engine stages 1-2 (turbo4 centroids) -> float32 exact | {cascade(s2, cent, exact, None):.3f} |")
+    print(f"| engine stages 1-3 (turbo4 tokens): what search_vectors returns | {rec(final):.3f} |", flush=True)
+    if n_exact:
+        t = time.perf_counter()
+        full_ex = [np.array([uuid.UUID(h.id).int - 1 for h in index.search_vectors([q], 10, where, candidates=0)[0]])
+                   for q in qs[:n_exact]]
+        ms = (time.perf_counter() - t) / n_exact * 1000
+        own = np.stack([f[:10] for f in full_ex])
+        print(f"| exact MaxSim over every page's stored turbo4 vectors (first {n_exact} queries, {ms:,.0f} ms a query) | "
+              f"{rec(full_ex):.3f} |")
+        print(f"| search_vectors against that turbo4 exact top 10 (same {n_exact} queries) | {rec(final[:n_exact], own):.3f} |", flush=True)
+
+
+def full(n: int, workers: int, plans: list[tuple[int, int]], keep: bool, n_queries: int,
+         text_queries: int = 0, stages: bool = False, profile: bool = False, optimize_every: int = 0,
+         decompose_exact: int = -1, ab_count: bool = False) -> None:
     """A real index folder of the ``n`` pages (``PageIndex.open`` with the defaults but pool
     factor 3, as the encodings were made; points as ``schema.build_point`` stores them, their
     encodings the ones ``make`` wrote), searched through ``PageIndex.search_vectors``."""
@@ -349,14 +521,23 @@ def full(n: int, workers: int, plans: list[tuple[int, int]], keep: bool, n_queri
     ix = d / "index"
     enc = load_encoder("text-layer")
     if not (ix / "build.json").exists():
-        shutil.rmtree(ix, ignore_errors=True)
+        progress = ix / "progress.json"
+        # an interrupted build resumes after its last flushed chunk (pages are deterministic)
+        prev = json.loads(progress.read_text()) if progress.exists() else None
+        if prev is None:
+            shutil.rmtree(ix, ignore_errors=True)
         index = PageIndex.open(ix, enc, pool_factor=3, vector_datatype="turbo4")
         fs = index.config.first_stage
         assert all(fs[k] == v for k, v in settings.items() if k in ("k_sim", "dim_proj", "reps", "seed", "fused")), (fs, settings)
+        prev = prev or {"write_s": 0.0, "upsert_s": 0.0, "write_cpu_s": 0.0, "mid_optimize_s": 0.0,
+                        "mid_optimize_cpu_s": 0.0, "runs": 0}
+        start = min(index.engine.count(), prev.get("done", 0)) // 2048 * 2048
+        if start:
+            log(f"  resuming at page {start:,} ({index.engine.count():,} points in the shard)")
         fde = np.load(d / "fde.npy", mmap_mode="r")
         t0, cpu0 = time.perf_counter(), time.process_time()
-        t_write = 0.0
-        jobs = [(lo, min(lo + 512, n)) for lo in range(0, n, 512)]
+        t_write, t_mid, cpu_mid = 0.0, 0.0, 0.0
+        jobs = [(lo, min(lo + 512, n)) for lo in range(start, n, 512)]
         with get_context("spawn").Pool(workers, initializer=_full_init, initargs=(str(d),)) as pool:
             for lo, tokens, cents in pool.imap(_full_points, jobs):
                 t = time.perf_counter()
@@ -367,18 +548,36 @@ def full(n: int, workers: int, plans: list[tuple[int, int]], keep: bool, n_queri
                           for j, (v, c) in enumerate(zip(tokens, cents))]
                 for k in range(0, len(points), 64):
                     index.engine.upsert(points[k:k + 64])
+                t_write += time.perf_counter() - t
                 if (lo // 512) % 4 == 3:
                     index.engine.flush()
-                t_write += time.perf_counter() - t
+                    if optimize_every and (lo + 512) % optimize_every == 0 and lo + 512 < n:
+                        # the writer's heap grows with the points written (about 180 KB a page here,
+                        # released by reopening the shard, not by optimize): measured in BENCHMARKS.md, session 9
+                        t, c = time.perf_counter(), time.process_time()
+                        index.engine.optimize()
+                        t_mid += time.perf_counter() - t
+                        cpu_mid += time.process_time() - c
+                        log(f"  optimized at {lo + 512:,} pages in {time.perf_counter() - t:.0f} s")
+                    done = {"done": lo + 512, "write_s": prev["write_s"] + time.perf_counter() - t0,
+                            "upsert_s": prev["upsert_s"] + t_write,
+                            "write_cpu_s": prev["write_cpu_s"] + time.process_time() - cpu0,
+                            "mid_optimize_s": prev["mid_optimize_s"] + t_mid,
+                            "mid_optimize_cpu_s": prev["mid_optimize_cpu_s"] + cpu_mid, "runs": prev["runs"] + 1}
+                    progress.write_text(json.dumps(done))
                 if lo % 10240 == 0:
-                    log(f"  {lo + len(points):,}/{n:,} pages, {time.perf_counter() - t0:.0f} s, load {os.getloadavg()[0]:.1f}")
+                    log(f"  {lo + len(points):,}/{n:,} pages, {time.perf_counter() - t0:.0f} s, load {os.getloadavg()[0]:.1f}, "
+                        f"{_status()['RssAnon'] / 2**30:.1f} GB heap")
         index.engine.flush()
         t_all, cpu_write = time.perf_counter() - t0, time.process_time() - cpu0
         t, cpu = time.perf_counter(), time.process_time()
         index.engine.optimize()
-        info = {"write_s": round(t_all, 1), "upsert_s": round(t_write, 1), "write_cpu_s": round(cpu_write, 1),
+        info = {"write_s": round(prev["write_s"] + t_all, 1), "upsert_s": round(prev["upsert_s"] + t_write, 1),
+                "write_cpu_s": round(prev["write_cpu_s"] + cpu_write, 1),
+                "mid_optimize_s": round(prev["mid_optimize_s"] + t_mid, 1),
+                "mid_optimize_cpu_s": round(prev["mid_optimize_cpu_s"] + cpu_mid, 1), "runs": prev["runs"] + 1,
                 "optimize_s": round(time.perf_counter() - t, 1), "optimize_cpu_s": round(time.process_time() - cpu, 1),
-                "load_after": os.getloadavg()[0]}
+                "load_after": os.getloadavg()[0], "optimize_every": optimize_every}
         index.close()
         info["disk_bytes"] = dir_bytes(ix)
         (ix / "build.json").write_text(json.dumps(info))
@@ -391,15 +590,23 @@ def full(n: int, workers: int, plans: list[tuple[int, int]], keep: bool, n_queri
     qs = [qv[qo[i]:qo[i + 1]] for i in range(len(qo) - 1)][:n_queries]
     mem0 = _status()
     index = PageIndex.open(ix, enc)
+    if text_queries:
+        register_documents(index, d, n, enc)
     where = index.scope(None, pdf_pages_only=True)
     print(f"## {n:,} pages through PageIndex.search_vectors: a real index folder (tokens turbo4 pooled by 3, "
           f"32 centroids, first stage {json.dumps({k: index.config.first_stage[k] for k in ('m', 'quantization') if k in index.config.first_stage})})\n")
-    print(f"build: writes {info['write_s']:.0f} s ({n / info['write_s']:.0f} pages/s), optimize {info['optimize_s']:.0f} s "
-          f"({info['optimize_cpu_s']:.0f} CPU s), {info['disk_bytes'] / 1e9:.2f} GB = {info['disk_bytes'] / n / 1e3:.1f} KB/page "
-          f"on disk (load at the end {info['load_after']:.1f}); queries {len(qs)}, query encoding {meta['encode_ms']:.0f} ms "
+    mid = (f" including {info['mid_optimize_s']:.0f} s ({info['mid_optimize_cpu_s']:.0f} CPU s) of optimizes every "
+           f"{info.get('optimize_every', optimize_every):,} pages" if info.get("mid_optimize_s") else "")
+    print(f"build: writes {info['write_s']:.0f} s ({n / info['write_s']:.0f} pages/s; {info['write_cpu_s']:.0f} CPU s in the "
+          f"writing process{mid}; {info.get('runs', 1)} run(s)), final optimize {info['optimize_s']:.0f} s ({info['optimize_cpu_s']:.0f} CPU s), "
+          f"{info['disk_bytes'] / 1e9:.2f} GB = {info['disk_bytes'] / n / 1e3:.1f} KB/page on disk "
+          f"(load at the end {info['load_after']:.1f}); queries {len(qs)}, query encoding {meta['encode_ms']:.0f} ms "
           f"apart\n\n{machine()}; load {os.getloadavg()[0]:.1f} before the searches\n")
-    print("| search | p50 ms | p90 ms | CPU ms p50 | recall@10 vs exact float32 |\n|---|---|---|---|---|")
+    for name, size in _disk_parts(ix).items():
+        print(f"- on disk: {name}: {size / 1e6:,.0f} MB = {size / n / 1e3:.2f} KB/page")
+    print("\n| search | p50 ms | p90 ms | CPU ms p50 | recall@10 vs exact float32 | load |\n|---|---|---|---|---|---|")
     saved = (first_stage.SCAN_CANDIDATES, first_stage.GRAPH_FANOUT)
+    breakdown: dict[str, dict[str, float]] = {}
     for wide, c in plans:
         if wide:  # the encodings' C pages -> c by centroids -> exact
             first_stage.SCAN_CANDIDATES, first_stage.GRAPH_FANOUT = wide, 1
@@ -419,14 +626,118 @@ def full(n: int, workers: int, plans: list[tuple[int, int]], keep: bool, n_queri
         if not wide:
             index.config.first_stage = fs
         print(f"| {name} | {statistics.median(ms):.0f} | {np.percentile(ms, 90):.0f} | {statistics.median(cpu):.0f} | "
-              f"{np.mean(rec):.3f} |", flush=True)
+              f"{np.mean(rec):.3f} | {os.getloadavg()[0]:.1f} |", flush=True)
+        if wide and ab_count:  # the same searches with the exact count each one made before session 9
+            exact_count, cheap_count = index.engine.count, index.engine.point_count
+            both: dict[str, list[float]] = {"exact count()": [], "point_count()": []}
+            for q in qs:  # interleaved, so that both see the same load
+                for name, fn in (("exact count()", exact_count), ("point_count()", cheap_count)):
+                    index.engine.point_count = fn
+                    t = time.perf_counter()
+                    run(q)
+                    both[name].append((time.perf_counter() - t) * 1000)
+            index.engine.point_count = cheap_count
+            print("| ... A/B, interleaved: " + "; ".join(f"with {k} p50 {statistics.median(v):.0f} ms, p90 "
+                                                     f"{np.percentile(v, 90):.0f}" for k, v in both.items()) +
+                  f" | | | | | {os.getloadavg()[0]:.1f} |", flush=True)
+        if wide and stages:
+            breakdown[f"{wide}:{c}"] = stage_times(index, qs, where, wide, c)
+        if wide and decompose_exact >= 0:
+            decompose(index, qs, where, exact, np.load(d / "centroids.npy"), wide, c, decompose_exact)
+            decompose_exact = -1  # the first plan only
+        if wide and profile:
+            import cProfile
+            import io
+            import pstats
+
+            pr = cProfile.Profile(time.process_time)
+            pr.enable()
+            for q in qs:
+                run(q)
+            pr.disable()
+            out = io.StringIO()
+            pstats.Stats(pr, stream=out).sort_stats("cumulative").print_stats(14)
+            log(f"cProfile (CPU time) of {len(qs)} searches, plan {wide}:{c}:\n{out.getvalue()}")
+            profile = False
     first_stage.SCAN_CANDIDATES, first_stage.GRAPH_FANOUT = saved
+    if breakdown:
+        names = list(next(iter(breakdown.values())))
+        print(f"\nWhere a search's time goes (p50 ms per query of each step run alone, {len(qs)} queries; "
+              f"columns C:c; engine steps without payload; load {os.getloadavg()[0]:.1f}):\n")
+        print("| step | " + " | ".join(breakdown) + " |\n|---|" + "---|" * len(breakdown))
+        for j, step in enumerate(names):
+            print(f"| {step} | " +
+                  " | ".join(f"{list(b.values())[j]:.1f}" for b in breakdown.values()) + " |")
+    if text_queries:
+        text_search(index, d, n, workers, meta, text_queries)
     mem = _status()
-    print(f"\nsearch process: +{(mem['RssAnon'] - mem0['RssAnon']) / 2**20:.0f} MB heap (model included), "
-          f"{_mapped(str(ix)) / 2**20:.0f} MB of index files resident; load {os.getloadavg()[0]:.1f}\n", flush=True)
+    print(f"\nsearch process: {mem['VmRSS'] / 2**20:,.0f} MB resident ({mem['RssAnon'] / 2**20:,.0f} MB heap, "
+          f"+{(mem['RssAnon'] - mem0['RssAnon']) / 2**20:.0f} MB since before the index opened, model loaded before), "
+          f"{_mapped(str(ix)) / 2**20:,.0f} MB of index files resident; peak {mem['VmHWM'] / 2**20:,.0f} MB; "
+          f"load {os.getloadavg()[0]:.1f}\n", flush=True)
     index.close()
     if not keep:
         shutil.rmtree(ix, ignore_errors=True)
+
+
+def _disk_parts(ix: Path) -> dict[str, int]:
+    """Allocated bytes of an index folder by part: each named vector's storage in the shard's
+    segments (their folders name them), the rest of the shard, the catalog and config."""
+    from bench_search import dir_bytes
+
+    parts: dict[str, int] = {}
+    for f in ix.rglob("*"):
+        if not f.is_file():
+            continue
+        rel = f.relative_to(ix).parts
+        key = "shard (other)" if rel[0] == "shard" else rel[0]
+        for p in rel:
+            for name in ("tokens", "pooled", "fde"):
+                if name in p:
+                    key = f"shard: {p}"
+        parts[key] = parts.get(key, 0) + f.stat().st_blocks * 512
+    return dict(sorted(parts.items(), key=lambda kv: -kv[1]))
+
+
+def text_search(index, d: Path, n: int, workers: int, meta: dict, count: int) -> None:
+    """``count`` dev-set questions (those ``make`` scored) through ``PageIndex.search_batch``:
+    query encoding with IDF weights from the catalog (``register_documents``) timed apart,
+    then the search of the encoded query; recall@10 against exact float32 MaxSim of those
+    very vectors over every page (made again: the catalog's IDF over the collection differs
+    from ``make``'s over the real pages)."""
+    from common import load_questions
+
+    qs = load_questions()
+    texts = [q["query"] for q in qs[::max(1, len(qs) // meta["queries"])][:meta["queries"]]][:count]
+    index.encode_queries(["warm up"])
+    enc_ms, search_ms, batch_ms, vecs, found = [], [], [], [], []
+    for text in texts:
+        index._last_queries = None  # a fresh query (the index keeps the last one for its evidence)
+        t = time.perf_counter()
+        v = index.encode_queries([text])
+        enc_ms.append((time.perf_counter() - t) * 1000)
+        t = time.perf_counter()
+        index.search_encoded(v, 10, index.search_scope(None))
+        search_ms.append((time.perf_counter() - t) * 1000)
+        index._last_queries = None
+        t = time.perf_counter()
+        hits = index.search_batch([text], 10)[0]
+        batch_ms.append((time.perf_counter() - t) * 1000)
+        vecs.append(v[0].float().numpy())
+        found.append({uuid.UUID(h.page_id).int - 1 for h in hits})
+    t = time.perf_counter()
+    ex = exact_scores(d, n, workers, vecs)
+    ref = np.argsort(-ex, axis=1)[:, :10]
+    rec = np.mean([len(f & set(ref[i].tolist())) / 10 for i, f in enumerate(found)])
+    n_pages, df = index.catalog.term_stats()
+    print(f"\n{len(texts)} text queries through PageIndex.search_batch (the defaults: 3,200 -> 400 -> exact; IDF over "
+          f"the catalog's {n_pages:,} pages, {len(df):,} terms; {np.mean([len(v) for v in vecs]):.1f} rows a query; "
+          f"reference made again in {time.perf_counter() - t:.0f} s; load {os.getloadavg()[0]:.1f}):\n")
+    print("| step | p50 ms | p90 ms |\n|---|---|---|")
+    for name, ms in (("encode_queries (model + IDF weights)", enc_ms), ("search_encoded (scope, search, hits)", search_ms),
+                     ("search_batch (all of it)", batch_ms)):
+        print(f"| {name} | {statistics.median(ms):.0f} | {np.percentile(ms, 90):.0f} |")
+    print(f"\nrecall@10 of search_batch against exact float32 MaxSim of the same query vectors: {rec:.3f}", flush=True)
 
 
 def main() -> None:
@@ -447,6 +758,17 @@ def main() -> None:
     ap.add_argument("--plans", default="3200:400,1600:400,0:400",
                     help="full: C:c pairs (C encodings -> c by centroids -> exact; C 0: the centroid scan)")
     ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--text-queries", type=int, default=0,
+                    help="full: this many dev-set questions through search_batch (IDF from the catalog)")
+    ap.add_argument("--optimize-every", type=int, default=0,
+                    help="full, graph: optimize the shard every this many pages while writing (a multiple of 8192)")
+    ap.add_argument("--decompose", type=int, default=-1, metavar="N_EXACT",
+                    help="full: recall lost per stage for the first plan, and exact MaxSim over the stored "
+                         "vectors of every page for N_EXACT queries")
+    ap.add_argument("--ab-count", action="store_true",
+                    help="full: each plan's searches also with the exact count() of before session 9, interleaved")
+    ap.add_argument("--stages", action="store_true", help="full: time each stage of a search alone")
+    ap.add_argument("--profile", action="store_true", help="full: cProfile the first plan's searches (stderr)")
     ap.add_argument("--fde-only", action="store_true",
                     help="make: the encodings only (no exact / centroid scores: 1M pages)")
     a = ap.parse_args()
@@ -458,10 +780,11 @@ def main() -> None:
     elif a.what == "grow":
         grow(a.pages, a.base_pages)
     elif a.what == "full":
-        full(a.pages, a.workers, [tuple(int(x) for x in p.split(":")) for p in a.plans.split(",")], a.keep, a.queries)
+        full(a.pages, a.workers, [tuple(int(x) for x in p.split(":")) for p in a.plans.split(",")], a.keep, a.queries,
+             a.text_queries, a.stages, a.profile, a.optimize_every, a.decompose, a.ab_count)
     else:
         graph(a.pages, a.m, a.ef_construct, [int(x) for x in a.hnsw_ef.split(",")], cs, rs, a.keep,
-              a.quantization, [float(x) for x in a.oversampling.split(",")])
+              a.quantization, [float(x) for x in a.oversampling.split(",")], a.optimize_every)
 
 
 if __name__ == "__main__":

@@ -73,6 +73,26 @@ def test_large_index_searches_through_the_encodings_and_finds_the_exact_top(
 
 
 
+def test_a_search_chooses_its_path_by_the_engines_cheap_count(tmp_path, sample_index, encoder, monkeypatch):
+    """The page count that picks exact search or the first stage is the segments' count, not an
+    exact count (a pass over 100,000 points: 6-12 ms a search, BENCHMARKS.md session 9); the
+    two agree on an optimized index, and the path is the same."""
+    with PageIndex.open(copy_index(sample_index, tmp_path / "ix"), encoder) as index:
+        n = index.engine.count()
+        assert index.engine.point_count() == n
+        before = index.search_batch(["solar panel output"], k=3)
+        calls = []
+        real = index.engine.count
+        monkeypatch.setattr(index.engine, "count", lambda where=None: calls.append(where) or real(where))
+        monkeypatch.setattr(page_index_module, "FIRST_STAGE_MIN_PAGES", n - 1)  # "large": the first stage
+        fast = index.search_batch(["solar panel output"], k=3)
+        monkeypatch.setattr(page_index_module, "FIRST_STAGE_MIN_PAGES", 2_000)
+        again = index.search_batch(["solar panel output"], k=3)
+    assert None not in calls  # no unfiltered exact count on the search path
+    assert [h.page_id for h in again[0]] == [h.page_id for h in before[0]]
+    assert fast[0]
+
+
 def test_past_the_graphs_measured_range_searches_scan_the_centroids(tmp_path, sample_index, encoder,
                                                                    monkeypatch):
     """An index built with the graph (session 6) keeps FIRST_STAGE_MAX_PAGES: above it the

@@ -100,9 +100,10 @@ class SearchMethods:
         """The one query path: each query ``(n_q, dim)`` scored by MaxSim over the points
         matching ``where`` (see :meth:`scope`), through the first stage on large
         indexes; the engine's scored points, best first."""
-        # the page count decides the path; not needed when the caller fixed it without a choice
+        # the page count decides the path (the engine's cheap count: an exact one is a pass over
+        # its segments); not needed when the caller fixed it without a choice
         usable = first_stage.usable(self.config)
-        points = self.engine.count() if candidates != 0 and (candidates is None or usable) else 0
+        points = self.engine.point_count() if candidates != 0 and (candidates is None or usable) else 0
         pooled = POOLED if self.config.pooled_vectors > 0 else None
         if usable and first_stage.FIRST_STAGE_MIN_PAGES < points <= first_stage.max_pages(self.config.first_stage) \
                 and candidates != 0:

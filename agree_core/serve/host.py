@@ -143,6 +143,9 @@ class _CountOnce:
             self._count = self._engine.count()
         return self._count
 
+    def point_count(self) -> int:
+        return self.count()
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self._engine, name)
 

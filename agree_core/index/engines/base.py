@@ -122,6 +122,12 @@ class Engine(ABC):
     @abstractmethod
     def count(self, where: Node | None = None) -> int: ...
 
+    def point_count(self) -> int:
+        """Points in the collection, as cheaply as the engine can tell (its segments' counts,
+        not a pass over them): what a search reads to choose its path. May count points
+        deleted since the last optimize; exact engines return :meth:`count`."""
+        return self.count()
+
     @abstractmethod
     def search_batch(self, queries: Sequence[np.ndarray], limit: int, *, using: str,
                      where: Node | None = None, prefetch: str | None = None,

@@ -182,6 +182,9 @@ class ServerEngine(Engine):
     def count(self, where: F.Node | None = None) -> int:
         return self.client.count(self.collection, count_filter=to_models(where), exact=True).count
 
+    def point_count(self) -> int:
+        return self.client.count(self.collection, exact=False).count
+
     def retrieve(self, ids: Iterable[str], *, payload: bool | list[str] = True,
                  exclude: Sequence[str] = (), vectors: Sequence[str] = ()) -> dict[str, Point]:
         ids = list(ids)
