@@ -84,9 +84,9 @@ def test_a_search_chooses_its_path_by_the_engines_cheap_count(tmp_path, sample_i
         calls = []
         real = index.engine.count
         monkeypatch.setattr(index.engine, "count", lambda where=None: calls.append(where) or real(where))
-        monkeypatch.setattr(page_index_module, "FIRST_STAGE_MIN_PAGES", n - 1)  # "large": the first stage
+        monkeypatch.setattr(first_stage_module, "FIRST_STAGE_MIN_PAGES", n - 1)  # "large": the first stage
         fast = index.search_batch(["solar panel output"], k=3)
-        monkeypatch.setattr(page_index_module, "FIRST_STAGE_MIN_PAGES", 2_000)
+        monkeypatch.setattr(first_stage_module, "FIRST_STAGE_MIN_PAGES", 2_000)
         again = index.search_batch(["solar panel output"], k=3)
     assert None not in calls  # no unfiltered exact count on the search path
     assert [h.page_id for h in again[0]] == [h.page_id for h in before[0]]
