@@ -302,7 +302,7 @@ def cmd_index(args: argparse.Namespace) -> int:
         if args.upload:
             report = index.upload(args.paths, metadata=metadata, progress=not args.quiet)
         elif remote:
-            report = _add_on_server(index, args)
+            report = _add_on_server(index, args, metadata)
         else:
             report = index.add(args.paths, metadata=metadata, batch_size=args.batch_size,
                                progress=not args.quiet, page_timeout=args.page_timeout)
@@ -321,12 +321,11 @@ def cmd_index(args: argparse.Namespace) -> int:
     return EXIT_OK if report.ok else EXIT_SKIPPED
 
 
-def _add_on_server(index, args: argparse.Namespace):  # noqa: ANN001, ANN202 - a RemoteIndex and its report
+def _add_on_server(index, args: argparse.Namespace, metadata: dict[str, Any] | None):  # noqa: ANN001, ANN202 - a RemoteIndex and its report
     from agree_core.serve.client import RemoteIndexError
 
     try:
-        return index.add(args.paths, metadata=_pairs(args.meta, "--meta") if args.meta else None,
-                         batch_size=args.batch_size, progress=not args.quiet)
+        return index.add(args.paths, metadata=metadata, batch_size=args.batch_size, progress=not args.quiet)
     except RemoteIndexError as e:
         here = [p for p in args.paths if Path(p).exists()]
         if e.status != 403 or not here:
