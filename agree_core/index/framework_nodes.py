@@ -52,22 +52,24 @@ class NodeMethods:
 
     def page_labels(self, pages: Sequence[tuple[str, int]]) -> list[str]:
         """The printed label of each ``(source, page)``, from the PDF's ``/PageLabels`` (what
-        LlamaIndex's PDFReader calls ``page_label``); ``str(page)`` when it cannot be read."""
-        return page_labels(pages)
+        LlamaIndex's PDFReader calls ``page_label``), read only from PDFs this index holds (a
+        server's disk is not its clients'); ``str(page)`` for any other file, or when it cannot
+        be read."""
+        indexed = {d.source for d in self.catalog.documents(state="ready")} if pages else set()
+        wanted = [p for p in dict.fromkeys(pages) if p[0] in indexed]
+        labels = dict(zip(wanted, page_labels(wanted)))
+        return [labels.get(p, str(p[1])) for p in pages]
 
 
 def add_node_fields(index: "PageIndex", found: Sequence["Record"], doc_ids: Sequence[str | None], *,
                     query: "torch.Tensor | None" = None, asked: str | None = None) -> list["Record"]:
     """``found`` with ``doc_id`` (``doc_ids``: each page's document id from its payload; a
-    record is its own document), ``page_label`` (of the page its ``meta`` names, printed in
-    that PDF when the index holds it, else ``str(page)``) and, when ``query`` (its vectors as the search scored them; ``asked``: its
-    text) is given, ``evidence`` (``[]`` for a page with none)."""
+    record is its own document), ``page_label`` (of the page its ``meta`` names:
+    :meth:`NodeMethods.page_labels`) and, when ``query`` (its vectors as the search scored
+    them; ``asked``: its text) is given, ``evidence`` (``[]`` for a page with none)."""
     places = [_place(r) for r in found]
-    wanted = list(dict.fromkeys(p for p in places if p is not None))
-    if wanted:  # read from the PDFs this index holds, no other file (a server's disk is not the client's)
-        indexed = {d.source for d in index.catalog.documents(state="ready")}
-        wanted = [p for p in wanted if p[0] in indexed]
-    labels = dict(zip(wanted, page_labels(wanted)))
+    wanted = [p for p in places if p is not None]
+    labels = dict(zip(wanted, index.page_labels(wanted)))
     evidence: dict[str, list[dict[str, Any]]] = {}
     if query is not None and found:
         from agree_core.evidence import evidence_batch

@@ -126,7 +126,7 @@ def add_record_routes(api: APIRouter, app: FastAPI, host: IndexHost) -> None:
 
     @api.post("/pages/labels")
     async def page_labels(body: PageLabelsBody) -> dict[str, Any]:
-        return {"labels": await read(_labels, body.pages)}
+        return {"labels": await read(lambda view: view.page_labels([tuple(p) for p in body.pages]))}
 
     @api.post("/records/write")
     async def write_records(body: RecordsWriteBody) -> dict[str, int]:
@@ -196,16 +196,6 @@ def _embedding(view: Any, record_id: str) -> Any:
         if payload.get("kind") != RECORD_KIND and payload.get("doc_id") not in unfinished and pid == record_id:
             return emb, payload
     raise RecordNotFound(f"no page or record {record_id!r} in the index")
-
-
-def _labels(view: Any, pages: list[tuple[str, int]]) -> list[str]:
-    """Printed page labels, read from the PDFs this index holds and no other file."""
-    indexed = {d.source for d in view.catalog.documents(state="ready")}
-    wanted = [(i, p) for i, p in enumerate(pages) if p[0] in indexed]
-    labels = [str(page) for _, page in pages]
-    for (i, _), label in zip(wanted, view.page_labels([p for _, p in wanted])):
-        labels[i] = label
-    return labels
 
 
 def _delete_all(index: Any, host: IndexHost) -> int:
