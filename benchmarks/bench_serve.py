@@ -174,7 +174,7 @@ def wait_until(predicate, timeout: float, what: str):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--pages", type=int, default=200, help="pages in the searched index (default 200)")
-    ap.add_argument("--job-pages", type=int, default=600, help="pages of each background job's PDF")
+    ap.add_argument("--job-pages", type=int, default=600, help="pages of each background job's PDF (0: no rows with a job)")
     ap.add_argument("--clients", default="1,4,16")
     ap.add_argument("--queries", type=int, default=100, help="queries per client (default 100)")
     ap.add_argument("--torch-threads", type=int, default=1,
@@ -224,21 +224,24 @@ def main() -> None:
             rows.append({"mode": "agree serve", "job": False, **load(url, n, queries, rng, server.pid)})
             print(rows[-2], rows[-1], flush=True)
         local.close()
-        host = IndexHost(local_dir).start()  # the server's code without HTTP, with a job
-        try:
-            host.search(queries[:4], 5).result()
-            job = host.submit_job([str(job_pdfs[0])], batch_size=4)
-            wait_until(lambda: job.state == "running" and job.pages_done > 0, 600, "the in-process job")
-            before = job.pages_done
-            best = min(_timed(lambda: host.search(rotated, 5).result()) for rotated in _rotations(queries))
-            rows.append({"mode": "in-process search_batch (IndexHost)", "job": True,
-                         "qps": len(queries) / best[0], "batch_s": best[0],
-                         "cpu_ms": None, "errors": 0,  # this process's CPU includes the job's encoding
-                         "load": round(os.getloadavg()[0], 1),
-                         "job_pages": job.pages_done - before, "job_running": job.state == "running"})
-            print(rows[-1], flush=True)
-        finally:
-            host.close()  # stops its job after the current batch
+        if args.job_pages < 1:  # no rows with a job
+            counts = []
+        if counts:
+            host = IndexHost(local_dir).start()  # the server's code without HTTP, with a job
+            try:
+                host.search(queries[:4], 5).result()
+                job = host.submit_job([str(job_pdfs[0])], batch_size=4)
+                wait_until(lambda: job.state == "running" and job.pages_done > 0, 600, "the in-process job")
+                before = job.pages_done
+                best = min(_timed(lambda: host.search(rotated, 5).result()) for rotated in _rotations(queries))
+                rows.append({"mode": "in-process search_batch (IndexHost)", "job": True,
+                             "qps": len(queries) / best[0], "batch_s": best[0],
+                             "cpu_ms": None, "errors": 0,  # this process's CPU includes the job's encoding
+                             "load": round(os.getloadavg()[0], 1),
+                             "job_pages": job.pages_done - before, "job_running": job.state == "running"})
+                print(rows[-1], flush=True)
+            finally:
+                host.close()  # stops its job after the current batch
         for n, pdf in zip(counts, job_pdfs[1:]):
             job = httpx.post(url + "/documents", json={"paths": [str(pdf)], "batch_size": 4}).json()["job"]
             state = lambda: httpx.get(f"{url}/jobs/{job}").json()  # noqa: E731
