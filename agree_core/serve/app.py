@@ -101,11 +101,13 @@ def create_app(host: IndexHost, *, token: str | None = None, allow_dirs: list[Pa
 
     @api.post("/search", response_class=JSONResponse,
               responses={200: {"description": '{"results": [one line of agree search --json per query, '
-                                              'each hit with "image_url"]}'}})
+                                              'each hit with "image_url", "doc_id" and "meta"]}'}})
     async def search(body: SearchBody) -> Response:
         queries = body.query_list()
         hits, lines = await asyncio.wrap_future(host.search(queries, body.k, body.filters, body.candidates))
-        results = [{**line, "hits": [{**h, "image_url": f"/pages/{hit.page_id}/image"}
+        # each hit's document id and metadata too: a client reads them without a request per hit
+        results = [{**line, "hits": [{**h, "image_url": f"/pages/{hit.page_id}/image",
+                                      "doc_id": hit.doc_id, "meta": hit.meta}
                                      for h, hit in zip(line["hits"], found)]}
                    for line, found in zip(lines, hits)]
         # plain JSON values already: encoded once, without FastAPI's walk over every evidence entry

@@ -39,7 +39,8 @@ class RemoteRequestError(RemoteIndexError, ValueError):
 @dataclass
 class RemoteHit:
     """One ranked page, as :class:`agree_core.index.Hit` (``image`` is the server's path);
-    ``doc_id`` and ``meta`` are fetched from the server on first use."""
+    ``doc_id`` and ``meta`` as the search response gave them (from a server that sends
+    none, fetched on first use)."""
 
     source: str
     page: int
@@ -424,8 +425,9 @@ class RemoteIndex:
     def _hit(self, h: dict[str, Any]) -> RemoteHit:
         url = h["image_url"]
         page_id = url.rstrip("/").split("/")[-2]  # /pages/PAGE_ID/image
+        record = {"doc_id": h["doc_id"], "meta": h["meta"]} if "doc_id" in h and "meta" in h else None
         return RemoteHit(h["source"], int(h["page"]), float(h["score"]), h["image"],
-                         self.image_url(url), page_id, self, evidence=h.get("evidence", []))
+                         self.image_url(url), page_id, self, record, evidence=h.get("evidence", []))
 
     def _json(self, method: str, path: str, **kwargs: Any) -> Any:
         return self._request(method, path, **kwargs).json()

@@ -13,7 +13,7 @@ from agree_core.index import PageIndex
 from agree_core.samples import SAMPLE_QUESTIONS
 from conftest import make_pdf
 
-HIT_FIELDS = {"source", "page", "score", "image", "evidence", "image_url"}
+HIT_FIELDS = {"source", "page", "score", "image", "evidence", "image_url", "doc_id", "meta"}
 
 
 def test_health_and_info(http, samples):

@@ -90,3 +90,21 @@ def test_the_pages_shown_to_a_model_take_the_served_hits_evidence(sample_index, 
         [(Path(s).name, page, e) for s, page, e in expected]
     assert all(method == "GET" and path.startswith("/pages/") and path.count("/") == 2 for method, path in seen), seen
     # (the pages' text, one GET /pages/ID each; before: the question encoded again, each page's embedding read)
+
+
+def test_a_served_hit_carries_its_document_id_and_metadata(sample_index, index_copy):
+    """``RemoteIndex.search``: each hit's ``doc_id`` and ``meta`` come in the search response,
+    equal to the local hit's (before: one ``GET /pages/ID`` a hit, on first use)."""
+    from agree_core.index import PageIndex
+
+    with PageIndex.open(sample_index, create=False) as local:
+        expected = [(Path(h.source).name, h.page, h.doc_id, h.meta) for h in local.search(QUESTION, 3)]
+    assert expected and all(doc_id for _, _, doc_id, _ in expected)
+    seen: list = []
+    with serve_in_thread(index_copy, requests=seen) as url:
+        with PageIndex.open(url, create=False) as remote:
+            remote.search("warm", 1)
+            del seen[:]
+            got = [(Path(h.source).name, h.page, h.doc_id, h.meta) for h in remote.search(QUESTION, 3)]
+    assert got == expected
+    assert seen == [("POST", "/search")]
