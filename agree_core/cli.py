@@ -70,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=16, help="pages encoded together (default 16)")
     p.add_argument("--pool-factor", type=int, default=None, metavar="N",
                    help="a new index stores about 1/N of each page's vectors, merged by hierarchical "
-                        "pooling (default: 5 for the text-layer encoder, with turbo4 about 29 KB a page at "
+                        "pooling (default: 5 for the text-layer encoder, with turbo4 about 25 KB a page at "
                         "float16's nDCG@5; 1, every vector, for other encoders; BENCHMARKS.md has the bytes "
                         "against quality)")
     p.add_argument("--vector-datatype", default=None, choices=["float32", "float16", "turbo8", "turbo4"],

@@ -232,10 +232,10 @@ def test_an_index_built_with_the_graph_keeps_it_on_both_engines(tmp_path, encode
     (spec,) = [s for s in vector_specs(384, "turbo4", True, graph) if s.name == FDE]
     assert spec.index and spec.m == DEFAULT_GRAPH["m"] and not spec.quantization
     pdf = make_pdf(tmp_path / "a.pdf", lorem_pages(3))
-    with PageIndex.open(tmp_path / "old", encoder) as index:
-        index.add([pdf], progress=False)
+    with PageIndex.open(tmp_path / "old", encoder, first_stage={**graph, "datatype": "float16"}) as index:
+        index.add([pdf], progress=False)  # its encodings stored float16, as before session 10
     config = json.loads((tmp_path / "old" / "agree-index.json").read_text())
-    config["first_stage"] = graph  # as session 6 wrote it
+    config["first_stage"] = graph  # as session 6 wrote it (no datatype recorded: float16)
     (tmp_path / "old" / "agree-index.json").write_text(json.dumps(config))
     monkeypatch.setattr(first_stage_module, "FIRST_STAGE_MIN_PAGES", 0)
     with PageIndex.open(tmp_path / "old", encoder) as index:
@@ -311,3 +311,50 @@ def test_the_centroid_stage_between_graph_and_exact_keeps_its_best(tmp_path, sam
             centroids = index.engine.search_batch(qs, 1, using=TOKENS, prefetch=POOLED, candidates=c)
             assert [[s.id for s in x] for x in nested] == [[s.id for s in x] for x in centroids]
 
+
+
+def test_new_encodings_are_stored_turbo8_where_the_engine_can(tmp_path, encoder, monkeypatch):
+    """A new embedded index records and stores its encodings as turbo8 (half float16's bytes);
+    on a Qdrant server older than 1.20 (the mock answers 1.19) a new index records float16 and
+    creates its collection so; ``agree info`` counts the bytes of what is stored."""
+    from agree_core.index.config import VECTOR_DATATYPES
+    from agree_core.index.sizes import fde_bytes
+
+    with PageIndex.open(tmp_path / "new", encoder) as index:
+        index.add([make_pdf(tmp_path / "a.pdf", lorem_pages(2))], progress=False)
+        assert index.config.first_stage["datatype"] == "turbo8"
+        size = muvera_of(index.config.dim, index.config.first_stage).size
+        assert fde_bytes(index.config) == size * VECTOR_DATATYPES["turbo8"] + size / 8  # + the 1-bit copy
+    recorded = json.loads((tmp_path / "new" / "agree-index.json").read_text())["first_stage"]
+    assert recorded["datatype"] == "turbo8"
+    monkeypatch.setattr(first_stage_module, "FIRST_STAGE_MIN_PAGES", 0)  # searches go through the encodings
+    with PageIndex.open(tmp_path / "new", encoder) as index:  # reopens with the shard's own datatype
+        assert index.search(marker(1), k=1)[0].page == 1
+
+    mock = MockQdrant(Schema())
+    with PageIndex.open("qdrant://qdrant.example:6333/fresh", encoder,
+                        client_options={"transport": mock.transport(), "check_compatibility": False}) as index:
+        assert index.config.first_stage["datatype"] == "float16"
+    create = [b for m, t, b, _ in mock.requests if t == "/collections/{collection_name}" and b.get("vectors")][0]
+    assert create["vectors"][FDE]["datatype"] == "float16"
+
+
+def test_an_index_that_recorded_no_encoding_datatype_reads_float16(tmp_path, encoder, monkeypatch):
+    """Indexes built before session 10 stored their encodings float16 and recorded nothing:
+    they open, search through their first stage, and are measured as float16."""
+    from agree_core.index.first_stage import fde_datatype
+    from agree_core.index.schema import fde_spec
+
+    old = {k: v for k, v in first_stage_module.new_settings({"sentence_weight": 0.3}, "float16").items()
+           if k != "datatype"}
+    assert fde_datatype(old) == "float16" and fde_spec(384, old).datatype == "float16"
+    with PageIndex.open(tmp_path / "old", encoder, first_stage={**old, "datatype": "float16"}) as index:
+        index.add([make_pdf(tmp_path / "a.pdf", lorem_pages(3))], progress=False)
+    path = tmp_path / "old" / "agree-index.json"
+    config = json.loads(path.read_text())
+    config["first_stage"] = {k: v for k, v in config["first_stage"].items() if k != "datatype"}
+    path.write_text(json.dumps(config))
+    monkeypatch.setattr(first_stage_module, "FIRST_STAGE_MIN_PAGES", 0)
+    with PageIndex.open(tmp_path / "old", encoder) as index:
+        assert "datatype" not in index.config.first_stage
+        assert index.search(marker(3), k=1)[0].page == 3

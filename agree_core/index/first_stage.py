@@ -28,7 +28,8 @@ import numpy as np
 
 __all__ = ["FDE", "Muvera", "DEFAULT_MUVERA", "DEFAULT_GRAPH", "SCAN", "new_settings", "graph_of",
            "quantization_of", "max_pages", "usable", "FIRST_STAGE_MIN_PAGES", "FIRST_STAGE_MAX_PAGES",
-           "DEFAULT_FDE_CANDIDATES", "HNSW_EF", "HNSW_M", "HNSW_EF_CONSTRUCT", "FDE_DATATYPE", "OVERSAMPLING"]
+           "DEFAULT_FDE_CANDIDATES", "HNSW_EF", "HNSW_M", "HNSW_EF_CONSTRUCT", "FDE_DATATYPE", "OVERSAMPLING",
+           "fde_datatype"]
 
 FDE = "fde"  # the named dense vector of the encodings
 DEFAULT_MUVERA = {"k_sim": 4, "dim_proj": 16, "reps": 20, "seed": 0}  # 5,120 dims (BENCHMARKS.md)
@@ -45,7 +46,7 @@ OLD_GRAPH = {"m": 16, "ef_construct": 100}  # what indexes that recorded no grap
 DEFAULT_GRAPH = {"m": HNSW_M, "ef_construct": HNSW_EF_CONSTRUCT}
 # the default first stage: no graph (m 0); every page's encoding scanned in its 1-bit TurboQuant
 # copy (640 bytes a page in RAM), OVERSAMPLING times the candidates kept by it and rescored by the
-# float16 encodings. At 100,000 pages: 0.935 of the float encodings' own top 3,200, recall@10
+# stored encodings (FDE_DATATYPE). At 100,000 pages (float16 encodings): 0.935 of the float encodings' own top 3,200, recall@10
 # 0.960 after the centroid stage, 40 CPU ms; Qdrant's binary quantization kept 0.51 (0.923), int8
 # 1.00 (0.963) at 60 CPU ms and 8x the RAM (BENCHMARKS.md, session 7)
 SCAN = {"m": 0, "ef_construct": HNSW_EF_CONSTRUCT, "quantization": "turbo-1bit"}
@@ -57,7 +58,12 @@ OVERSAMPLING = 2.0
 GRAPH_CANDIDATES = 1_600
 SCAN_CANDIDATES = 3_200
 GRAPH_FANOUT = 4
-FDE_DATATYPE = "float16"  # how the engine stores the encodings
+# how the engine stores the encodings (the rescoring of the scan reads them): in new indexes
+# 8-bit TurboQuant codes, 5.8 KB a page where float16 took 10.9, with the same candidates at
+# 100,000 pages (BENCHMARKS.md, session 10); indexes that recorded no datatype have float16,
+# as do new ones on a Qdrant server too old for turbo8 (Storage.first_stage_datatype)
+FDE_DATATYPE = "turbo8"
+OLD_FDE_DATATYPE = "float16"
 
 
 @dataclass(frozen=True)
@@ -194,12 +200,18 @@ def _is_fused(encoder_config: dict[str, Any]) -> bool:
     return float(encoder_config.get("sentence_weight") or 0) > 0
 
 
-def new_settings(encoder_config: dict[str, Any]) -> dict[str, Any]:
+def new_settings(encoder_config: dict[str, Any], datatype: str = FDE_DATATYPE) -> dict[str, Any]:
     """The ``first_stage`` config of a new index (or of one given the first stage now): the
-    encoding, whether the encoder's vectors are window-fused (:meth:`Muvera.token_part`), and
-    how the encodings are searched (:data:`SCAN`: no graph, a quantized copy), all recorded so
-    that the index keeps them when defaults move."""
-    return {"kind": "muvera", **DEFAULT_MUVERA, "fused": _is_fused(encoder_config), **SCAN}
+    encoding, whether the encoder's vectors are window-fused (:meth:`Muvera.token_part`), how
+    the engine stores the encodings (``datatype``) and how they are searched (:data:`SCAN`:
+    no graph, a quantized copy), all recorded so that the index keeps them when defaults move."""
+    return {"kind": "muvera", **DEFAULT_MUVERA, "fused": _is_fused(encoder_config), "datatype": datatype, **SCAN}
+
+
+def fde_datatype(first_stage: dict[str, Any]) -> str:
+    """How an index's engine stores its encodings: what its config recorded, else (an index
+    built before session 10) float16."""
+    return str(first_stage.get("datatype") or OLD_FDE_DATATYPE)
 
 
 def graph_of(first_stage: dict[str, Any]) -> dict[str, int]:

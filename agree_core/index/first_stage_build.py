@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from agree_core.index.first_stage import FDE, graph_of, muvera_of, new_settings, usable
+from agree_core.index.first_stage import FDE, fde_datatype, graph_of, muvera_of, new_settings, usable
 from agree_core.index.schema import TOKENS, fde_spec
 
 __all__ = ["build_first_stage"]
@@ -33,10 +33,11 @@ def build_first_stage(index: Any, *, batch: int = 256, progress: bool = True) ->
     if usable(index.config):
         log.info("%s already has the MUVERA first stage", index.location)
         return 0
-    settings = new_settings(index.config.encoder_config)
+    settings = new_settings(index.config.encoder_config, index.storage.first_stage_datatype())
     if index.config.first_stage:  # stale encodings (usable() says why): new ones, the same graph
         settings.pop("quantization", None)
         settings.update(graph_of(index.config.first_stage))
+        settings["datatype"] = fde_datatype(index.config.first_stage)  # written into the vector it has
     muv = muvera_of(index.config.dim, settings)
     try:
         index.engine.add_dense_vector(fde_spec(index.config.dim, settings))

@@ -144,7 +144,8 @@ class PageIndex(SearchMethods, NodeMethods):
                 config = IndexConfig(encoder=enc.name, encoder_config=enc.config, dim=enc.dim,
                                      **settings)
                 if config.first_stage:  # what the encodings and their graph are, recorded
-                    config.first_stage = {**first_stage.new_settings(enc.config), **config.first_stage}
+                    config.first_stage = {**first_stage.new_settings(enc.config, storage.first_stage_datatype()),
+                                          **config.first_stage}
                 storage.save_config(config)
             return cls(storage, config, enc, encoder_options)
         except BaseException:

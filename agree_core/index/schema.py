@@ -34,7 +34,7 @@ import torch
 from agree_core.encoders import PageEmbedding
 from agree_core.index import filters as F
 from agree_core.index.engines.base import Point, VectorSpec
-from agree_core.index.first_stage import FDE, FDE_DATATYPE, graph_of, muvera_of, quantization_of
+from agree_core.index.first_stage import FDE, fde_datatype, graph_of, muvera_of, quantization_of
 from agree_core.pooling import pool_tokens, pool_vectors
 
 __all__ = ["TOKENS", "POOLED", "IMAGE_DATA", "SEARCH_EXCLUDE", "KEYWORD_FIELDS", "INTEGER_FIELDS",
@@ -75,7 +75,7 @@ def fde_spec(dim: int, first_stage: dict[str, Any]) -> VectorSpec:
     quantized copy (in RAM, what a scan reads), the encodings themselves on disk (only the
     oversampled candidates' are read); an HNSW graph when ``m`` > 0."""
     graph, quantization = graph_of(first_stage), quantization_of(first_stage)
-    return VectorSpec(FDE, muvera_of(dim, first_stage).size, FDE_DATATYPE, index=graph["m"] > 0,
+    return VectorSpec(FDE, muvera_of(dim, first_stage).size, fde_datatype(first_stage), index=graph["m"] > 0,
                       on_disk=bool(quantization), multivector=False, quantization=quantization, **graph)
 
 

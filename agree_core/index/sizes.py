@@ -65,10 +65,10 @@ def fde_bytes(config: Any) -> float:
     """Bytes of one point's first-stage encoding, and of its quantized copy when the index
     scans one (0 for an index without a first stage)."""
     from agree_core.index.engines.base import QUANTIZATIONS
-    from agree_core.index.first_stage import FDE_DATATYPE, muvera_of, quantization_of
+    from agree_core.index.first_stage import fde_datatype, muvera_of, quantization_of
 
     if not config.first_stage:
         return 0.0
     size = muvera_of(config.dim, config.first_stage).size
     bits = QUANTIZATIONS.get(quantization_of(config.first_stage), 0)
-    return size * VECTOR_DATATYPES[FDE_DATATYPE] + size * bits / 8
+    return size * VECTOR_DATATYPES[fde_datatype(config.first_stage)] + size * bits / 8

@@ -96,6 +96,17 @@ class Storage:
             check_datatype(self._client, config.vector_datatype, self.location)
         self.catalog.save_config(json.loads(json.dumps(asdict(config))))
 
+    def first_stage_datatype(self) -> str:
+        """How a new first stage stores its encodings here: :data:`~agree_core.index.first_stage.FDE_DATATYPE`,
+        or float16 on a Qdrant server too old for it."""
+        from agree_core.index.first_stage import FDE_DATATYPE, OLD_FDE_DATATYPE
+
+        if self.directory is not None or self._local:
+            return FDE_DATATYPE
+        from agree_core.index.engines.server import supports_datatype
+
+        return FDE_DATATYPE if supports_datatype(self._client, FDE_DATATYPE) else OLD_FDE_DATATYPE
+
     def attach(self, config: IndexConfig) -> None:
         """Open the page engine and image store for an index built with ``config``."""
         specs = vector_specs(config.dim, config.vector_datatype, config.pooled_vectors > 0,

@@ -20,7 +20,7 @@ from agree_core.index.config import IndexBusyError
 from agree_core.index.lock import WAIT_HINT
 from agree_core.index.engines.base import Capabilities, Engine, Payload, Point, Scored, VectorSpec
 
-__all__ = ["ServerEngine", "connect", "to_models", "check_datatype"]
+__all__ = ["ServerEngine", "connect", "to_models", "check_datatype", "supports_datatype"]
 
 _BATCH_BYTES = 16 << 20  # upsert requests stay under this many bytes of vectors (JSON ~3x more)
 
@@ -60,23 +60,35 @@ def connect(*, url: str | None = None, api_key: str | None = None, path: str | N
             time.sleep(0.2)
 
 
-def check_datatype(client: Any, datatype: str, where: str) -> None:
-    """Raise when the server behind ``client`` cannot store ``datatype`` (TurboQuant needs a
-    recent server: :data:`~agree_core.index.config.SERVER_MIN_VERSION`), before anything is
-    written, with what to do instead."""
-    from agree_core.index.config import SERVER_MIN_VERSION, IndexConfigError
+def supports_datatype(client: Any, datatype: str) -> bool:
+    """Whether the server behind ``client`` can store ``datatype`` vectors (TurboQuant needs a
+    recent server: :data:`~agree_core.index.config.SERVER_MIN_VERSION`; a development build
+    is taken to)."""
+    from agree_core.index.config import SERVER_MIN_VERSION
 
     need = SERVER_MIN_VERSION.get(datatype)
     if need is None:
-        return
-    version = str(client.info().version)
+        return True
     try:
-        have = tuple(int(x) for x in version.split("-")[0].split(".")[:2])
+        have = tuple(int(x) for x in _version(client).split("-")[0].split(".")[:2])
     except ValueError:
-        return  # a development build: let the server answer
-    if have < need:
+        return True  # a development build: let the server answer
+    return have >= need
+
+
+def _version(client: Any) -> str:
+    return str(client.info().version)
+
+
+def check_datatype(client: Any, datatype: str, where: str) -> None:
+    """Raise when the server behind ``client`` cannot store ``datatype`` (:func:`supports_datatype`),
+    before anything is written, with what to do instead."""
+    from agree_core.index.config import SERVER_MIN_VERSION, IndexConfigError
+
+    if not supports_datatype(client, datatype):
+        need = SERVER_MIN_VERSION[datatype]
         raise IndexConfigError(
-            f"the Qdrant server of {where} runs {version}, which cannot store {datatype} vectors "
+            f"the Qdrant server of {where} runs {_version(client)}, which cannot store {datatype} vectors "
             f"(Qdrant {need[0]}.{need[1]} or later does): upgrade the server, or build the index "
             "with --vector-datatype float16 (PageIndex.open(..., vector_datatype='float16')), "
             "twice the bytes of turbo8 and four times those of turbo4")
