@@ -186,10 +186,10 @@ def ideal(n: int, cs: list[int], rescore: list[int]) -> None:
 
 def graph(n: int, m: int, ef_construct: int, efs: list[int], cs: list[int], rescore: list[int],
           keep: bool, quantization: str = "", oversampling: list[float] | None = None,
-          optimize_every: int = 0) -> None:
-    """The encodings in an Edge shard: an HNSW graph (``m`` > 0) or, with ``m`` 0, a scan of
-    every page, of the quantized copy when ``quantization`` is given (each ``oversampling``
-    times the candidates kept by it, then rescored by the float16 encodings)."""
+          optimize_every: int = 0, datatype: str = "float16") -> None:
+    """The encodings in an Edge shard, stored as ``datatype``: an HNSW graph (``m`` > 0) or,
+    with ``m`` 0, a scan of every page, of the quantized copy when ``quantization`` is given
+    (each ``oversampling`` times the candidates kept by it, then rescored by the stored encodings)."""
     from bench_search import _mapped, _status
     from agree_core.index.engines.base import Point, VectorSpec
     from agree_core.index.engines.edge import EdgeEngine
@@ -201,9 +201,10 @@ def graph(n: int, m: int, ef_construct: int, efs: list[int], cs: list[int], resc
     exact, cent = (np.load(d / "exact.npy"), np.load(d / "centroids.npy")) if scored else (None, None)
     ideal_rank = np.argsort(-np.load(d / "fde_scores.npy"), axis=1)[:, :max(cs)]
     # as schema.fde_spec: with a quantized copy (in RAM, what a scan reads) the encodings stay on disk
-    spec = VectorSpec(FDE, meta["fde_dims"], "float16", index=m > 0, on_disk=bool(quantization), multivector=False,
+    spec = VectorSpec(FDE, meta["fde_dims"], datatype, index=m > 0, on_disk=bool(quantization), multivector=False,
                       m=m, ef_construct=ef_construct, quantization=quantization)
-    sd = d / f"shard-m{m}-ef{ef_construct}{'-' + quantization if quantization else ''}"
+    sd = d / (f"shard-m{m}-ef{ef_construct}{'-' + quantization if quantization else ''}"
+              f"{'-' + datatype if datatype != 'float16' else ''}")
     info_path = sd.with_suffix(".json")
     if not info_path.exists():
         shutil.rmtree(sd, ignore_errors=True)
@@ -238,7 +239,7 @@ def graph(n: int, m: int, ef_construct: int, efs: list[int], cs: list[int], resc
     qv, qo = qz["vectors"], qz["offsets"]
     qf = [muv.encode_query(qv[qo[i]:qo[i + 1]]) for i in range(len(qo) - 1)]
     kind = (f"HNSW m={m} ef_construct={ef_construct}" if m else "scan (no graph)") + \
-        (f" over {quantization} quantization" if quantization else "")
+        (f" over {quantization} quantization" if quantization else "") + f", encodings stored {datatype}"
     print(f"## {n:,} pages, Edge {kind}: write {info['write_s']:.0f} s, optimize {info['optimize_s']:.0f} s "
           f"({info['optimize_cpu_s']:.0f} CPU s), {info['disk_bytes'] / 1e9:.2f} GB "
           f"(load at the end of the build {info['load_after']:.1f})\n")
@@ -758,6 +759,8 @@ def main() -> None:
     ap.add_argument("--plans", default="3200:400,1600:400,0:400",
                     help="full: C:c pairs (C encodings -> c by centroids -> exact; C 0: the centroid scan)")
     ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--fde-datatype", default="float16", choices=["float16", "turbo8"],
+                    help="graph: how the shard stores the encodings (the product's default since session 10: turbo8)")
     ap.add_argument("--text-queries", type=int, default=0,
                     help="full: this many dev-set questions through search_batch (IDF from the catalog)")
     ap.add_argument("--optimize-every", type=int, default=0,
@@ -784,7 +787,7 @@ def main() -> None:
              a.text_queries, a.stages, a.profile, a.optimize_every, a.decompose, a.ab_count)
     else:
         graph(a.pages, a.m, a.ef_construct, [int(x) for x in a.hnsw_ef.split(",")], cs, rs, a.keep,
-              a.quantization, [float(x) for x in a.oversampling.split(",")], a.optimize_every)
+              a.quantization, [float(x) for x in a.oversampling.split(",")], a.optimize_every, a.fde_datatype)
 
 
 if __name__ == "__main__":
