@@ -216,7 +216,7 @@ def graph(n: int, m: int, ef_construct: int, efs: list[int], cs: list[int], resc
             if (a // 512) % 16 == 15:
                 engine.flush()  # the write-ahead log holds what is not flushed
                 if optimize_every and (a + 512) % optimize_every == 0 and a + 512 < n:
-                    engine.optimize()  # the writer's heap grows with the points written (full's note)
+                    engine.optimize()
                     log(f"  optimized at {a + 512:,} points, {time.perf_counter() - t:.0f} s")
         engine.flush()
         t_write, cpu_write = time.perf_counter() - t, time.process_time() - cpu
@@ -553,8 +553,9 @@ def full(n: int, workers: int, plans: list[tuple[int, int]], keep: bool, n_queri
                 if (lo // 512) % 4 == 3:
                     index.engine.flush()
                     if optimize_every and (lo + 512) % optimize_every == 0 and lo + 512 < n:
-                        # the writer's heap grows with the points written (about 180 KB a page here,
-                        # released by reopening the shard, not by optimize): measured in BENCHMARKS.md, session 9
+                        # this process's heap grew about 180 KB a page written (BENCHMARKS.md, session 9),
+                        # where the product's writer stays flat (bench_writer_memory.py, session 10): most
+                        # likely the pool's results waiting here (imap hands out every job at once)
                         t, c = time.perf_counter(), time.process_time()
                         index.engine.optimize()
                         t_mid += time.perf_counter() - t
