@@ -503,6 +503,22 @@ def decompose(index, qs: list[np.ndarray], where, exact: np.ndarray, cent: np.nd
         print(f"| search_vectors against that turbo4 exact top 10 (same {n_exact} queries) | {rec(final[:n_exact], own):.3f} |", flush=True)
 
 
+def _ahead(pool, fn, jobs, ahead: int):
+    """``fn(job)`` for each job in order, run by ``pool`` at most ``ahead`` jobs ahead of the
+    caller. (``Pool.imap`` hands out every job at once and keeps the results until they are
+    taken: with workers faster than this writer, 180 KB a page piled up here, BENCHMARKS.md,
+    sessions 9 and 10.)"""
+    from collections import deque
+
+    pending: deque = deque()
+    for job in jobs:
+        pending.append(pool.apply_async(fn, (job,)))
+        if len(pending) >= ahead:
+            yield pending.popleft().get()
+    while pending:
+        yield pending.popleft().get()
+
+
 def full(n: int, workers: int, plans: list[tuple[int, int]], keep: bool, n_queries: int,
          text_queries: int = 0, stages: bool = False, profile: bool = False, optimize_every: int = 0,
          decompose_exact: int = -1, ab_count: bool = False) -> None:
@@ -540,7 +556,7 @@ def full(n: int, workers: int, plans: list[tuple[int, int]], keep: bool, n_queri
         t_write, t_mid, cpu_mid = 0.0, 0.0, 0.0
         jobs = [(lo, min(lo + 512, n)) for lo in range(start, n, 512)]
         with get_context("spawn").Pool(workers, initializer=_full_init, initargs=(str(d),)) as pool:
-            for lo, tokens, cents in pool.imap(_full_points, jobs):
+            for lo, tokens, cents in _ahead(pool, _full_points, jobs, 2 * workers):
                 t = time.perf_counter()
                 points = [Point(str(uuid.UUID(int=lo + j + 1)),
                                 {TOKENS: v, POOLED: c, FDE: np.asarray(fde[lo + j], np.float32)},
@@ -553,9 +569,6 @@ def full(n: int, workers: int, plans: list[tuple[int, int]], keep: bool, n_queri
                 if (lo // 512) % 4 == 3:
                     index.engine.flush()
                     if optimize_every and (lo + 512) % optimize_every == 0 and lo + 512 < n:
-                        # this process's heap grew about 180 KB a page written (BENCHMARKS.md, session 9),
-                        # where the product's writer stays flat (bench_writer_memory.py, session 10): most
-                        # likely the pool's results waiting here (imap hands out every job at once)
                         t, c = time.perf_counter(), time.process_time()
                         index.engine.optimize()
                         t_mid += time.perf_counter() - t
