@@ -54,7 +54,7 @@ def main() -> None:
 
         def progress(done: int, total: int) -> None:
             nonlocal last
-            if done - last >= args.every or done == total:
+            if done - last >= args.every or (done == total and done != last):
                 last = done
                 rows.append((done, rss_anon_mb(), time.perf_counter() - t0, os.getloadavg()[0]))
 
@@ -68,8 +68,14 @@ def main() -> None:
         print("| pages written | RssAnon MB | s | load |\n|---:|---:|---:|---:|")
         for done, mb, s, load in rows:
             print(f"| {done:,} | {mb} | {s:.0f} | {load:.1f} |")
-        grown = (rows[-1][1] - rows[0][1]) * 1024 / max(1, rows[-1][0] - rows[0][0]) if len(rows) > 1 else 0.0
-        print(f"\nheap growth from the first reading to the last: {grown:.1f} KB a page written")
+        # from the first reading after pages were written (the model and the pipeline loaded)
+        # to the highest one after it
+        steady = [r for r in rows if r[0] > 0]
+        if len(steady) > 1:
+            top = max(steady[1:], key=lambda r: r[1])
+            grown = (top[1] - steady[0][1]) * 1024 / max(1, top[0] - steady[0][0])
+            print(f"\nheap growth from {steady[0][0]:,} pages ({steady[0][1]} MB) to the highest reading after "
+                  f"({top[1]} MB at {top[0]:,}): {grown:.1f} KB a page written")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
