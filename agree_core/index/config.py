@@ -26,8 +26,9 @@ SERVER_MIN_VERSION = {"turbo4": (1, 19), "turbo8": (1, 20)}
 CONFIG_FILE = "agree-index.json"
 # The pool factor of a new index that asks for none, by encoder. text-layer: 5, the curve's pick
 # with turbo4 (BENCHMARKS.md, "Pool factor 5 with turbo4: the default"): 29 KB of vectors a page,
-# MUVERA encoding included (25 KB since the encodings are stored turbo8, session 10), against float16's 271 KB, at float16's nDCG@5 (0.798 vs 0.797; pool
-# 6 loses 1.6 points, pool 4 takes 32-34 KB). Other encoders (visual, ColBERT checkpoints) were
+# MUVERA encoding included (25 KB since the encodings are stored turbo8, session 10), against
+# float16's 271 KB, at float16's nDCG@5 (0.798 vs 0.797; pool 6 loses 1.6 points, pool 4 took
+# 32-34 KB with float16 encodings). Other encoders (visual, ColBERT checkpoints) were
 # not measured here and keep every vector (1).
 DEFAULT_POOL_FACTOR = {"text-layer": 5}
 

@@ -46,8 +46,8 @@ OLD_GRAPH = {"m": 16, "ef_construct": 100}  # what indexes that recorded no grap
 DEFAULT_GRAPH = {"m": HNSW_M, "ef_construct": HNSW_EF_CONSTRUCT}
 # the default first stage: no graph (m 0); every page's encoding scanned in its 1-bit TurboQuant
 # copy (640 bytes a page in RAM), OVERSAMPLING times the candidates kept by it and rescored by the
-# stored encodings (FDE_DATATYPE). At 100,000 pages (float16 encodings): 0.935 of the float encodings' own top 3,200, recall@10
-# 0.960 after the centroid stage, 40 CPU ms; Qdrant's binary quantization kept 0.51 (0.923), int8
+# stored encodings (FDE_DATATYPE). At 100,000 pages (float16 encodings): 0.935 of the float
+# encodings' own top 3,200, recall@10 0.960 after the centroid stage, 40 CPU ms; Qdrant's binary quantization kept 0.51 (0.923), int8
 # 1.00 (0.963) at 60 CPU ms and 8x the RAM (BENCHMARKS.md, session 7)
 SCAN = {"m": 0, "ef_construct": HNSW_EF_CONSTRUCT, "quantization": "turbo-1bit"}
 OVERSAMPLING = 2.0
