@@ -66,7 +66,7 @@ class SearchMethods:
             candidates: pages kept by the first stage before exact MaxSim rescoring; default
                 exact search up to 2,000 pages, above it 400 through the encodings (800 through
                 the centroid scan). The first stage is a scan of the pages' binary-quantized
-                MUVERA encodings (1,600 or 4x candidates, oversampled and rescored by the
+                MUVERA encodings (3,200 or 4x candidates, oversampled and rescored by the
                 encodings) whose survivors the 32 stored centroids narrow to ``candidates``,
                 all in one engine query (:mod:`~agree_core.index.first_stage`); indexes built
                 with an HNSW graph of the encodings (session 5-6) use it up to 20,000 pages;

@@ -207,13 +207,12 @@ def _server_source(raw: str, roots: list[Path]) -> str:
 
 # -- what runs in the host's threads -----------------------------------------------------------
 def _delete(index: Any, source: str, job_running: bool) -> int:
-    src = source
     info = index.info()
-    if job_running and any(d["source"] == src and d["state"] == "indexing" for d in info["incomplete"]):
+    if job_running and any(d["source"] == source and d["state"] == "indexing" for d in info["incomplete"]):
         raise Conflict(f"{source} is being indexed by a running job; delete it when the job ends")
-    if not any(d["source"] == src for d in info["documents"] + info["incomplete"]):
+    if not any(d["source"] == source for d in info["documents"] + info["incomplete"]):
         raise _NotFound(f"{source} is not in the index")
-    return index.delete(src)
+    return index.delete(source)
 
 
 def _page_file(view: Any, page_id: str, records: bool = False) -> tuple[Path, dict[str, Any]]:
