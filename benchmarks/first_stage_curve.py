@@ -6,8 +6,9 @@ graphs and quantized scans of the encodings, and the whole search through a real
     .venv/bin/python benchmarks/first_stage_curve.py ideal --pages 100000
     .venv/bin/python benchmarks/first_stage_curve.py graph --pages 100000 --m 16 --ef-construct 100
     .venv/bin/python benchmarks/first_stage_curve.py graph --pages 100000 --m 0 --quantization binary
-    .venv/bin/python benchmarks/first_stage_curve.py full --pages 100000 --plans 3200:400,0:400 --keep
-    .venv/bin/python benchmarks/first_stage_curve.py full --pages 100000 --plans 3200:400 --stages --text-queries 10 --keep
+    .venv/bin/python benchmarks/first_stage_curve.py full --pages 100000 --plans 2800:300,0:400 --keep
+    .venv/bin/python benchmarks/first_stage_curve.py full --pages 100000 --plans 2800:300 --stages --text-queries 10 --keep
+    .venv/bin/python benchmarks/first_stage_curve.py full --pages 100000 --plans 2800:300,3200:400 --rounds 3 --keep
     .venv/bin/python benchmarks/first_stage_curve.py make --pages 1000000 --fde-only   # then ideal, graph
 
 ``make`` writes, per collection page (``bench_search.page_vectors`` over the 400 real dev-set
@@ -28,7 +29,8 @@ builds a real index folder of the pages (the product's point vectors, the encodi
 time goes), ``--profile`` runs cProfile over the first plan's searches, ``--text-queries N``
 registers the synthetic documents in the catalog (IDF statistics, as the product's writes do)
 and runs N dev-set questions through ``PageIndex.search_batch``, query encoding timed apart,
-against exact MaxSim of the vectors the index weighted.
+against exact MaxSim of the vectors the index weighted; ``--rounds R`` then times the scan plans
+interleaved query by query (R rounds), with recall against the index's own exact search too.
 
 Large files go under ``$AGREE_BENCH_DATA`` (default ``benchmarks/data``)."""
 
@@ -414,7 +416,7 @@ def stage_times(index, qs: list[np.ndarray], where, wide: int, c: int) -> dict[s
 
     def scan(rescore: bool) -> object:
         return qe.SearchParams(quantization=qe.QuantizationSearchParams(
-            rescore=rescore, oversampling=first_stage.OVERSAMPLING))
+            rescore=rescore, oversampling=first_stage.oversampling_of(index.config.first_stage)))
 
     def stage1(q, fq, f=flt, rescore=True):
         return qe.Prefetch(limit=wide, filter=f, params=scan(rescore), query=qe.Query.Nearest(fq, using=FDE))
@@ -423,6 +425,7 @@ def stage_times(index, qs: list[np.ndarray], where, wide: int, c: int) -> dict[s
         return qe.QueryRequest(limit=limit, query=qe.Query.Nearest(q, using=using), prefetches=prefetches,
                                filter=f, params=params, with_payload=False)
 
+    mid = first_stage.middle_rows
     steps = {
         "scope (catalog)": lambda q, fq: index.scope(None, pdf_pages_only=True),
         "count()": lambda q, fq: index.engine.count(),
@@ -430,13 +433,13 @@ def stage_times(index, qs: list[np.ndarray], where, wide: int, c: int) -> dict[s
         "MUVERA encode_query": lambda q, fq: muv.encode_query(q),
         "quantized scan -> C (no rescoring)": lambda q, fq: shard.query(req(wide, fq, FDE, None, params=scan(False))),
         "the same without the filter": lambda q, fq: shard.query(req(wide, fq, FDE, None, f=None, params=scan(False))),
-        "quantized scan -> C rescored by the float16 encodings (stage 1)": lambda q, fq: shard.query(req(wide, fq, FDE, None, params=scan(True))),
-        "stage 1 -> c by centroid MaxSim": lambda q, fq: shard.query(req(c, q, POOLED, [stage1(q, fq)])),
-        "the same, stage 1 not rescored": lambda q, fq: shard.query(req(c, q, POOLED, [stage1(q, fq, rescore=False)])),
+        "quantized scan -> C rescored by the stored encodings (stage 1)": lambda q, fq: shard.query(req(wide, fq, FDE, None, params=scan(True))),
+        "stage 1 -> c by centroid MaxSim (the query's middle rows)": lambda q, fq: shard.query(req(c, mid(q), POOLED, [stage1(q, fq)])),
+        "the same, stage 1 not rescored": lambda q, fq: shard.query(req(c, mid(q), POOLED, [stage1(q, fq, rescore=False)])),
         "... -> exact top 10 over the tokens (the engine query, no payload)": lambda q, fq: shard.query(req(10, q, TOKENS, [
-            qe.Prefetch(limit=c, filter=flt, params=exact, query=qe.Query.Nearest(q, using=POOLED), prefetches=[stage1(q, fq)])])),
+            qe.Prefetch(limit=c, filter=flt, params=exact, query=qe.Query.Nearest(mid(q), using=POOLED), prefetches=[stage1(q, fq)])])),
         "the whole query without the filter": lambda q, fq: shard.query(req(10, q, TOKENS, [
-            qe.Prefetch(limit=c, params=exact, query=qe.Query.Nearest(q, using=POOLED), prefetches=[stage1(q, fq, f=None)])], f=None)),
+            qe.Prefetch(limit=c, params=exact, query=qe.Query.Nearest(mid(q), using=POOLED), prefetches=[stage1(q, fq, f=None)])], f=None)),
         "search_vectors (the product call)": lambda q, fq: index.search_vectors([q], 10, where, candidates=c),
     }
     pairs = [(np.ascontiguousarray(q, np.float32), np.ascontiguousarray(muv.encode_query(q), np.float32)) for q in qs]
@@ -467,7 +470,7 @@ def decompose(index, qs: list[np.ndarray], where, exact: np.ndarray, cent: np.nd
     muv = first_stage.muvera_of(index.config.dim, index.config.first_stage)
     flt = to_edge(where)
     exact_p, scan = qe.SearchParams(exact=True), qe.SearchParams(quantization=qe.QuantizationSearchParams(
-        rescore=True, oversampling=first_stage.OVERSAMPLING))
+        rescore=True, oversampling=first_stage.oversampling_of(index.config.first_stage)))
     ids = lambda pts: np.array([uuid.UUID(str(p.id)).int - 1 for p in pts])  # noqa: E731
     ref = np.argsort(-exact, axis=1)[:, :10]
     s1, s2, final = [], [], []
@@ -477,7 +480,7 @@ def decompose(index, qs: list[np.ndarray], where, exact: np.ndarray, cent: np.nd
         pre = qe.Prefetch(limit=wide, filter=flt, params=scan, query=qe.Query.Nearest(fq, using=FDE))
         s1.append(ids(shard.query(qe.QueryRequest(limit=wide, query=qe.Query.Nearest(fq, using=FDE), filter=flt,
                                                   params=scan, with_payload=False))))
-        s2.append(ids(shard.query(qe.QueryRequest(limit=c, query=qe.Query.Nearest(q, using=POOLED), prefetches=[pre],
+        s2.append(ids(shard.query(qe.QueryRequest(limit=c, query=qe.Query.Nearest(first_stage.middle_rows(q), using=POOLED), prefetches=[pre],
                                                   filter=flt, params=exact_p, with_payload=False))))
         final.append(np.array([uuid.UUID(h.id).int - 1 for h in index.search_vectors([q], 10, where, candidates=c)[0]]))
     fde_scores = np.load(index.directory.parent / "fde_scores.npy") if (index.directory.parent / "fde_scores.npy").exists() else None
@@ -503,6 +506,54 @@ def decompose(index, qs: list[np.ndarray], where, exact: np.ndarray, cent: np.nd
         print(f"| search_vectors against that turbo4 exact top 10 (same {n_exact} queries) | {rec(final[:n_exact], own):.3f} |", flush=True)
 
 
+def own_exact(index, ix: Path, qs: list[np.ndarray], where) -> list[list[int]]:
+    """Each query's top 10 by exact MaxSim over every page's stored vectors (the index's own
+    best answer), computed once per built index (about 2 minutes at 100,000 pages) and kept
+    in its folder."""
+    f = ix / "own_exact.json"
+    if f.exists() and len(got := json.loads(f.read_text())) >= len(qs):
+        return got[:len(qs)]
+    t = time.perf_counter()
+    got = [[uuid.UUID(h.id).int - 1 for h in index.search_vectors([q], 10, where, candidates=0)[0]] for q in qs]
+    log(f"  the index's own exact top 10 of {len(qs)} queries: {time.perf_counter() - t:.0f} s")
+    f.write_text(json.dumps(got))
+    return got
+
+
+def interleaved(index, qs: list[np.ndarray], where, plans: list[tuple[int, int]], rounds: int,
+                ref: np.ndarray, own: list[list[int]]) -> None:
+    """The scan plans timed query by query in turn (every plan sees the same load), ``rounds``
+    times, through ``PageIndex.search_vectors``; recall against exact float32 and against the
+    index's own exact search."""
+    from agree_core.index import first_stage
+
+    saved = (first_stage.SCAN_CANDIDATES, first_stage.GRAPH_FANOUT)
+    plans = [p for p in plans if p[0]]
+    ms: dict[tuple[int, int], list[list[float]]] = {p: [[] for _ in range(rounds)] for p in plans}
+    found: dict[tuple[int, int], list[set[int]]] = {p: [] for p in plans}
+    first_stage.GRAPH_FANOUT = 1
+    for r in range(rounds + 1):  # round 0 warms up
+        for i, q in enumerate(qs):
+            for p in plans:
+                first_stage.SCAN_CANDIDATES = p[0]
+                t = time.perf_counter()
+                hits = index.search_vectors([q], 10, where, candidates=p[1])[0]
+                if r:
+                    ms[p][r - 1].append((time.perf_counter() - t) * 1000)
+                else:
+                    found[p].append({uuid.UUID(h.id).int - 1 for h in hits})
+    first_stage.SCAN_CANDIDATES, first_stage.GRAPH_FANOUT = saved
+    print(f"\nThe scan plans interleaved ({len(qs)} queries, {rounds} rounds after a warm-up; "
+          f"load {os.getloadavg()[0]:.1f} at the end):\n")
+    print("| plan C:c | p50 ms by round | p90 ms (all rounds) | recall@10 vs exact float32 | vs the index's own exact |\n"
+          "|---|---|---|---|---|")
+    for p in plans:
+        f32 = np.mean([len(f & set(ref[i].tolist())) / 10 for i, f in enumerate(found[p])])
+        o = np.mean([len(f & set(own[i])) / 10 for i, f in enumerate(found[p])])
+        print(f"| {p[0]}:{p[1]} | {' / '.join(f'{statistics.median(m):.1f}' for m in ms[p])} | "
+              f"{np.percentile(sum(ms[p], []), 90):.1f} | {f32:.3f} | {o:.3f} |", flush=True)
+
+
 def _ahead(pool, fn, jobs, ahead: int):
     """``fn(job)`` for each job in order, run by ``pool`` at most ``ahead`` jobs ahead of the
     caller. (``Pool.imap`` hands out every job at once and keeps the results until they are
@@ -521,7 +572,7 @@ def _ahead(pool, fn, jobs, ahead: int):
 
 def full(n: int, workers: int, plans: list[tuple[int, int]], keep: bool, n_queries: int,
          text_queries: int = 0, stages: bool = False, profile: bool = False, optimize_every: int = 0,
-         decompose_exact: int = -1, ab_count: bool = False) -> None:
+         decompose_exact: int = -1, ab_count: bool = False, rounds: int = 0) -> None:
     """A real index folder of the ``n`` pages (``PageIndex.open`` with the defaults but pool
     factor 3, as the encodings were made; points as ``schema.build_point`` stores them, their
     encodings the ones ``make`` wrote), searched through ``PageIndex.search_vectors``."""
@@ -675,6 +726,8 @@ def full(n: int, workers: int, plans: list[tuple[int, int]], keep: bool, n_queri
             log(f"cProfile (CPU time) of {len(qs)} searches, plan {wide}:{c}:\n{out.getvalue()}")
             profile = False
     first_stage.SCAN_CANDIDATES, first_stage.GRAPH_FANOUT = saved
+    if rounds:
+        interleaved(index, qs, where, plans, rounds, ref, own_exact(index, ix, qs, where))
     if breakdown:
         names = list(next(iter(breakdown.values())))
         print(f"\nWhere a search's time goes (p50 ms per query of each step run alone, {len(qs)} queries; "
@@ -745,7 +798,7 @@ def text_search(index, d: Path, n: int, workers: int, meta: dict, count: int) ->
     ref = np.argsort(-ex, axis=1)[:, :10]
     rec = np.mean([len(f & set(ref[i].tolist())) / 10 for i, f in enumerate(found)])
     n_pages, df = index.catalog.term_stats()
-    print(f"\n{len(texts)} text queries through PageIndex.search_batch (the defaults: 3,200 -> 400 -> exact; IDF over "
+    print(f"\n{len(texts)} text queries through PageIndex.search_batch (the defaults: 2,800 -> 300 -> exact; IDF over "
           f"the catalog's {n_pages:,} pages, {len(df):,} terms; {np.mean([len(v) for v in vecs]):.1f} rows a query; "
           f"reference made again in {time.perf_counter() - t:.0f} s; load {os.getloadavg()[0]:.1f}):\n")
     print("| step | p50 ms | p90 ms |\n|---|---|---|")
@@ -770,7 +823,7 @@ def main() -> None:
                     "(agree_core.index.engines.base.QUANTIZATIONS); with --m 0 a scan of it")
     ap.add_argument("--oversampling", default="1,2,4", help="with --quantization")
     ap.add_argument("--base-pages", type=int, default=100_000, help="grow: the pages `make` encoded")
-    ap.add_argument("--plans", default="3200:400,1600:400,0:400",
+    ap.add_argument("--plans", default="2800:300,3200:400,0:400",
                     help="full: C:c pairs (C encodings -> c by centroids -> exact; C 0: the centroid scan)")
     ap.add_argument("--keep", action="store_true")
     ap.add_argument("--fde-datatype", default="float16", choices=["float16", "turbo8"],
@@ -785,6 +838,9 @@ def main() -> None:
     ap.add_argument("--ab-count", action="store_true",
                     help="full: each plan's searches also with the exact count() of before session 9, interleaved")
     ap.add_argument("--stages", action="store_true", help="full: time each stage of a search alone")
+    ap.add_argument("--rounds", type=int, default=0,
+                    help="full: then the scan plans interleaved query by query, this many rounds, with recall "
+                         "against the index's own exact search too (computed once and kept in the index folder)")
     ap.add_argument("--profile", action="store_true", help="full: cProfile the first plan's searches (stderr)")
     ap.add_argument("--fde-only", action="store_true",
                     help="make: the encodings only (no exact / centroid scores: 1M pages)")
@@ -798,7 +854,7 @@ def main() -> None:
         grow(a.pages, a.base_pages)
     elif a.what == "full":
         full(a.pages, a.workers, [tuple(int(x) for x in p.split(":")) for p in a.plans.split(",")], a.keep, a.queries,
-             a.text_queries, a.stages, a.profile, a.optimize_every, a.decompose, a.ab_count)
+             a.text_queries, a.stages, a.profile, a.optimize_every, a.decompose, a.ab_count, a.rounds)
     else:
         graph(a.pages, a.m, a.ef_construct, [int(x) for x in a.hnsw_ef.split(",")], cs, rs, a.keep,
               a.quantization, [float(x) for x in a.oversampling.split(",")], a.optimize_every, a.fde_datatype)

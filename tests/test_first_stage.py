@@ -184,10 +184,12 @@ def test_old_index_without_encodings_opens_and_gets_them_by_command(tmp_path, en
 
 def test_server_collection_has_the_quantized_encodings_and_scans_them(tmp_path, encoder, monkeypatch):
     """A new index's ``fde`` vector on a server: no graph (m 0), a 1-bit copy in RAM, the
-    float16 encodings on disk; searches scan it with oversampling and rescoring."""
+    encodings on disk (float16 on the mock's Qdrant 1.19); searches scan it with the
+    oversampling of float16 encodings and rescoring, and the centroid stage scores with the
+    query's heaviest rows, the exact stage with all."""
     if not OPENAPI.is_file():
         pytest.fail(f"Qdrant's OpenAPI schema is missing at {OPENAPI}")
-    from agree_core.index.first_stage import OVERSAMPLING, SCAN
+    from agree_core.index.first_stage import OLD_OVERSAMPLING, SCAN, middle_rows
 
     mock = MockQdrant(Schema())
     pdf = make_pdf(tmp_path / "a.pdf", ["solar panels on the roof", "parking for visitors"])
@@ -195,7 +197,7 @@ def test_server_collection_has_the_quantized_encodings_and_scans_them(tmp_path, 
     with PageIndex.open("qdrant://qdrant.example:6333/fs", encoder,
                         client_options={"transport": mock.transport(), "check_compatibility": False}) as index:
         assert index.add([pdf], progress=False).ok
-        index.search_batch(["solar", "parking"], k=2)
+        index.search_batch(["solar", "parking for visitors near the roof panels"], k=2)
         assert {k: index.config.first_stage[k] for k in SCAN} == SCAN
     create = [b for m, t, b, _ in mock.requests if t == "/collections/{collection_name}" and b.get("vectors")][0]
     fde = create["vectors"][FDE]
@@ -207,12 +209,17 @@ def test_server_collection_has_the_quantized_encodings_and_scans_them(tmp_path, 
     upserts = [p for m, t, b, _ in mock.requests if t.endswith("/points") and m == "PUT" for p in b["points"]]
     assert all(len(p["vector"][FDE]) == fde["size"] for p in upserts if p["vector"])
     queries = [b for m, t, b, _ in mock.requests if t.endswith("/points/query/batch")]
-    middle = queries[-1]["searches"][0]["prefetch"]  # the centroids rescore the scan's candidates
+    main = queries[-1]["searches"][-1]
+    middle = main["prefetch"]  # the centroids rescore the scan's candidates
     assert middle["using"] == "pooled" and middle["params"]["exact"] is True
+    rows = np.array(main["query"]["nearest"], np.float32)
+    assert 1 <= len(middle["query"]) < len(rows)  # the last query: 4 words and its sentence vector
+    assert np.array_equal(np.array(middle["query"], np.float32), middle_rows(rows))
     prefetch = middle["prefetch"]
     assert prefetch["using"] == FDE and len(prefetch["query"]) == fde["size"]
     assert prefetch["limit"] > middle["limit"] and "hnsw_ef" not in prefetch["params"]
-    assert prefetch["params"]["quantization"] == {"rescore": True, "oversampling": OVERSAMPLING}
+    assert index.config.first_stage["datatype"] == "float16"
+    assert prefetch["params"]["quantization"] == {"rescore": True, "oversampling": OLD_OVERSAMPLING}
 
 
 def test_an_index_built_with_the_graph_keeps_it_on_both_engines(tmp_path, encoder, monkeypatch):
@@ -311,6 +318,30 @@ def test_the_centroid_stage_between_graph_and_exact_keeps_its_best(tmp_path, sam
             centroids = index.engine.search_batch(qs, 1, using=TOKENS, prefetch=POOLED, candidates=c)
             assert [[s.id for s in x] for x in nested] == [[s.id for s in x] for x in centroids]
 
+
+
+def test_the_centroid_stage_scores_with_the_rows_it_is_given(tmp_path, sample_index, encoder):
+    """``rescore_queries`` are the centroid stage's query: with one candidate kept, the page
+    that stage picks is the best by centroid MaxSim of those rows, whatever the exact stage's
+    query; and the first stage hands it a query's heaviest rows."""
+    from agree_core.index.first_stage import middle_rows
+    from agree_core.index.schema import POOLED, TOKENS
+
+    with PageIndex.open(copy_index(sample_index, tmp_path / "ix"), encoder) as index:
+        n = index.engine.count()
+        muv = muvera_of(index.config.dim, index.config.first_stage)
+        a, b = [q.float().numpy() for q in index.encode_queries(["solar panel output", "quarterly revenue"])]
+        best = [index.engine.search_batch([q], 1, using=POOLED)[0][0].id for q in (a, b)]
+        assert best[0] != best[1]
+        for middle, expected in ((None, best[0]), ([b], best[1]), ([a], best[0])):
+            got = index.engine.search_batch([a], 1, using=TOKENS, prefetch=FDE, candidates=n,
+                                            prefetch_queries=[muv.encode_query(a)], hnsw_ef=n,
+                                            rescore=(POOLED, 1), rescore_queries=middle)
+            assert got[0][0].id == expected
+    rows = np.array([[0.1, 0.0], [2.0, 0.0], [0.0, 1.5], [0.2, 0.2]], np.float32)
+    assert middle_rows(rows).tolist() == [[2.0, 0.0], [0.0, 1.5]]  # 3.5 of 3.88: over 70%
+    assert middle_rows(rows[:1]).tolist() == rows[:1].tolist()
+    assert len(middle_rows(rows, mass=1.0)) == 4
 
 
 def test_new_encodings_are_stored_turbo8_where_the_engine_can(tmp_path, encoder, monkeypatch):

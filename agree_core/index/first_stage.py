@@ -29,7 +29,7 @@ import numpy as np
 __all__ = ["FDE", "Muvera", "DEFAULT_MUVERA", "DEFAULT_GRAPH", "SCAN", "new_settings", "graph_of",
            "quantization_of", "max_pages", "usable", "FIRST_STAGE_MIN_PAGES", "FIRST_STAGE_MAX_PAGES",
            "DEFAULT_FDE_CANDIDATES", "HNSW_EF", "HNSW_M", "HNSW_EF_CONSTRUCT", "FDE_DATATYPE", "OVERSAMPLING",
-           "fde_datatype"]
+           "fde_datatype", "oversampling_of", "middle_rows", "MIDDLE_ROW_MASS"]
 
 FDE = "fde"  # the named dense vector of the encodings
 DEFAULT_MUVERA = {"k_sim": 4, "dim_proj": 16, "reps": 20, "seed": 0}  # 5,120 dims (BENCHMARKS.md)
@@ -39,7 +39,7 @@ FIRST_STAGE_MIN_PAGES = 2_000  # above this many points, searches start from the
 # 3,200 candidates (BENCHMARKS.md, session 6): larger indexes with a graph keep the centroid scan.
 # Indexes that scan their quantized encodings (SCAN, the default since session 7) have no limit.
 FIRST_STAGE_MAX_PAGES = 20_000
-DEFAULT_FDE_CANDIDATES = 400  # pages exact MaxSim rescores (after the centroid stage)
+DEFAULT_FDE_CANDIDATES = 300  # pages exact MaxSim rescores (after the centroid stage)
 HNSW_EF = 1_000  # the graph's search breadth (at least the candidates asked for)
 HNSW_M, HNSW_EF_CONSTRUCT = 32, 100  # indexes with a graph (session 6): m 32
 OLD_GRAPH = {"m": 16, "ef_construct": 100}  # what indexes that recorded no graph parameters have
@@ -50,13 +50,23 @@ DEFAULT_GRAPH = {"m": HNSW_M, "ef_construct": HNSW_EF_CONSTRUCT}
 # encodings' own top 3,200, recall@10 0.960 after the centroid stage, 40 CPU ms; Qdrant's binary quantization kept 0.51 (0.923), int8
 # 1.00 (0.963) at 60 CPU ms and 8x the RAM (BENCHMARKS.md, session 7)
 SCAN = {"m": 0, "ef_construct": HNSW_EF_CONSTRUCT, "quantization": "turbo-1bit"}
-OVERSAMPLING = 2.0
+# turbo8 encodings are rescored at half float16's cost, so the scan keeps 4x its candidates
+# for them: at 100,000 pages +0.01-0.02 of the exact top 10 for ~3 ms (BENCHMARKS.md, session
+# 11); float16 encodings (older indexes) keep 2x, what they were measured with
+OVERSAMPLING = 4.0
+OLD_OVERSAMPLING = 2.0
+# the centroid stage scores its candidates with the query's heaviest rows only: the fewest
+# whose norms make up this share of the query's (IDF-weighted text queries: 6 of 14 rows on
+# average). At 100,000 pages it took 35 of a search's 85 ms with every row and a third of that
+# with these, for the same recall (BENCHMARKS.md, session 11); exact MaxSim uses every row
+MIDDLE_ROW_MASS = 0.7
 # the first stage passes this many pages (or GRAPH_FANOUT times the exact stage's) to the
 # centroid stage: with an ideal graph, 1,600 -> 400 by centroids -> exact kept 0.993 of the exact
 # top 10 at 8,192 pages, and 3,200 -> 400 0.963 at 100,000 (BENCHMARKS.md, session 6), where
-# 1,600 -> 400 kept 0.935: a scan passes SCAN_CANDIDATES (it costs no graph search to ask more)
+# 1,600 -> 400 kept 0.935: a scan passes SCAN_CANDIDATES (it costs no graph search to ask more;
+# 2,800 -> 300 with the row share and oversampling above: 0.96 in 50 ms, session 11)
 GRAPH_CANDIDATES = 1_600
-SCAN_CANDIDATES = 3_200
+SCAN_CANDIDATES = 2_800
 GRAPH_FANOUT = 4
 # how the engine stores the encodings (the rescoring of the scan reads them): in new indexes
 # 8-bit TurboQuant codes, 5.8 KB a page where float16 took 10.9, with the same candidates at
@@ -214,6 +224,30 @@ def fde_datatype(first_stage: dict[str, Any]) -> str:
     return str(first_stage.get("datatype") or OLD_FDE_DATATYPE)
 
 
+def oversampling_of(first_stage: dict[str, Any]) -> float:
+    """How many times the candidates a scan of an index's quantized encodings keeps, to be
+    rescored by the stored ones (:data:`OVERSAMPLING` for turbo8 encodings)."""
+    return OVERSAMPLING if fde_datatype(first_stage) == "turbo8" else OLD_OVERSAMPLING
+
+
+def middle_rows(query: np.ndarray, mass: float = MIDDLE_ROW_MASS) -> np.ndarray:
+    """The rows of a query ``(n_q, dim)`` that the centroid stage scores with: the fewest,
+    largest norm first, whose norms add up to ``mass`` of all the rows' (a text query's IDF
+    weights and fused sentence vector are in its norms), in the query's order.
+
+    >>> middle_rows(np.array([[0.5, 0], [3.0, 0], [1.0, 0], [0.5, 0]], np.float32))[:, 0].tolist()
+    [3.0, 1.0]
+    >>> len(middle_rows(np.eye(10, dtype=np.float32)))  # equal rows: 7 of 10
+    7
+    """
+    norms = np.linalg.norm(query, axis=1)
+    if len(norms) <= 1 or norms.sum() <= 0:
+        return query
+    order = np.argsort(-norms, kind="stable")
+    n = int(np.searchsorted(np.cumsum(norms[order]), mass * norms.sum() * (1 - 1e-6))) + 1
+    return np.ascontiguousarray(query[np.sort(order[:n])])
+
+
 def graph_of(first_stage: dict[str, Any]) -> dict[str, int]:
     """The HNSW parameters of an index's ``fde`` vector (``m`` 0: no graph, a scan): what its
     config recorded, else (an index built before they were recorded) the ones it was built
@@ -239,9 +273,10 @@ def search(engine: Any, config: Any, queries: list[np.ndarray], k: int, where: A
     """Top ``k`` by exact MaxSim over the vector ``using`` of the ``candidates`` pages that
     come through the cascade, all in one engine query under the same filter: the
     ``graph_candidates(candidates)`` pages whose encodings are nearest to each query's (a
-    scan of the quantized encodings, :data:`OVERSAMPLING` times as many rescored by the
+    scan of the quantized encodings, :func:`oversampling_of` times as many rescored by the
     encodings; or the HNSW graph of older indexes), then, with ``rescore_with`` (the 32
-    stored centroids), the best ``candidates`` of them by MaxSim over those vectors."""
+    stored centroids), the best ``candidates`` of them by MaxSim of the query's
+    :func:`middle_rows` over those vectors."""
     fs = config.first_stage
     muv = muvera_of(config.dim, fs)
     c = max(candidates, k)
@@ -251,8 +286,9 @@ def search(engine: Any, config: Any, queries: list[np.ndarray], k: int, where: A
                                candidates=wide, exclude=exclude,
                                prefetch_queries=[muv.encode_query(q) for q in queries],
                                hnsw_ef=max(HNSW_EF, wide) if graph else None,
-                               oversampling=OVERSAMPLING if quantization_of(fs) else None,
-                               rescore=(rescore_with, c) if rescore_with else None)
+                               oversampling=oversampling_of(fs) if quantization_of(fs) else None,
+                               rescore=(rescore_with, c) if rescore_with else None,
+                               rescore_queries=[middle_rows(q) for q in queries] if rescore_with else None)
 
 
 def graph_candidates(candidates: int, scan: bool = False) -> int:

@@ -64,11 +64,12 @@ class SearchMethods:
                 "lte": b}, "<meta key>": value}``, or the nested one of
                 :mod:`agree_core.index.filters` (AND, OR, NOT).
             candidates: pages kept by the first stage before exact MaxSim rescoring; default
-                exact search up to 2,000 pages, above it 400 through the encodings (800 through
+                exact search up to 2,000 pages, above it 300 through the encodings (800 through
                 the centroid scan). The first stage is a scan of the pages' binary-quantized
-                MUVERA encodings (3,200 or 4x candidates, oversampled and rescored by the
-                encodings) whose survivors the 32 stored centroids narrow to ``candidates``,
-                all in one engine query (:mod:`~agree_core.index.first_stage`); indexes built
+                MUVERA encodings (2,800 or 4x candidates, oversampled and rescored by the
+                encodings) whose survivors the 32 stored centroids narrow to ``candidates`` (by
+                MaxSim of the query's heaviest rows), all in one engine query
+                (:mod:`~agree_core.index.first_stage`); indexes built
                 with an HNSW graph of the encodings (session 5-6) use it up to 20,000 pages;
                 above that, and on indexes without encodings, the scan of every pooled
                 centroid (``agree first-stage`` adds the encodings).

@@ -167,7 +167,8 @@ class EdgeEngine(Engine):
                      prefetch_queries: Sequence[np.ndarray] | None = None,
                      hnsw_ef: int | None = None,
                      rescore: tuple[str, int] | None = None,
-                     oversampling: float | None = None) -> list[list[Scored]]:
+                     oversampling: float | None = None,
+                     rescore_queries: Sequence[np.ndarray] | None = None) -> list[list[Scored]]:
         qe = _qe()
         exact, flt, select = qe.SearchParams(exact=True), to_edge(where), _selector(True, exclude)
         dense = qe.SearchParams(hnsw_ef=hnsw_ef, quantization=None if oversampling is None else
@@ -182,8 +183,9 @@ class EdgeEngine(Engine):
                                        query=qe.Query.Nearest(first, using=prefetch))]
                           if prefetch and candidates else None)
             if prefetches and rescore:  # the candidates' middle stage, inside the same query
+                middle = q if rescore_queries is None else np.ascontiguousarray(rescore_queries[i], dtype=np.float32)
                 prefetches = [qe.Prefetch(limit=max(rescore[1], limit), filter=flt, params=exact,
-                                          query=qe.Query.Nearest(q, using=rescore[0]), prefetches=prefetches)]
+                                          query=qe.Query.Nearest(middle, using=rescore[0]), prefetches=prefetches)]
             main = exact if (hnsw_ef is None and oversampling is None) or prefetches else dense
             request = qe.QueryRequest(limit=limit, query=qe.Query.Nearest(q, using=using),
                                       prefetches=prefetches, filter=flt, params=main,

@@ -225,7 +225,8 @@ class ServerEngine(Engine):
                      prefetch_queries: Sequence[np.ndarray] | None = None,
                      hnsw_ef: int | None = None,
                      rescore: tuple[str, int] | None = None,
-                     oversampling: float | None = None) -> list[list[Scored]]:
+                     oversampling: float | None = None,
+                     rescore_queries: Sequence[np.ndarray] | None = None) -> list[list[Scored]]:
         m = _models()
         # local mode always searches exactly (and warns about search params)
         flt, exact = to_models(where), None if self.local else m.SearchParams(exact=True)
@@ -242,7 +243,8 @@ class ServerEngine(Engine):
             first = (m.Prefetch(query=fq, using=prefetch, limit=max(candidates, limit), filter=flt, params=params)
                      if prefetch and candidates else None)
             if first is not None and rescore:  # the candidates' middle stage, inside the same query
-                first = m.Prefetch(query=q, using=rescore[0], limit=max(rescore[1], limit), filter=flt,
+                middle = q if rescore_queries is None else np.asarray(rescore_queries[i], dtype=np.float32).tolist()
+                first = m.Prefetch(query=middle, using=rescore[0], limit=max(rescore[1], limit), filter=flt,
                                    params=exact, prefetch=first)
             main = exact if (hnsw_ef is None and oversampling is None) or first is not None or self.local else dense
             requests.append(m.QueryRequest(query=q, using=using, prefetch=first, filter=flt, limit=limit,
