@@ -57,14 +57,14 @@ OVERSAMPLING = 4.0
 OLD_OVERSAMPLING = 2.0
 # the centroid stage scores its candidates with the query's heaviest rows only: the fewest
 # whose norms make up this share of the query's (IDF-weighted text queries: 6 of 14 rows on
-# average). At 100,000 pages it took 35 of a search's 85 ms with every row and a third of that
-# with these, for the same recall (BENCHMARKS.md, session 11); exact MaxSim uses every row
+# average). At 100,000 pages it took 35 of a search's 85 ms with every row and 15 with these,
+# for the same recall (BENCHMARKS.md, session 11); exact MaxSim uses every row
 MIDDLE_ROW_MASS = 0.7
 # the first stage passes this many pages (or GRAPH_FANOUT times the exact stage's) to the
 # centroid stage: with an ideal graph, 1,600 -> 400 by centroids -> exact kept 0.993 of the exact
 # top 10 at 8,192 pages, and 3,200 -> 400 0.963 at 100,000 (BENCHMARKS.md, session 6), where
 # 1,600 -> 400 kept 0.935: a scan passes SCAN_CANDIDATES (it costs no graph search to ask more;
-# 2,800 -> 300 with the row share and oversampling above: 0.96 in 50 ms, session 11)
+# 2,800 -> 300 with the row share and oversampling above: 0.96 in 48-59 ms, session 11)
 GRAPH_CANDIDATES = 1_600
 SCAN_CANDIDATES = 2_800
 GRAPH_FANOUT = 4
