@@ -99,8 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE",
                    help="only pages whose KEY (source, page or a --meta key) equals VALUE (repeatable)")
     p.add_argument("--candidates", type=int, default=None,
-                   help="pages the first stage keeps for exact rescoring "
-                        "(default: exact search up to 2,000 pages, 800 above)")
+                   help="pages the first stage keeps for exact rescoring (default: exact search up "
+                        "to 2,000 pages; above, 300 through the encodings, 800 through the centroid "
+                        "scan of an index without them)")
     p.add_argument("--rerank", metavar="MODEL[:CKPT]", default=None,
                    help="rerank with a multimodal reranker that reads query and page image (jina-m0)")
     p.add_argument("--rerank-top", type=int, default=20, metavar="N",

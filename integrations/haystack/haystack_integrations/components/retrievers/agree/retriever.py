@@ -38,7 +38,7 @@ class AgreeRetriever:
     :param filters: filters applied to every search (Haystack filter syntax).
     :param filter_policy: how run-time filters combine with ``filters``: ``replace`` or ``merge``.
     :param candidates: pages a cheap first stage (pooled vectors) keeps before exact MaxSim;
-        default exact search over indexes of up to 2,000 pages, 400 candidates above.
+        default exact search over indexes of up to 2,000 pages, 300 candidates above.
     """
 
     def __init__(self, document_store: AgreeDocumentStore, *, top_k: int = 10,
