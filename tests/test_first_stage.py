@@ -116,6 +116,10 @@ def test_past_the_graphs_measured_range_searches_scan_the_centroids(tmp_path, sa
         index.config.first_stage = {k: v for k, v in scan.items() if k != "quantization"} | DEFAULT_GRAPH
         hits = index.search("solar panel output", k=2)
         assert calls[-1]["prefetch"] == POOLED and hits
+        index.search("solar panel output", k=2, candidates=2)  # the centroid scan: the heaviest rows
+        q = index.encode_queries(["solar panel output"])[0].float().numpy()
+        assert calls[-1]["candidates"] == 2 and len(calls[-1]["coarse_queries"]) == 1
+        assert np.array_equal(calls[-1]["coarse_queries"][0], first_stage.middle_rows(q))
         monkeypatch.setattr(first_stage, "FIRST_STAGE_MAX_PAGES", n)
         index.search("solar panel output", k=2)
         assert calls[-1]["prefetch"] == FDE and calls[-1]["hnsw_ef"] >= calls[-1]["candidates"]
@@ -199,6 +203,15 @@ def test_server_collection_has_the_quantized_encodings_and_scans_them(tmp_path, 
         assert index.add([pdf], progress=False).ok
         index.search_batch(["solar", "parking for visitors near the roof panels"], k=2)
         assert {k: index.config.first_stage[k] for k in SCAN} == SCAN
+        cascade = len(mock.requests)
+        fs, index.config.first_stage = index.config.first_stage, {}  # no encodings: the centroid scan
+        index.search_batch(["parking for visitors near the roof panels"], k=1, candidates=1)
+        index.config.first_stage = fs
+    scan = [b for m, t, b, _ in mock.requests[cascade:] if t.endswith("/points/query/batch")][-1]["searches"][0]
+    assert scan["prefetch"]["using"] == "pooled" and scan["prefetch"]["limit"] == 1
+    assert np.array_equal(np.array(scan["prefetch"]["query"], np.float32),
+                          middle_rows(np.array(scan["query"]["nearest"], np.float32)))
+    assert len(scan["prefetch"]["query"]) < len(scan["query"]["nearest"])
     create = [b for m, t, b, _ in mock.requests if t == "/collections/{collection_name}" and b.get("vectors")][0]
     fde = create["vectors"][FDE]
     assert "multivector_config" not in fde or fde["multivector_config"] is None
@@ -208,7 +221,7 @@ def test_server_collection_has_the_quantized_encodings_and_scans_them(tmp_path, 
     assert create["vectors"]["tokens"]["hnsw_config"]["m"] == 0
     upserts = [p for m, t, b, _ in mock.requests if t.endswith("/points") and m == "PUT" for p in b["points"]]
     assert all(len(p["vector"][FDE]) == fde["size"] for p in upserts if p["vector"])
-    queries = [b for m, t, b, _ in mock.requests if t.endswith("/points/query/batch")]
+    queries = [b for m, t, b, _ in mock.requests[:cascade] if t.endswith("/points/query/batch")]
     main = queries[-1]["searches"][-1]
     middle = main["prefetch"]  # the centroids rescore the scan's candidates
     assert middle["using"] == "pooled" and middle["params"]["exact"] is True
@@ -321,9 +334,9 @@ def test_the_centroid_stage_between_graph_and_exact_keeps_its_best(tmp_path, sam
 
 
 def test_the_centroid_stage_scores_with_the_rows_it_is_given(tmp_path, sample_index, encoder):
-    """``rescore_queries`` are the centroid stage's query: with one candidate kept, the page
-    that stage picks is the best by centroid MaxSim of those rows, whatever the exact stage's
-    query; and the first stage hands it a query's heaviest rows."""
+    """``coarse_queries`` are the centroid stage's query, in the cascade (the middle stage)
+    and in the centroid scan (the prefetch): with one candidate kept, the page that stage
+    picks is the best by centroid MaxSim of those rows, whatever the exact stage's query."""
     from agree_core.index.first_stage import middle_rows
     from agree_core.index.schema import POOLED, TOKENS
 
@@ -336,7 +349,10 @@ def test_the_centroid_stage_scores_with_the_rows_it_is_given(tmp_path, sample_in
         for middle, expected in ((None, best[0]), ([b], best[1]), ([a], best[0])):
             got = index.engine.search_batch([a], 1, using=TOKENS, prefetch=FDE, candidates=n,
                                             prefetch_queries=[muv.encode_query(a)], hnsw_ef=n,
-                                            rescore=(POOLED, 1), rescore_queries=middle)
+                                            rescore=(POOLED, 1), coarse_queries=middle)
+            assert got[0][0].id == expected
+            got = index.engine.search_batch([a], 1, using=TOKENS, prefetch=POOLED, candidates=1,
+                                            coarse_queries=middle)
             assert got[0][0].id == expected
     rows = np.array([[0.1, 0.0], [2.0, 0.0], [0.0, 1.5], [0.2, 0.2]], np.float32)
     assert middle_rows(rows).tolist() == [[2.0, 0.0], [0.0, 1.5]]  # 3.5 of 3.88: over 70%

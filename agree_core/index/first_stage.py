@@ -288,7 +288,7 @@ def search(engine: Any, config: Any, queries: list[np.ndarray], k: int, where: A
                                hnsw_ef=max(HNSW_EF, wide) if graph else None,
                                oversampling=oversampling_of(fs) if quantization_of(fs) else None,
                                rescore=(rescore_with, c) if rescore_with else None,
-                               rescore_queries=[middle_rows(q) for q in queries] if rescore_with else None)
+                               coarse_queries=[middle_rows(q) for q in queries] if rescore_with else None)
 
 
 def graph_candidates(candidates: int, scan: bool = False) -> int:

@@ -117,10 +117,12 @@ class SearchMethods:
                         "centroid (slow at this size); build it once with `agree first-stage --index %s`",
                         self.location, " (its encodings predate window-fused vectors)"
                         if self.config.first_stage else "", self.location)
-        n = candidates_for(points if candidates is None else 0, candidates)
+        n = candidates_for(points if candidates is None else 0, candidates) if pooled else 0
+        # the centroid scan scores with the query's heaviest rows, as the cascade's centroid stage
+        # does: at 100,000 pages 1,038 -> 451 ms for the same recall (BENCHMARKS.md, session 11)
         return self.engine.search_batch(list(queries), k, using=TOKENS, where=where,
-                                        prefetch=pooled, candidates=n if pooled else 0,
-                                        exclude=SEARCH_EXCLUDE)
+                                        prefetch=pooled, candidates=n, exclude=SEARCH_EXCLUDE,
+                                        coarse_queries=[first_stage.middle_rows(q) for q in queries] if n else None)
 
     def scope(self, filters: dict[str, Any] | None, *, pdf_pages_only: bool = False) -> F.Node | None:
         """``filters`` (nested or flat) as an engine-neutral tree, restricted to what readers

@@ -136,7 +136,7 @@ class Engine(ABC):
                      hnsw_ef: int | None = None,
                      rescore: tuple[str, int] | None = None,
                      oversampling: float | None = None,
-                     rescore_queries: Sequence[np.ndarray] | None = None) -> list[list[Scored]]:
+                     coarse_queries: Sequence[np.ndarray] | None = None) -> list[list[Scored]]:
         """Top ``limit`` points by MaxSim of each query ``(n_q, dim)`` against vector
         ``using``, exact. With ``prefetch`` and ``candidates``, MaxSim over the vector
         ``prefetch`` first keeps ``candidates`` points and ``using`` rescores them. With
@@ -147,8 +147,9 @@ class Engine(ABC):
         copy and rescored by the stored vectors. With ``rescore = (name, n)`` a middle
         stage sits between the two: exact MaxSim of the query over the multivector ``name``
         keeps the best ``n`` of the candidates for ``using`` (one nested query in the
-        engine); ``rescore_queries`` gives that stage its own query rows (default each
-        query; :func:`~agree_core.index.first_stage.middle_rows`)."""
+        engine). ``coarse_queries`` are the query rows of the coarse MaxSim stage, the
+        middle one or a multivector ``prefetch`` (default each query; the index passes
+        :func:`~agree_core.index.first_stage.middle_rows`); the last stage scores with every row."""
 
     def search(self, query: np.ndarray, limit: int, **kwargs: Any) -> list[Scored]:
         return self.search_batch([query], limit, **kwargs)[0]

@@ -168,7 +168,7 @@ class EdgeEngine(Engine):
                      hnsw_ef: int | None = None,
                      rescore: tuple[str, int] | None = None,
                      oversampling: float | None = None,
-                     rescore_queries: Sequence[np.ndarray] | None = None) -> list[list[Scored]]:
+                     coarse_queries: Sequence[np.ndarray] | None = None) -> list[list[Scored]]:
         qe = _qe()
         exact, flt, select = qe.SearchParams(exact=True), to_edge(where), _selector(True, exclude)
         dense = qe.SearchParams(hnsw_ef=hnsw_ef, quantization=None if oversampling is None else
@@ -176,16 +176,16 @@ class EdgeEngine(Engine):
         out = []
         for i, q in enumerate(queries):
             q = np.ascontiguousarray(q, dtype=np.float32)  # (n_q, dim)
-            first, params = q, exact
+            coarse = q if coarse_queries is None else np.ascontiguousarray(coarse_queries[i], dtype=np.float32)
+            first, params = coarse, exact  # a multivector prefetch is the coarse stage
             if prefetch_queries is not None:  # a dense vector: its HNSW graph or quantized scan
                 first, params = np.ascontiguousarray(prefetch_queries[i], dtype=np.float32), dense
             prefetches = ([qe.Prefetch(limit=max(candidates, limit), filter=flt, params=params,
                                        query=qe.Query.Nearest(first, using=prefetch))]
                           if prefetch and candidates else None)
             if prefetches and rescore:  # the candidates' middle stage, inside the same query
-                middle = q if rescore_queries is None else np.ascontiguousarray(rescore_queries[i], dtype=np.float32)
                 prefetches = [qe.Prefetch(limit=max(rescore[1], limit), filter=flt, params=exact,
-                                          query=qe.Query.Nearest(middle, using=rescore[0]), prefetches=prefetches)]
+                                          query=qe.Query.Nearest(coarse, using=rescore[0]), prefetches=prefetches)]
             main = exact if (hnsw_ef is None and oversampling is None) or prefetches else dense
             request = qe.QueryRequest(limit=limit, query=qe.Query.Nearest(q, using=using),
                                       prefetches=prefetches, filter=flt, params=main,

@@ -226,7 +226,7 @@ class ServerEngine(Engine):
                      hnsw_ef: int | None = None,
                      rescore: tuple[str, int] | None = None,
                      oversampling: float | None = None,
-                     rescore_queries: Sequence[np.ndarray] | None = None) -> list[list[Scored]]:
+                     coarse_queries: Sequence[np.ndarray] | None = None) -> list[list[Scored]]:
         m = _models()
         # local mode always searches exactly (and warns about search params)
         flt, exact = to_models(where), None if self.local else m.SearchParams(exact=True)
@@ -236,15 +236,15 @@ class ServerEngine(Engine):
         requests = []
         for i, q in enumerate(queries):
             q = np.asarray(q, dtype=np.float32).tolist()  # (n_q, dim)
-            fq, params = q, exact
+            coarse = q if coarse_queries is None else np.asarray(coarse_queries[i], dtype=np.float32).tolist()
+            fq, params = coarse, exact  # a multivector prefetch is the coarse stage
             if prefetch_queries is not None:  # a dense vector: its HNSW graph or quantized scan
                 fq = np.asarray(prefetch_queries[i], dtype=np.float32).tolist()
                 params = dense
             first = (m.Prefetch(query=fq, using=prefetch, limit=max(candidates, limit), filter=flt, params=params)
                      if prefetch and candidates else None)
             if first is not None and rescore:  # the candidates' middle stage, inside the same query
-                middle = q if rescore_queries is None else np.asarray(rescore_queries[i], dtype=np.float32).tolist()
-                first = m.Prefetch(query=middle, using=rescore[0], limit=max(rescore[1], limit), filter=flt,
+                first = m.Prefetch(query=coarse, using=rescore[0], limit=max(rescore[1], limit), filter=flt,
                                    params=exact, prefetch=first)
             main = exact if (hnsw_ef is None and oversampling is None) or first is not None or self.local else dense
             requests.append(m.QueryRequest(query=q, using=using, prefetch=first, filter=flt, limit=limit,
