@@ -117,7 +117,9 @@ class SearchMethods:
                         "centroid (slow at this size); build it once with `agree first-stage --index %s`",
                         self.location, " (its encodings predate window-fused vectors)"
                         if self.config.first_stage else "", self.location)
-        n = candidates_for(points if candidates is None else 0, candidates) if pooled else 0
+        n = candidates_for(points if candidates is None else 0, candidates)
+        if not pooled:
+            n = 0  # an index without centroids: exact MaxSim over every page
         # the centroid scan scores with the query's heaviest rows, as the cascade's centroid stage
         # does: at 100,000 pages 1,038 -> 451 ms for the same recall (BENCHMARKS.md, session 11)
         return self.engine.search_batch(list(queries), k, using=TOKENS, where=where,
