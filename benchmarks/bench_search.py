@@ -344,10 +344,14 @@ def _engine(d: Path, spec: Spec):
 
 
 def _search(shard, q: np.ndarray, candidates: int | None):
+    """As ``PageIndex.search_vectors`` searches an index without encodings: the centroid scan
+    with the query's heaviest rows (session 11), then exact MaxSim."""
+    from agree_core.index.first_stage import middle_rows
     from agree_core.index.schema import POOLED, TOKENS
 
     return shard.search(q, 10, using=TOKENS, prefetch=POOLED if candidates else None,
-                        candidates=candidates or 0, exclude=["cells", "text", "terms"])
+                        candidates=candidates or 0, exclude=["cells", "text", "terms"],
+                        coarse_queries=[middle_rows(q)] if candidates else None)
 
 
 def worker(spec: Spec, qids: list[str], candidates: list[int], exact_budget: float) -> dict:
